@@ -1,0 +1,92 @@
+"""One settings object for the whole process, read from the environment (prefix REFERRAL_)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class OtelExporter(StrEnum):
+    NONE = "none"
+    CONSOLE = "console"
+    OTLP = "otlp"
+    MEMORY = "memory"
+
+
+class Settings(BaseSettings):
+    """Every setting of the engine; production refuses development keys and demo users."""
+
+    model_config = SettingsConfigDict(env_prefix="REFERRAL_", env_file=None, extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".data")
+
+    database_url: str = "sqlite:///.data/referral.db"
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "referrals"
+    temporal_ui_port: int = 8233
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_base_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 64 * 1024
+
+    # Token validation: issuer and audience are always required.
+    jwks_url: str = "file:.data/dev-jwks.json"
+    jwt_issuer: str = "http://127.0.0.1:8000/dev-issuer"
+    jwt_audience: str = "referral-api"
+    jwks_cache_seconds: int = 300
+
+    # Development-only: a local signing key for demo tokens. Refused in production.
+    dev_tokens_enabled: bool = True
+    dev_signing_key_path: Path = Path(".data/dev-signing-key.pem")
+
+    # Development-only file key ring. Refused in production unless explicitly allowed.
+    keyring_path: Path = Path(".data/keyring.json")
+    allow_file_keyring_in_production: bool = False
+
+    otel_exporter: OtelExporter = OtelExporter.NONE
+    otel_endpoint: str = "http://127.0.0.1:4318"
+    otel_service_name: str = "referral-engine"
+
+    # Default durations of the programme (seconds); a cooperation framework may override
+    # the reporting cadence and retention periods.
+    consent_deadline_seconds: int = Field(default=14 * 86400, gt=0)
+    acceptance_sla_seconds: int = Field(default=5 * 86400, gt=0)
+    acceptance_reminder_seconds: int = Field(default=3 * 86400, gt=0)
+    decision_deadline_seconds: int = Field(default=30 * 86400, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_development_material_in_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.dev_tokens_enabled:
+                raise ValueError("development tokens are refused in production")
+            if self.jwks_url.startswith("file:"):
+                raise ValueError("a file JWKS (development key) is refused in production")
+            if not self.jwks_url.startswith("https://"):
+                raise ValueError("the JWKS URL must use https in production")
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("the embedded SQLite database is refused in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()
