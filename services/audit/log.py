@@ -1,0 +1,420 @@
+"""The tamper-evident audit log: gap-free group-committed appends, signed heads, proofs."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from services.audit import merkle
+from services.audit.models import (
+    AUDIT_ENTRY_TABLE,
+    AUDIT_TREE_HEAD_TABLE,
+    AuditEntry,
+    AuditEvent,
+    SignedTreeHead,
+    entry_fields,
+    format_timestamp,
+    new_entry,
+    tree_head_bytes,
+)
+from services.audit.verification import VerificationResult, verify_records
+
+__all__ = [
+    "AuditIntegrityError",
+    "AuditLog",
+    "ConsistencyProof",
+    "InclusionProof",
+    "VerificationResult",
+]
+
+logger = logging.getLogger(__name__)
+
+# One well-known key, so every process appending to the same PostgreSQL log serialises.
+ADVISORY_LOCK_KEY = 0x61756469745F6C67  # "audit_lg"
+MAX_APPEND_ATTEMPTS = 5
+MAX_SEARCH_LIMIT = 500
+VERIFY_CHUNK_ROWS = 2000
+
+ENTRY_TABLE = AUDIT_ENTRY_TABLE
+HEAD_TABLE = AUDIT_TREE_HEAD_TABLE
+
+
+class AuditIntegrityError(RuntimeError):
+    """The stored log is not a gap-free prefix-extension of what this process saw."""
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """An audit path from one leaf to the root of the tree of `tree_size` leaves."""
+
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    root_hash: str
+    path: list[str]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """Proof that the tree of size `first` is a prefix of the tree of size `second`."""
+
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    path: list[str]
+
+
+@dataclass
+class _PendingAppend:
+    events: list[AuditEvent]
+    entries: list[AuditEntry] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _head_record(head: Mapping[Any, Any]) -> dict[str, Any]:
+    return {
+        "tree_size": head["tree_size"],
+        "root_hash": head["root_hash"],
+        "signed_at": format_timestamp(head["signed_at"]),
+        "key_id": head["key_id"],
+        "signature": head["signature"],
+    }
+
+
+class AuditLog:
+    """An append-only RFC 6962 Merkle log of audit events stored in the database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        signing_key: Ed25519PrivateKey,
+        key_id: str,
+        sth_every_entries: int = 1000,
+        sth_every_seconds: float = 60.0,
+        *,
+        verify_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    ) -> None:
+        if sth_every_entries < 1 or sth_every_seconds <= 0:
+            raise ValueError("tree heads must be signed at a positive cadence")
+        self._engine = engine
+        self._signing_key = signing_key
+        self._key_id = key_id
+        self._sth_every_entries = sth_every_entries
+        self._sth_every_seconds = sth_every_seconds
+        # Older key ids stay verifiable after rotation.
+        self._public_keys: dict[str, Ed25519PublicKey] = dict(verify_keys or {})
+        self._public_keys[key_id] = signing_key.public_key()
+
+        # Group commit: callers queue, one of them (the leader) writes a whole batch.
+        self._queue: list[_PendingAppend] = []
+        self._queue_cond = threading.Condition()
+        self._flushing = False
+        # Serialises every write transaction (appends and heads) within this process.
+        self._write_lock = threading.RLock()
+
+        # Leaf hashes of the stored prefix, so proofs and heads never rescan the table.
+        self._cache_lock = threading.Lock()
+        self._leaves: list[bytes] = []
+        self._tree = merkle.TreeAccumulator()
+        self._last_head_size: int | None = None
+        self._last_head_time = time.monotonic()
+
+    @property
+    def key_id(self) -> str:
+        """The id of the key that signs new tree heads."""
+        return self._key_id
+
+    # -- appending ---------------------------------------------------------------------
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditEntry]:
+        """Append `events` atomically and in order; returns the stored entries."""
+        if not events:
+            return []
+        pending = _PendingAppend(list(events))
+        with self._queue_cond:
+            self._queue.append(pending)
+            while self._flushing and not pending.done:
+                self._queue_cond.wait()
+            if not pending.done:
+                self._flushing = True
+                batch, self._queue = self._queue, []
+        if not pending.done:
+            try:
+                self._flush(batch)
+                try:
+                    self._maybe_sign_tree_head()
+                except Exception:
+                    # The entries are committed; the next append or timer signs instead.
+                    logger.exception("signing the audit tree head failed")
+            finally:
+                with self._queue_cond:
+                    self._flushing = False
+                    self._queue_cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.entries
+
+    def _flush(self, batch: list[_PendingAppend]) -> None:
+        events = [event for pending in batch for event in pending.events]
+        try:
+            entries = self._write_entries(events)
+        except BaseException as error:
+            for pending in batch:
+                pending.error = error
+                pending.done = True
+            raise
+        position = 0
+        for pending in batch:
+            pending.entries = entries[position : position + len(pending.events)]
+            position += len(pending.events)
+            pending.done = True
+
+    def _write_entries(self, events: list[AuditEvent]) -> list[AuditEntry]:
+        for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
+            with self._write_lock, self._engine.connect() as conn:
+                self._lock_database(conn)
+                start = self._sync(conn)
+                recorded_at = datetime.now(UTC)
+                entries = [
+                    new_entry(event, index=start + offset, recorded_at=recorded_at)
+                    for offset, event in enumerate(events)
+                ]
+                try:
+                    conn.execute(insert(ENTRY_TABLE), [self._row(e) for e in entries])
+                    conn.commit()
+                except IntegrityError:
+                    # The primary key on `index` caught a writer the locks did not
+                    # serialise (e.g. another process without them): resync and retry.
+                    conn.rollback()
+                    if attempt == MAX_APPEND_ATTEMPTS:
+                        raise
+                    continue
+            self._publish(start, [bytes.fromhex(e.leaf_hash) for e in entries])
+            return entries
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _row(entry: AuditEntry) -> dict[str, Any]:
+        return {column.name: getattr(entry, column.name) for column in ENTRY_TABLE.columns}
+
+    @staticmethod
+    def _lock_database(conn: Connection) -> None:
+        """Take the database-wide append lock for the rest of this transaction."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        elif dialect == "sqlite":
+            # The driver would only BEGIN (deferred) at the first write; taking the write
+            # lock up front makes reading the size and inserting one atomic step.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _sync(self, conn: Connection, *, locked: bool = True) -> int:
+        """Load leaf hashes stored by others since we last looked; returns the log size."""
+        with self._cache_lock:
+            if self._last_head_size is None:
+                self._last_head_size = conn.execute(
+                    select(func.coalesce(func.max(HEAD_TABLE.c.tree_size), 0)).where(
+                        HEAD_TABLE.c.key_id == self._key_id
+                    )
+                ).scalar_one()
+            known = len(self._leaves)
+            rows = conn.execute(
+                select(ENTRY_TABLE.c.index, ENTRY_TABLE.c.leaf_hash)
+                .where(ENTRY_TABLE.c.index >= known)
+                .order_by(ENTRY_TABLE.c.index)
+            )
+            for expected, (index, leaf_hash) in enumerate(rows, start=known):
+                if index != expected:
+                    raise AuditIntegrityError(f"audit entry {expected} is missing")
+                digest = bytes.fromhex(leaf_hash)
+                self._leaves.append(digest)
+                self._tree.append(digest)
+            size = len(self._leaves)
+            if not locked:
+                return size
+            # Only under the append lock is this stable. A shrunken table must stop appends
+            # rather than fork the tree; max() reads the primary key index where count()
+            # would scan, and holes in the middle are for `verify()` to find.
+            last = conn.execute(select(func.max(ENTRY_TABLE.c.index))).scalar_one()
+            stored = 0 if last is None else last + 1
+            if stored != size:
+                raise AuditIntegrityError(f"the log ends at entry {stored}, expected {size}")
+            return size
+
+    def _publish(self, start: int, leaf_hashes: list[bytes]) -> None:
+        with self._cache_lock:
+            # A reader may already have loaded these committed rows from the database.
+            fresh = leaf_hashes[len(self._leaves) - start :]
+            self._leaves.extend(fresh)
+            self._tree.extend(fresh)
+
+    def _snapshot(self) -> list[bytes]:
+        with self._engine.connect() as conn:
+            self._sync(conn, locked=False)
+            conn.rollback()
+        with self._cache_lock:
+            return self._leaves[:]
+
+    # -- tree heads --------------------------------------------------------------------
+
+    def _maybe_sign_tree_head(self) -> None:
+        with self._cache_lock:
+            size, last = len(self._leaves), self._last_head_size or 0
+        if size <= last:
+            return
+        elapsed = time.monotonic() - self._last_head_time
+        if size - last >= self._sth_every_entries or elapsed >= self._sth_every_seconds:
+            self.sign_tree_head()
+
+    def maybe_sign_tree_head(self) -> None:
+        """Sign a head if the cadence is due (for a periodic timer when appends are rare)."""
+        with self._write_lock:
+            self._snapshot()
+            self._maybe_sign_tree_head()
+
+    def sign_tree_head(self) -> SignedTreeHead:
+        """Sign (and store) the head of the log as it is now."""
+        with self._write_lock:
+            with self._engine.connect() as conn:
+                self._lock_database(conn)
+                size = self._sync(conn)
+                existing = conn.execute(
+                    select(HEAD_TABLE).where(
+                        HEAD_TABLE.c.tree_size == size, HEAD_TABLE.c.key_id == self._key_id
+                    )
+                ).first()
+                if existing is not None:
+                    conn.rollback()
+                    return SignedTreeHead(**existing._mapping)
+                with self._cache_lock:
+                    root_hash = self._tree.root().hex()
+                signed_at = datetime.now(UTC)
+                message = tree_head_bytes(
+                    tree_size=size,
+                    root_hash=root_hash,
+                    signed_at=format_timestamp(signed_at),
+                    key_id=self._key_id,
+                )
+                head = SignedTreeHead(
+                    tree_size=size,
+                    key_id=self._key_id,
+                    root_hash=root_hash,
+                    signed_at=signed_at,
+                    signature=base64.b64encode(self._signing_key.sign(message)).decode(),
+                )
+                conn.execute(
+                    insert(HEAD_TABLE),
+                    [{column.name: getattr(head, column.name) for column in HEAD_TABLE.columns}],
+                )
+                conn.commit()
+            self._last_head_size = size
+            self._last_head_time = time.monotonic()
+            return head
+
+    def tree_heads(self) -> list[SignedTreeHead]:
+        """Every signed tree head, smallest tree first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.key_id)
+            )
+            return [SignedTreeHead(**row._mapping) for row in rows]
+
+    # -- proofs ------------------------------------------------------------------------
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
+        """The audit path proving entry `index` is in the tree of `tree_size` (default now)."""
+        leaves = self._snapshot()
+        size = len(leaves) if tree_size is None else tree_size
+        if not 0 <= index < size <= len(leaves):
+            raise ValueError(f"no entry {index} in a tree of size {size} (log has {len(leaves)})")
+        prefix = leaves[:size]
+        return InclusionProof(
+            leaf_index=index,
+            tree_size=size,
+            leaf_hash=prefix[index].hex(),
+            root_hash=merkle.root(prefix).hex(),
+            path=[h.hex() for h in merkle.inclusion_proof(index, prefix)],
+        )
+
+    def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
+        """The proof that the tree of size `first` is a prefix of the tree of size `second`."""
+        leaves = self._snapshot()
+        if not 0 <= first <= second <= len(leaves):
+            raise ValueError(f"sizes {first}..{second} are not within the log ({len(leaves)})")
+        prefix = leaves[:second]
+        return ConsistencyProof(
+            first=first,
+            second=second,
+            first_root=merkle.root(prefix[:first]).hex(),
+            second_root=merkle.root(prefix).hex(),
+            path=[h.hex() for h in merkle.consistency_proof(first, prefix)],
+        )
+
+    # -- verification and search -------------------------------------------------------
+
+    def verify(self) -> VerificationResult:
+        """Recompute every leaf from its stored fields and check every signed head."""
+        with self._engine.connect() as conn:
+            # Heads first: entries only grow, so every head read here is covered below.
+            heads = [_head_record(row._mapping) for row in conn.execute(select(HEAD_TABLE))]
+            rows = conn.execution_options(yield_per=VERIFY_CHUNK_ROWS).execute(
+                select(ENTRY_TABLE).order_by(ENTRY_TABLE.c.index)
+            )
+
+            def records() -> Iterator[dict[str, Any]]:
+                for row in rows:
+                    mapping = row._mapping
+                    yield {**entry_fields(mapping), "leaf_hash": mapping["leaf_hash"]}
+
+            return verify_records(records(), heads, self._public_keys.get)
+
+    def search(
+        self,
+        session: Session,
+        *,
+        referral_pseudonym: str | None = None,
+        actor: str | None = None,
+        organisation: str | None = None,
+        action: str | None = None,
+        decision: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[AuditEntry]:
+        """Entries matching every given filter, in log order (`until` is exclusive)."""
+        if offset < 0 or not 0 < limit <= MAX_SEARCH_LIMIT:
+            raise ValueError(f"offset must be >= 0 and limit within 1..{MAX_SEARCH_LIMIT}")
+        statement = select(AuditEntry)
+        filters = (
+            (col(AuditEntry.referral_pseudonym), referral_pseudonym),
+            (col(AuditEntry.actor_subject), actor),
+            (col(AuditEntry.actor_organisation), organisation),
+            (col(AuditEntry.action), action),
+            (col(AuditEntry.decision), decision),
+        )
+        for column, value in filters:
+            if value is not None:
+                statement = statement.where(column == value)
+        if since is not None:
+            statement = statement.where(col(AuditEntry.recorded_at) >= since)
+        if until is not None:
+            statement = statement.where(col(AuditEntry.recorded_at) < until)
+        statement = statement.order_by(col(AuditEntry.index)).offset(offset).limit(limit)
+        return list(session.scalars(statement))

@@ -1,0 +1,310 @@
+"""Audit trail tables, the audit event input model and the canonical bytes of an entry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlmodel import Field, SQLModel
+
+from services.audit import merkle
+from services.sqltypes import UTCDateTime
+
+APPEND_ONLY_MESSAGE = "audit log is append-only"
+AUDIT_TABLES = ("audit_entry", "audit_tree_head")
+TREE_HEAD_FORMAT = "referral-audit-tree-head/v1"
+PSEUDONYM_PATTERN = r"^rp_[0-9a-f]{32}$"
+HASHED_FIELDS = (
+    "index",
+    "id",
+    "recorded_at",
+    "event_type",
+    "actor_subject",
+    "actor_organisation",
+    "actor_role",
+    "action",
+    "referral_pseudonym",
+    "categories",
+    "decision",
+    "policy_ids",
+    "purpose_of_use",
+    "request_id",
+    "trace_id",
+)
+
+
+class AuditEventType(StrEnum):
+    """IHE Basic Audit Log Patterns event kinds (plus login and export)."""
+
+    CREATE = "create"
+    READ = "read"
+    QUERY = "query"
+    UPDATE = "update"
+    DELETE = "delete"
+    DISCLOSURE_SOURCE = "disclosure_source"
+    DISCLOSURE_RECIPIENT = "disclosure_recipient"
+    AUTHORIZATION_PERMIT = "authorization_permit"
+    AUTHORIZATION_DENY = "authorization_deny"
+    LOGIN = "login"
+    EXPORT = "export"
+
+
+class AuditDecision(StrEnum):
+    """The outcome of an authorisation decision."""
+
+    PERMIT = "permit"
+    DENY = "deny"
+
+
+class AuditEvent(BaseModel):
+    """What a caller asks to record; the log assigns index, id and time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: AuditEventType
+    actor_subject: str = PydanticField(min_length=1, max_length=255)
+    actor_organisation: str = PydanticField(min_length=1, max_length=255)
+    actor_role: str = PydanticField(min_length=1, max_length=64)
+    action: str = PydanticField(min_length=1, max_length=128)
+    # A keyed pseudonym (see `pseudonymise_referral`), so the log never holds a real id.
+    referral_pseudonym: str | None = PydanticField(default=None, pattern=PSEUDONYM_PATTERN)
+    categories: tuple[str, ...] = ()
+    decision: AuditDecision | None = None
+    policy_ids: tuple[str, ...] = ()
+    purpose_of_use: str = PydanticField(min_length=1, max_length=64)
+    request_id: str | None = PydanticField(default=None, max_length=128)
+    trace_id: str | None = PydanticField(default=None, max_length=128)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One leaf of the audit Merkle tree; `index` is its gap-free position from 0."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        UniqueConstraint("id", name="uq_audit_entry_id"),
+        Index("ix_audit_entry_referral_pseudonym", "referral_pseudonym"),
+        Index("ix_audit_entry_actor_subject", "actor_subject"),
+        Index("ix_audit_entry_recorded_at", "recorded_at"),
+    )
+
+    index: int = Field(sa_column=Column("index", BigInteger, primary_key=True, autoincrement=False))
+    id: uuid.UUID = Field(sa_column=Column("id", Uuid, nullable=False))
+    recorded_at: datetime = Field(sa_column=Column("recorded_at", UTCDateTime, nullable=False))
+    event_type: str = Field(sa_column=Column("event_type", String(32), nullable=False))
+    actor_subject: str = Field(sa_column=Column("actor_subject", String(255), nullable=False))
+    actor_organisation: str = Field(
+        sa_column=Column("actor_organisation", String(255), nullable=False)
+    )
+    actor_role: str = Field(sa_column=Column("actor_role", String(64), nullable=False))
+    action: str = Field(sa_column=Column("action", String(128), nullable=False))
+    referral_pseudonym: str | None = Field(
+        default=None, sa_column=Column("referral_pseudonym", String(64), nullable=True)
+    )
+    categories: list[str] = Field(sa_column=Column("categories", JSON, nullable=False))
+    decision: str | None = Field(
+        default=None, sa_column=Column("decision", String(8), nullable=True)
+    )
+    policy_ids: list[str] = Field(sa_column=Column("policy_ids", JSON, nullable=False))
+    purpose_of_use: str = Field(sa_column=Column("purpose_of_use", String(64), nullable=False))
+    request_id: str | None = Field(
+        default=None, sa_column=Column("request_id", String(128), nullable=True)
+    )
+    trace_id: str | None = Field(
+        default=None, sa_column=Column("trace_id", String(128), nullable=True)
+    )
+    # Derivable from the fields above; stored so proofs need not re-serialise every entry.
+    leaf_hash: str = Field(sa_column=Column("leaf_hash", String(64), nullable=False))
+
+
+class SignedTreeHead(SQLModel, table=True):
+    """An Ed25519 signature over the tree size and root at one moment."""
+
+    __tablename__ = "audit_tree_head"
+
+    tree_size: int = Field(
+        sa_column=Column("tree_size", BigInteger, primary_key=True, autoincrement=False)
+    )
+    key_id: str = Field(sa_column=Column("key_id", String(128), primary_key=True))
+    root_hash: str = Field(sa_column=Column("root_hash", String(64), nullable=False))
+    signed_at: datetime = Field(sa_column=Column("signed_at", UTCDateTime, nullable=False))
+    signature: str = Field(sa_column=Column("signature", Text, nullable=False))
+
+
+# Typed handles on the tables for Core statements (SQLModel does not type `__table__`).
+AUDIT_ENTRY_TABLE = SQLModel.metadata.tables["audit_entry"]
+AUDIT_TREE_HEAD_TABLE = SQLModel.metadata.tables["audit_tree_head"]
+
+
+def format_timestamp(value: datetime) -> str:
+    """The canonical text of a timestamp: UTC, microseconds, a `Z` suffix."""
+    if value.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Mapping[str, Any]) -> bytes:
+    """Canonical JSON: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def entry_fields(entry: AuditEntry | Mapping[Any, Any]) -> dict[str, Any]:
+    """Every hashed field of an entry (or a row mapping) as JSON values, without `leaf_hash`."""
+    # Verification reads raw rows: building a model object per row would dominate its cost.
+    values: Mapping[Any, Any] = (
+        entry
+        if isinstance(entry, Mapping)
+        else {name: getattr(entry, name) for name in HASHED_FIELDS}
+    )
+    decision = values["decision"]
+    return {
+        "index": values["index"],
+        "id": str(values["id"]),
+        "recorded_at": format_timestamp(values["recorded_at"]),
+        "event_type": str(values["event_type"]),
+        "actor_subject": values["actor_subject"],
+        "actor_organisation": values["actor_organisation"],
+        "actor_role": values["actor_role"],
+        "action": values["action"],
+        "referral_pseudonym": values["referral_pseudonym"],
+        "categories": list(values["categories"]),
+        "decision": None if decision is None else str(decision),
+        "policy_ids": list(values["policy_ids"]),
+        "purpose_of_use": values["purpose_of_use"],
+        "request_id": values["request_id"],
+        "trace_id": values["trace_id"],
+    }
+
+
+def canonical_bytes(entry: AuditEntry) -> bytes:
+    """The bytes an entry's leaf hash covers."""
+    return canonical_json(entry_fields(entry))
+
+
+def compute_leaf_hash(entry: AuditEntry) -> bytes:
+    """The RFC 6962 leaf hash of an entry's canonical bytes."""
+    return merkle.leaf_hash(canonical_bytes(entry))
+
+
+def new_entry(event: AuditEvent, *, index: int, recorded_at: datetime) -> AuditEntry:
+    """A complete entry (with its leaf hash) for `event` at position `index`."""
+    entry = AuditEntry(
+        index=index,
+        id=uuid.uuid4(),
+        recorded_at=recorded_at,
+        event_type=event.event_type.value,
+        actor_subject=event.actor_subject,
+        actor_organisation=event.actor_organisation,
+        actor_role=event.actor_role,
+        action=event.action,
+        referral_pseudonym=event.referral_pseudonym,
+        categories=list(event.categories),
+        decision=None if event.decision is None else event.decision.value,
+        policy_ids=list(event.policy_ids),
+        purpose_of_use=event.purpose_of_use,
+        request_id=event.request_id,
+        trace_id=event.trace_id,
+        leaf_hash="",
+    )
+    entry.leaf_hash = compute_leaf_hash(entry).hex()
+    return entry
+
+
+def tree_head_bytes(*, tree_size: int, root_hash: str, signed_at: str, key_id: str) -> bytes:
+    """The bytes a tree head signature covers (size, root, time and key, domain-tagged)."""
+    return canonical_json(
+        {
+            "format": TREE_HEAD_FORMAT,
+            "tree_size": tree_size,
+            "root_hash": root_hash,
+            "signed_at": signed_at,
+            "key_id": key_id,
+        }
+    )
+
+
+def pseudonymise_referral(referral_id: uuid.UUID, key: bytes) -> str:
+    """The audit pseudonym of a referral: a keyed HMAC, so the log holds no real id."""
+    if len(key) < 32:
+        raise ValueError("the pseudonym key must have at least 256 bits")
+    digest = hmac.new(key, b"audit-referral:" + referral_id.bytes, hashlib.sha256).hexdigest()
+    return "rp_" + digest[:32]
+
+
+_SQLITE_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {verb} ON {table} "
+    f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
+)
+
+_POSTGRES_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '{APPEND_ONLY_MESSAGE} (% on %)', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$
+"""
+
+
+def install_append_only_triggers(connection: Connection) -> None:
+    """Make the database itself refuse UPDATE and DELETE (and TRUNCATE) on audit tables."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        for table in AUDIT_TABLES:
+            for op, verb in (("update", "UPDATE"), ("delete", "DELETE")):
+                connection.execute(text(_SQLITE_TRIGGER.format(table=table, op=op, verb=verb)))
+    elif dialect == "postgresql":
+        connection.execute(text(_POSTGRES_FUNCTION))
+        for table in AUDIT_TABLES:
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()"
+                )
+            )
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()"
+                )
+            )
+    else:
+        raise NotImplementedError(f"no append-only triggers for dialect {dialect!r}")
+
+
+def remove_append_only_triggers(connection: Connection) -> None:
+    """Drop the append-only triggers (migration downgrade only)."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        for table in AUDIT_TABLES:
+            for op in ("update", "delete"):
+                connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{op}"))
+    elif dialect == "postgresql":
+        for table in AUDIT_TABLES:
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
+        connection.execute(text("DROP FUNCTION IF EXISTS audit_refuse_change()"))

@@ -1,0 +1,362 @@
+"""The key ring: versioned key-encryption keys and the other long-lived keys of the engine.
+
+`KeyRing` is the interface a KMS or Vault Transit backend implements in production;
+`FileKeyRing` keeps everything in one JSON file and exists for development only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import stat
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.crypto.errors import DecryptionError, KeyRingError, UnknownKeyVersion
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+FILE_FORMAT = 1
+REFRESH_SECONDS = 1.0
+# Associated data of a wrap names the KEK version, so a wrapped key cannot be presented
+# as if it had been wrapped by another version.
+_WRAP_AAD_PREFIX = b"referral-engine/kek-wrap/v1\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key encrypted under one version of the key-encryption key."""
+
+    kek_version: str
+    ciphertext: bytes
+
+
+class KeyRing(Protocol):
+    """The keys the engine needs; a KMS or Vault Transit backend implements the same calls."""
+
+    def current_kek_version(self) -> str:
+        """The KEK version new wraps use."""
+        ...
+
+    def wrap(self, data_key: bytes) -> WrappedKey:
+        """Encrypt `data_key` under the current KEK version."""
+        ...
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        """Decrypt a wrapped data key; raises `UnknownKeyVersion` or `DecryptionError`."""
+        ...
+
+    def rotate(self) -> str:
+        """Add a new KEK version, make it current and return its id; old ones stay readable."""
+        ...
+
+    def retire(self, version: str) -> None:
+        """Destroy a non-current KEK version; keys wrapped by it become unreadable."""
+        ...
+
+    def current_payload_key_id(self) -> str:
+        """The id of the key the payload codec encrypts with."""
+        ...
+
+    def payload_key(self, key_id: str) -> bytes:
+        """The payload-codec key `key_id`; raises `UnknownKeyVersion`."""
+        ...
+
+    def rotate_payload_key(self) -> str:
+        """Add a new payload-codec key, make it current and return its id."""
+        ...
+
+    def pseudonym_key(self) -> bytes:
+        """The HMAC key of the pseudonyms."""
+        ...
+
+    def audit_signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs audit tree heads."""
+        ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _new_id(prefix: str, number: int) -> str:
+    # The random suffix keeps ids distinct across key rings, so ciphertext from a ring that
+    # was thrown away reports "unknown key" rather than looking like tampering.
+    return f"{prefix}-{number}-{secrets.token_hex(3)}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class FileKeyRing:
+    """A development key ring kept in one JSON file (mode 0600, marked development only)."""
+
+    def __init__(self, path: Path, document: dict[str, Any]) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._doc = document
+        self._validate()
+        self._keks: dict[str, AESGCM] = {}
+        self._stamp = self._file_stamp()
+        self._checked_at = time.monotonic()
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path | str) -> FileKeyRing:
+        """Create a new key ring file with fresh random keys; refuses to overwrite one."""
+        path = Path(path)
+        signing_key = Ed25519PrivateKey.generate().private_bytes_raw()
+        kek_id = _new_id("kek", 1)
+        payload_id = _new_id("pk", 1)
+        document: dict[str, Any] = {
+            "development_only": True,
+            "format": FILE_FORMAT,
+            "warning": "Development key ring. Never use it in production.",
+            "created_at": _now(),
+            "kek": {
+                "current": kek_id,
+                "versions": {kek_id: {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}},
+                "retired": [],
+            },
+            "payload": {
+                "current": payload_id,
+                "keys": {payload_id: {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}},
+            },
+            "pseudonym_key": _b64(os.urandom(KEY_BYTES)),
+            "audit_signing_key": _b64(signing_key),
+        }
+        ring = cls(path, document)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise KeyRingError(f"key ring {path} already exists") from exc
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        ring._stamp = ring._file_stamp()
+        return ring
+
+    @classmethod
+    def load(cls, path: Path | str) -> FileKeyRing:
+        """Load an existing key ring file; refuses one readable by group or others."""
+        path = Path(path)
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError as exc:
+            raise KeyRingError(f"key ring {path} does not exist") from exc
+        if stat.S_IMODE(mode) & 0o077:
+            raise KeyRingError(f"key ring {path} must not be readable by group or others (0600)")
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeyRingError(f"key ring {path} is not readable JSON") from exc
+        if not isinstance(document, dict):
+            raise KeyRingError(f"key ring {path} is malformed")
+        return cls(path, document)
+
+    @classmethod
+    def load_or_create(cls, path: Path | str) -> FileKeyRing:
+        """Load the key ring at `path`, creating it first if it does not exist."""
+        path = Path(path)
+        if not path.exists():
+            try:
+                return cls.create(path)
+            except KeyRingError:
+                # Another process created it between the check and the create.
+                pass
+        return cls.load(path)
+
+    @property
+    def path(self) -> Path:
+        """Where the key ring lives."""
+        return self._path
+
+    def _validate(self) -> None:
+        doc = self._doc
+        if doc.get("development_only") is not True:
+            raise KeyRingError("a file key ring must be marked development_only")
+        if doc.get("format") != FILE_FORMAT:
+            raise KeyRingError("unsupported key ring format")
+        try:
+            kek = doc["kek"]
+            if kek["current"] not in kek["versions"]:
+                raise KeyRingError("the current KEK version has no key")
+            payload = doc["payload"]
+            if payload["current"] not in payload["keys"]:
+                raise KeyRingError("the current payload key has no key")
+            for entry in [*kek["versions"].values(), *payload["keys"].values()]:
+                if len(_unb64(entry["key"])) != KEY_BYTES:
+                    raise KeyRingError("a key of the key ring has the wrong length")
+            if len(_unb64(doc["pseudonym_key"])) != KEY_BYTES:
+                raise KeyRingError("the pseudonym key has the wrong length")
+            Ed25519PrivateKey.from_private_bytes(_unb64(doc["audit_signing_key"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyRingError("the key ring is malformed") from exc
+
+    def _file_stamp(self) -> tuple[int, int]:
+        try:
+            info = self._path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (info.st_mtime_ns, info.st_ino)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        # Another process (`referral keys rotate`) may have changed the file while this one
+        # runs; look at most once a second so rotation needs no restart.
+        now = time.monotonic()
+        if not force and now - self._checked_at < REFRESH_SECONDS:
+            return
+        self._checked_at = now
+        stamp = self._file_stamp()
+        if stamp == self._stamp or stamp == (0, 0):
+            return
+        with self._lock:
+            fresh = FileKeyRing.load(self._path)
+            self._doc = fresh._doc
+            self._stamp = stamp
+            self._keks = {v: c for v, c in self._keks.items() if v in self._doc["kek"]["versions"]}
+
+    def _persist(self, document: dict[str, Any]) -> None:
+        # Write a sibling temporary file and rename it over the old one, so a crash leaves
+        # either the old or the new ring, never a torn one.
+        directory = self._path.parent
+        fd, temp_name = tempfile.mkstemp(prefix=".keyring-", suffix=".tmp", dir=directory)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, self._path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._doc = document
+        self._stamp = self._file_stamp()
+
+    # -- key-encryption keys --------------------------------------------------------
+
+    def current_kek_version(self) -> str:
+        """The KEK version new wraps use."""
+        self._refresh()
+        return str(self._doc["kek"]["current"])
+
+    def kek_versions(self) -> list[str]:
+        """Every readable KEK version, oldest first."""
+        return list(self._doc["kek"]["versions"])
+
+    def _kek(self, version: str) -> AESGCM:
+        cipher = self._keks.get(version)
+        if cipher is None:
+            entry = self._doc["kek"]["versions"].get(version)
+            if entry is None:
+                self._refresh(force=True)
+                entry = self._doc["kek"]["versions"].get(version)
+            if entry is None:
+                raise UnknownKeyVersion(f"unknown or retired KEK version {version!r}")
+            cipher = AESGCM(_unb64(entry["key"]))
+            self._keks[version] = cipher
+        return cipher
+
+    def wrap(self, data_key: bytes) -> WrappedKey:
+        """Encrypt `data_key` under the current KEK version (AES-256-GCM)."""
+        version = self.current_kek_version()
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._kek(version).encrypt(nonce, data_key, _WRAP_AAD_PREFIX + version.encode())
+        return WrappedKey(kek_version=version, ciphertext=nonce + sealed)
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        """Decrypt a wrapped data key; raises `UnknownKeyVersion` or `DecryptionError`."""
+        cipher = self._kek(wrapped.kek_version)
+        nonce, sealed = wrapped.ciphertext[:NONCE_BYTES], wrapped.ciphertext[NONCE_BYTES:]
+        try:
+            return cipher.decrypt(nonce, sealed, _WRAP_AAD_PREFIX + wrapped.kek_version.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError("a wrapped data key failed authentication") from exc
+
+    def rotate(self) -> str:
+        """Add a new KEK version, make it current and return its id; old ones stay readable."""
+        self._refresh(force=True)
+        with self._lock:
+            document = json.loads(json.dumps(self._doc))
+            kek = document["kek"]
+            version = _new_id("kek", len(kek["versions"]) + len(kek["retired"]) + 1)
+            kek["versions"][version] = {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}
+            kek["current"] = version
+            self._persist(document)
+            return version
+
+    def retire(self, version: str) -> None:
+        """Destroy a non-current KEK version; run `rewrap` first or its keys become unreadable."""
+        self._refresh(force=True)
+        with self._lock:
+            if version == self._doc["kek"]["current"]:
+                raise KeyRingError("the current KEK version cannot be retired")
+            if version not in self._doc["kek"]["versions"]:
+                raise UnknownKeyVersion(f"unknown or retired KEK version {version!r}")
+            document = json.loads(json.dumps(self._doc))
+            del document["kek"]["versions"][version]
+            document["kek"]["retired"].append({"version": version, "retired_at": _now()})
+            self._persist(document)
+            self._keks.pop(version, None)
+
+    # -- payload codec, pseudonyms, audit -------------------------------------------
+
+    def current_payload_key_id(self) -> str:
+        """The id of the key the payload codec encrypts with."""
+        self._refresh()
+        return str(self._doc["payload"]["current"])
+
+    def payload_key(self, key_id: str) -> bytes:
+        """The payload-codec key `key_id`; raises `UnknownKeyVersion`."""
+        entry = self._doc["payload"]["keys"].get(key_id)
+        if entry is None:
+            self._refresh(force=True)
+            entry = self._doc["payload"]["keys"].get(key_id)
+        if entry is None:
+            raise UnknownKeyVersion(f"unknown payload key id {key_id!r}")
+        return _unb64(entry["key"])
+
+    def rotate_payload_key(self) -> str:
+        """Add a new payload-codec key, make it current and return its id."""
+        self._refresh(force=True)
+        with self._lock:
+            document = json.loads(json.dumps(self._doc))
+            payload = document["payload"]
+            key_id = _new_id("pk", len(payload["keys"]) + 1)
+            payload["keys"][key_id] = {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}
+            payload["current"] = key_id
+            self._persist(document)
+            return key_id
+
+    def pseudonym_key(self) -> bytes:
+        """The HMAC key of the pseudonyms."""
+        return _unb64(self._doc["pseudonym_key"])
+
+    def audit_signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs audit tree heads."""
+        return Ed25519PrivateKey.from_private_bytes(_unb64(self._doc["audit_signing_key"]))

@@ -1,0 +1,207 @@
+"""The SQL store: organisations, cooperation frameworks, the referral read projection,
+consents, status history and the idempotency records of activities and requests.
+
+Personal fields never appear in clear here: `Referral.personal` maps a field name to an
+opaque sealed value produced by `services.crypto`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from services.sqltypes import UTCDateTime
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now (UTC)."""
+    return datetime.now(UTC)
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime, nullable=nullable, index=index))
+
+
+class Organisation(SQLModel, table=True):
+    """A participating organisation: a prosecutor's office, a care provider, an audit body."""
+
+    __tablename__ = "organisation"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    code: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    sector: str = Field(max_length=16)
+    district: str = Field(max_length=64)
+    languages: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    target_groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    capacity_status: str = Field(default="capacity", max_length=32)
+    demo: bool = False
+
+
+class CooperationFramework(SQLModel, table=True):
+    """The legal frame (Criminal Code art. 458ter) a referral runs under."""
+
+    __tablename__ = "cooperation_framework"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=200)
+    legal_basis_reference: str = Field(max_length=300)
+    legal_basis_version: str = Field(max_length=64)
+    purposes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # sector -> data categories that sector may receive under this framework
+    data_categories: dict[str, list[str]] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    reporting_cadence_days: int = 30
+    retention_justice_days: int = 365 * 5
+    retention_care_days: int = 365 * 2
+    active: bool = True
+    demo: bool = False
+
+
+class FrameworkParticipant(SQLModel, table=True):
+    """An organisation taking part in a cooperation framework."""
+
+    __tablename__ = "framework_participant"
+
+    framework_id: uuid.UUID = Field(foreign_key="cooperation_framework.id", primary_key=True)
+    organisation_code: str = Field(foreign_key="organisation.code", primary_key=True)
+
+
+class Referral(SQLModel, table=True):
+    """Read projection of one referral; Temporal holds the process, this the record."""
+
+    __tablename__ = "referral"
+
+    id: uuid.UUID = Field(primary_key=True)
+    framework_id: uuid.UUID = Field(foreign_key="cooperation_framework.id", index=True)
+    referring_office: str = Field(foreign_key="organisation.code", index=True)
+    created_by: str = Field(max_length=200)
+    district: str = Field(max_length=64)
+    target_group: str = Field(max_length=32)
+    language: str = Field(max_length=8)
+    stage: str = Field(max_length=32, index=True)
+    status: str = Field(max_length=32)
+    business_status: str = Field(max_length=64)
+    version: int = 0
+    offered_provider: str | None = Field(default=None, max_length=64, index=True)
+    accepted_provider: str | None = Field(default=None, max_length=64, index=True)
+    providers_tried: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    outcome: str | None = Field(default=None, max_length=32)
+    decision: str | None = Field(default=None, max_length=32)
+    reporting_consent: bool = False
+    # keyed-HMAC pseudonyms to link referrals of one person; never the clear values
+    subject_pseudonym: str = Field(max_length=80, index=True)
+    name_pseudonym: str = Field(max_length=80, index=True)
+    # field name -> sealed value (services.crypto)
+    personal: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    consent_deadline: datetime | None = _ts(nullable=True)
+    offer_expires_at: datetime | None = _ts(nullable=True)
+    next_progress_report_due: datetime | None = _ts(nullable=True)
+    decision_due: datetime | None = _ts(nullable=True)
+    purge_at: datetime | None = _ts(nullable=True)
+    purged_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class StatusHistory(SQLModel, table=True):
+    """One row per state change; (referral, version) is unique so replays never duplicate."""
+
+    __tablename__ = "status_history"
+    __table_args__ = (UniqueConstraint("referral_id", "version", name="uq_status_version"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", index=True)
+    version: int
+    stage: str = Field(max_length=32)
+    status: str = Field(max_length=32)
+    business_status: str = Field(max_length=64)
+    reason: str = Field(default="", max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class Consent(SQLModel, table=True):
+    """A granular, revocable consent of the person referred."""
+
+    __tablename__ = "consent"
+
+    id: uuid.UUID = Field(primary_key=True)
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", index=True)
+    version: int = 1
+    given: bool = True
+    purposes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=16)
+    recorded_by: str = Field(max_length=200)
+    recorded_by_organisation: str = Field(max_length=64)
+    evidence_hash: str = Field(default="", max_length=128)
+    valid_from: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    valid_until: datetime | None = _ts(nullable=True)
+    withdrawn_at: datetime | None = _ts(nullable=True)
+
+
+class Offer(SQLModel, table=True):
+    """An offer of the referral to one provider; one per (referral, attempt)."""
+
+    __tablename__ = "offer"
+
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", primary_key=True)
+    attempt: int = Field(primary_key=True)
+    provider: str = Field(max_length=64, index=True)
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class Notification(SQLModel, table=True):
+    """The notification outbox; `key` (referral id + step) makes retries harmless."""
+
+    __tablename__ = "notification"
+
+    key: str = Field(primary_key=True, max_length=200)
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", index=True)
+    recipient: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=32)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class JusticeMessage(SQLModel, table=True):
+    """The compliance-only channel to the referring office: a typed fact and a notice."""
+
+    __tablename__ = "justice_message"
+
+    key: str = Field(primary_key=True, max_length=200)
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", index=True)
+    recipient: str = Field(max_length=64, index=True)
+    fact: str = Field(max_length=40)
+    notice: str = Field(max_length=400)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A create request seen before: same key and body give the same referral."""
+
+    __tablename__ = "idempotency_record"
+
+    organisation: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    referral_id: uuid.UUID
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )

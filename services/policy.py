@@ -1,0 +1,523 @@
+"""Authorization and disclosure decisions, answered by the Cedar policies in `policies/`.
+
+Routes and activities never decide access themselves: they describe the situation
+(`Principal`, `CaseFacts`, `ConsentFacts`) and ask `authorize` or
+`disclosable_categories`. The policy set is parsed and validated against the schema
+once, when this module is imported; an invalid policy set stops the process.
+Anything the engine cannot evaluate cleanly (unknown action, evaluation error,
+missing entity, malformed request) is denied.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import cedarpy
+from pydantic import BaseModel, ConfigDict
+
+from services.principal import Principal, Role, Sector
+
+POLICY_DIR: Final = Path(__file__).resolve().parent.parent / "policies"
+SCHEMA_FILE: Final = "schema.cedarschema"
+NAMESPACE: Final = "Referral"
+
+
+class PolicyConfigurationError(RuntimeError):
+    """The policy files are missing, unparsable, or do not validate against the schema."""
+
+
+class DataCategory(StrEnum):
+    IDENTITY = "identity"
+    CONTACT = "contact"
+    JUDICIAL_CONTEXT = "judicial_context"
+    REFERRAL_REASON = "referral_reason"
+    CLINICAL = "clinical"
+    WELFARE = "welfare"
+    COMPLIANCE = "compliance"
+    ACCESS_LOG = "access_log"
+
+
+class Action(StrEnum):
+    CREATE_REFERRAL = "create_referral"
+    VIEW_REFERRAL = "view_referral"
+    LIST_REFERRALS = "list_referrals"
+    RECORD_CONSENT = "record_consent"
+    WITHDRAW_CONSENT = "withdraw_consent"
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    RECORD_INTAKE = "record_intake"
+    REPORT_PROGRESS = "report_progress"
+    CLOSE = "close"
+    DECIDE = "decide"
+    CANCEL = "cancel"
+    REMATCH = "rematch"
+    SEARCH_AUDIT = "search_audit"
+    VERIFY_AUDIT = "verify_audit"
+    EXPLAIN_POLICY = "explain_policy"
+    ACCESS_REPORT = "access_report"
+    DISCLOSE = "disclose"
+
+
+# Actions about the engine as a whole: their resource is the Registry, not a case.
+REGISTRY_ACTIONS: Final = frozenset(
+    {Action.LIST_REFERRALS, Action.SEARCH_AUDIT, Action.VERIFY_AUDIT, Action.EXPLAIN_POLICY}
+)
+CASE_ACTIONS: Final = frozenset(Action) - REGISTRY_ACTIONS - {Action.DISCLOSE}
+
+
+class Relation(StrEnum):
+    """How the principal's organisation stands to one case."""
+
+    REFERRER = "referrer"
+    OFFERED_PROVIDER = "offered_provider"
+    CARE_TEAM = "care_team"
+    FRAMEWORK_MEMBER = "framework_member"
+    OUTSIDER = "outsider"
+
+
+class ConsentState(StrEnum):
+    NONE = "none"
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+
+
+class ConsentPurpose(StrEnum):
+    REFERRAL_TO_CARE = "referral_to_care"
+    PROGRESS_REPORTING_TO_JUSTICE = "progress_reporting_to_justice"
+    CARE_TEAM_SHARING = "care_team_sharing"
+
+
+class CaseFacts(BaseModel):
+    """What the policies need to know about one referral (organisation codes, no PII)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referral_id: str
+    framework_id: str
+    framework_members: frozenset[str]
+    referring_office: str
+    offered_provider: str | None = None
+    accepted_provider: str | None = None
+
+
+class ConsentFacts(BaseModel):
+    """The person's consent as it stands now: status, purposes and data categories."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: ConsentState = ConsentState.NONE
+    purposes: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+
+
+NO_CONSENT: Final = ConsentFacts()
+
+Projection = Literal["full", "minimal"]
+
+
+class Decision(BaseModel):
+    """The answer: allowed or not, the ids of the policies that decided, and any errors."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed: bool
+    policy_ids: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    # For an allowed disclosure: "minimal" when every deciding permit asks for the
+    # minimal subset of the category's fields, otherwise "full".
+    projection: Projection | None = None
+
+    @property
+    def default_deny(self) -> bool:
+        """Denied because no policy permits it (not because a forbid matched)."""
+        return not self.allowed and not self.policy_ids and not self.errors
+
+
+@dataclass(frozen=True)
+class PolicyEngine:
+    """The parsed, validated policy set and schema, reused by every call."""
+
+    policy_set: cedarpy.PolicySet
+    schema: cedarpy.Schema
+    policy_text: str
+    schema_text: str
+    # Cedar's positional ids (policy0, policy1, ...) to the stable @id of each policy.
+    ids: Mapping[str, str]
+    # @id -> annotations of that policy.
+    annotations: Mapping[str, Mapping[str, str]]
+
+    def stable_id(self, cedar_id: str) -> str:
+        return self.ids.get(cedar_id, cedar_id)
+
+
+_POSITIONAL_ID = re.compile(r"`(policy\d+)`")
+
+
+def load_engine(policy_dir: Path = POLICY_DIR) -> PolicyEngine:
+    """Parse the schema and policies of `policy_dir` and validate them; raise if anything is off."""
+    schema_path = policy_dir / SCHEMA_FILE
+    policy_paths = sorted(policy_dir.glob("*.cedar"))
+    if not schema_path.is_file() or not policy_paths:
+        raise PolicyConfigurationError(f"no Cedar schema or policies in {policy_dir}")
+    schema_text = schema_path.read_text(encoding="utf-8")
+    # Each file ends with a newline so policies of two files never run together.
+    policy_text = "".join(p.read_text(encoding="utf-8").rstrip() + "\n" for p in policy_paths)
+    try:
+        schema = cedarpy.Schema.from_str(schema_text)
+        policy_set = cedarpy.PolicySet.from_str(policy_text)
+        est = json.loads(cedarpy.policies_to_json_str(policy_text))
+    except ValueError as exc:
+        raise PolicyConfigurationError(f"Cedar policies or schema do not parse: {exc}") from exc
+    validation = cedarpy.validate_policies(policy_text, schema)
+    if not validation.validation_passed:
+        detail = "; ".join(str(error) for error in validation.errors)
+        raise PolicyConfigurationError(f"Cedar policies do not validate: {detail}")
+    if est.get("templates"):
+        raise PolicyConfigurationError("policy templates are not used by this engine")
+    ids: dict[str, str] = {}
+    annotations: dict[str, dict[str, str]] = {}
+    for cedar_id, policy in est["staticPolicies"].items():
+        notes = {key: str(value) for key, value in (policy.get("annotations") or {}).items()}
+        stable = notes.get("id", "")
+        if not stable:
+            raise PolicyConfigurationError(f"policy {cedar_id} has no @id annotation")
+        if stable in annotations:
+            raise PolicyConfigurationError(f"two policies share the @id {stable!r}")
+        ids[cedar_id] = stable
+        annotations[stable] = notes
+    return PolicyEngine(
+        policy_set=policy_set,
+        schema=schema,
+        policy_text=policy_text,
+        schema_text=schema_text,
+        ids=ids,
+        annotations=annotations,
+    )
+
+
+# Loaded once, at import: a broken policy set must stop the process at startup.
+ENGINE: Final = load_engine()
+
+
+def engine() -> PolicyEngine:
+    """The process-wide policy engine."""
+    return ENGINE
+
+
+def relation_of(principal: Principal, case: CaseFacts | None) -> Relation:
+    """How the principal's organisation stands to the case (outsider if not in its framework)."""
+    org = principal.organisation
+    if case is None or org not in case.framework_members:
+        return Relation.OUTSIDER
+    if org == case.referring_office:
+        return Relation.REFERRER
+    if org == case.accepted_provider:
+        return Relation.CARE_TEAM
+    # An offer is only an offer while no provider has accepted the case.
+    if case.accepted_provider is None and org == case.offered_provider:
+        return Relation.OFFERED_PROVIDER
+    return Relation.FRAMEWORK_MEMBER
+
+
+# ---------------------------------------------------------------- entities ---
+# Plain dicts and lists: cedarpy serialises them in one json.dumps per call.
+
+_USER = f"{NAMESPACE}::User"
+_ORG = f"{NAMESPACE}::Organisation"
+_FRAMEWORK = f"{NAMESPACE}::Framework"
+_CASE = f"{NAMESPACE}::Case"
+_CATEGORY = f"{NAMESPACE}::DataCategory"
+_REGISTRY = f"{NAMESPACE}::Registry"
+_ACTION = f"{NAMESPACE}::Action"
+_REGISTRY_UID: Final = {"type": _REGISTRY, "id": "referral-engine"}
+
+
+def _ref(entity_type: str, entity_id: str) -> dict[str, Any]:
+    return {"__entity": {"type": entity_type, "id": entity_id}}
+
+
+# The eight categories never change: built once, added to every disclosure call.
+_CATEGORY_ENTITIES: Final = [
+    {"uid": {"type": _CATEGORY, "id": c.value}, "attrs": {"name": c.value}, "parents": []}
+    for c in DataCategory
+]
+
+
+def _entities(principal: Principal, case: CaseFacts | None) -> list[dict[str, Any]]:
+    # Organisations other than the principal's own are only referred to (by uid), never
+    # looked into, so they need no entity of their own: each entity costs parse time.
+    org = principal.organisation
+    entities: list[dict[str, Any]] = [
+        {
+            "uid": {"type": _USER, "id": principal.subject},
+            "attrs": {
+                "sector": principal.sector.value,
+                "roles": [role.value for role in principal.roles],
+                "organisation": _ref(_ORG, org),
+            },
+            "parents": [{"type": _ORG, "id": org}],
+        },
+        {
+            "uid": {"type": _ORG, "id": org},
+            "attrs": {"sector": principal.sector.value},
+            "parents": [],
+        },
+    ]
+    if case is None:
+        entities.append({"uid": _REGISTRY_UID, "attrs": {}, "parents": []})
+        return entities
+    case_attrs: dict[str, Any] = {
+        "framework": _ref(_FRAMEWORK, case.framework_id),
+        "referring_office": _ref(_ORG, case.referring_office),
+        "care_team": [],
+    }
+    if case.offered_provider is not None:
+        case_attrs["offered_provider"] = _ref(_ORG, case.offered_provider)
+    if case.accepted_provider is not None:
+        case_attrs["accepted_provider"] = _ref(_ORG, case.accepted_provider)
+        case_attrs["care_team"] = [_ref(_ORG, case.accepted_provider)]
+    entities.append(
+        {
+            "uid": {"type": _FRAMEWORK, "id": case.framework_id},
+            "attrs": {"participants": [_ref(_ORG, m) for m in case.framework_members]},
+            "parents": [],
+        }
+    )
+    entities.append(
+        {"uid": {"type": _CASE, "id": case.referral_id}, "attrs": case_attrs, "parents": []}
+    )
+    return entities
+
+
+def _disclosure_entities(principal: Principal, case: CaseFacts) -> list[dict[str, Any]]:
+    return _entities(principal, case) + _CATEGORY_ENTITIES
+
+
+def _consent_record(consent: ConsentFacts) -> dict[str, Any]:
+    return {
+        "status": consent.status.value,
+        "purposes": sorted(consent.purposes),
+        "categories": sorted(consent.categories),
+    }
+
+
+# ---------------------------------------------------------------- decisions ---
+
+
+def _deny(*errors: str) -> Decision:
+    return Decision(allowed=False, errors=errors)
+
+
+def _decision(
+    result: cedarpy.AuthzResult, policy_engine: PolicyEngine, *, disclosure: bool
+) -> Decision:
+    diagnostics = result.diagnostics
+    errors = tuple(
+        _POSITIONAL_ID.sub(lambda m: f"`{policy_engine.stable_id(m.group(1))}`", error)
+        for error in diagnostics.errors
+    )
+    policy_ids = tuple(sorted(policy_engine.stable_id(r) for r in diagnostics.reasons))
+    if errors:
+        # Fail closed: a policy that could not be evaluated might have been a forbid.
+        # Keep the ids of forbids that did match; drop permits.
+        kept = () if result.allowed else policy_ids
+        return Decision(allowed=False, policy_ids=kept, errors=errors)
+    if not result.allowed:
+        return Decision(allowed=False, policy_ids=policy_ids)
+    if not disclosure:
+        return Decision(allowed=True, policy_ids=policy_ids)
+    minimal = all(
+        policy_engine.annotations.get(pid, {}).get("projection") == "minimal" for pid in policy_ids
+    )
+    return Decision(
+        allowed=True, policy_ids=policy_ids, projection="minimal" if minimal else "full"
+    )
+
+
+def _evaluate(
+    requests: list[dict[str, Any]], entities: list[dict[str, Any]], *, disclosure: bool = False
+) -> list[Decision]:
+    policy_engine = ENGINE
+    try:
+        results = cedarpy.is_authorized_batch(
+            requests, policy_engine.policy_set, entities, schema=policy_engine.schema
+        )
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return [_deny(f"policy evaluation failed: {exc}") for _ in requests]
+    if len(results) != len(requests):
+        return [_deny("policy engine returned an incomplete answer") for _ in requests]
+    return [_decision(result, policy_engine, disclosure=disclosure) for result in results]
+
+
+def _merge_context(computed: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    # What the engine computed always wins over what a caller passes in.
+    return {**extra, **computed} if extra else computed
+
+
+def authorize(
+    principal: Principal,
+    action: Action | str,
+    case: CaseFacts | None = None,
+    consent: ConsentFacts | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> Decision:
+    """May `principal` take lifecycle/audit `action` (on `case`, for case actions)?"""
+    try:
+        act = Action(action)
+    except ValueError:
+        return _deny(f"unknown action {action!r}")
+    if act is Action.DISCLOSE:
+        category = (context or {}).get("category")
+        if category is None:
+            return _deny("disclose needs context={'category': ...}; see disclosable_categories")
+        return may_disclose(principal, category, case, consent)
+    principal_uid = {"type": _USER, "id": principal.subject}
+    action_uid = {"type": _ACTION, "id": act.value}
+    if act in REGISTRY_ACTIONS:
+        request = {
+            "principal": principal_uid,
+            "action": action_uid,
+            "resource": _REGISTRY_UID,
+            "context": _merge_context({}, context),
+        }
+        return _evaluate([request], _entities(principal, None))[0]
+    if case is None:
+        return _deny(f"action {act.value!r} needs the facts of a case")
+    request = {
+        "principal": principal_uid,
+        "action": action_uid,
+        "resource": {"type": _CASE, "id": case.referral_id},
+        "context": _merge_context({"relation": relation_of(principal, case).value}, context),
+    }
+    return _evaluate([request], _entities(principal, case))[0]
+
+
+def _disclosure_requests(
+    principal: Principal,
+    case: CaseFacts,
+    consent: ConsentFacts,
+    categories: Iterable[str],
+) -> list[dict[str, Any]]:
+    context = {
+        "case": _ref(_CASE, case.referral_id),
+        "relation": relation_of(principal, case).value,
+        "consent": _consent_record(consent),
+    }
+    principal_uid = {"type": _USER, "id": principal.subject}
+    action_uid = {"type": _ACTION, "id": Action.DISCLOSE.value}
+    return [
+        {
+            "principal": principal_uid,
+            "action": action_uid,
+            "resource": {"type": _CATEGORY, "id": category},
+            "context": context,
+        }
+        for category in categories
+    ]
+
+
+def disclosable_categories(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts | None = None
+) -> dict[DataCategory, Decision]:
+    """Decide, in one Cedar call, which of the eight data categories may flow to `principal`."""
+    categories = list(DataCategory)
+    requests = _disclosure_requests(principal, case, consent or NO_CONSENT, categories)
+    decisions = _evaluate(requests, _disclosure_entities(principal, case), disclosure=True)
+    return dict(zip(categories, decisions, strict=True))
+
+
+def may_disclose(
+    principal: Principal,
+    category: DataCategory | str,
+    case: CaseFacts | None,
+    consent: ConsentFacts | None = None,
+) -> Decision:
+    """May data of one `category` of `case` flow to `principal` now?"""
+    try:
+        cat = DataCategory(category)
+    except ValueError:
+        return _deny(f"unknown data category {category!r}")
+    if case is None:
+        return _deny("a disclosure needs the facts of a case")
+    requests = _disclosure_requests(principal, case, consent or NO_CONSENT, [cat])
+    return _evaluate(requests, _disclosure_entities(principal, case), disclosure=True)[0]
+
+
+# ----------------------------------------------------------------- explain ---
+
+_CATEGORY_NAMES: Final = frozenset(category.value for category in DataCategory)
+_EXPLAIN_FRAMEWORK = "explain-framework"
+_EXPLAIN_REFERRER = "explain-prosecutors-office"
+_EXPLAIN_PROVIDER = "explain-care-provider"
+_EXPLAIN_MEMBER = "explain-framework-member"
+_EXPLAIN_OUTSIDER = "explain-outsider"
+_EXPLAIN_ORG: Final = {
+    Relation.REFERRER: _EXPLAIN_REFERRER,
+    Relation.OFFERED_PROVIDER: _EXPLAIN_PROVIDER,
+    Relation.CARE_TEAM: _EXPLAIN_PROVIDER,
+    Relation.FRAMEWORK_MEMBER: _EXPLAIN_MEMBER,
+    Relation.OUTSIDER: _EXPLAIN_OUTSIDER,
+}
+
+
+def synthetic_case(relation: Relation) -> CaseFacts:
+    """A case on which an organisation chosen by `explain_org(relation)` has `relation`."""
+    accepted = _EXPLAIN_PROVIDER if relation is not Relation.OFFERED_PROVIDER else None
+    return CaseFacts(
+        referral_id="explain-referral",
+        framework_id=_EXPLAIN_FRAMEWORK,
+        framework_members=frozenset({_EXPLAIN_REFERRER, _EXPLAIN_PROVIDER, _EXPLAIN_MEMBER}),
+        referring_office=_EXPLAIN_REFERRER,
+        offered_provider=_EXPLAIN_PROVIDER,
+        accepted_provider=accepted,
+    )
+
+
+def explain_org(relation: Relation) -> str:
+    """The organisation code that has `relation` to `synthetic_case(relation)`."""
+    return _EXPLAIN_ORG[relation]
+
+
+def synthetic_consent(state: ConsentState | str) -> ConsentFacts:
+    """A consent in `state` covering every purpose and every category."""
+    status = ConsentState(state)
+    if status in (ConsentState.NONE, ConsentState.REFUSED):
+        return ConsentFacts(status=status)
+    return ConsentFacts(
+        status=status,
+        purposes=frozenset(ConsentPurpose),
+        categories=frozenset(DataCategory),
+    )
+
+
+def explain(
+    role: Role | str,
+    sector: Sector | str,
+    relation: Relation | str,
+    category_or_action: str,
+    consent_state: ConsentState | str = ConsentState.ACTIVE,
+) -> Decision:
+    """Decide a typical situation: one role and sector, one relation, a full consent in a state."""
+    try:
+        rel = Relation(relation)
+        principal = Principal(
+            subject="explain-user",
+            organisation=explain_org(rel),
+            sector=Sector(sector),
+            roles=frozenset({Role(role)}),
+        )
+        consent = synthetic_consent(consent_state)
+    except ValueError as exc:
+        return _deny(str(exc))
+    case = synthetic_case(rel)
+    if category_or_action in _CATEGORY_NAMES:
+        return may_disclose(principal, category_or_action, case, consent)
+    return authorize(principal, category_or_action, case, consent)

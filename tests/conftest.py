@@ -1,0 +1,72 @@
+"""Shared fixtures: one migrated database per session (SQLite, or PostgreSQL when
+REFERRAL_TEST_DATABASE_URL is set), demo data, and the Temporal test environments."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from services.db import make_engine, migrate, session_scope
+from services.demo import load_demo
+from workflows.binaries import temporal_binary
+
+
+def _test_database_url(tmp_root: Path) -> str:
+    url = os.environ.get("REFERRAL_TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_root / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = _test_database_url(tmp_path_factory.mktemp("db"))
+    if url.startswith("postgresql"):
+        # a clean schema for this run: the suite may run more than once on one server
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        load_demo(session=session)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def activity_executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4()}"

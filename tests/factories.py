@@ -1,0 +1,144 @@
+"""Factories for referrals, consents and principals: test data that reads like the domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from services.db import session_scope
+from services.demo import DEMO_FRAMEWORK_ID
+from services.lifecycle import (
+    AcceptInput,
+    Actor,
+    AttendanceStatus,
+    CloseInput,
+    ConsentPurpose,
+    ConsentRecordInput,
+    DecisionInput,
+    DeclineInput,
+    DeclineReason,
+    IntakeInput,
+    Outcome,
+    ProgressInput,
+    ProsecutorDecision,
+    ReferralWorkflowInput,
+    TargetGroup,
+    Timings,
+)
+from services.models import Referral
+
+DAY = 86400
+
+OFFICE = Actor(subject="demo-prosecutor-antwerpen", organisation="parket-antwerpen")
+CGG = Actor(subject="demo-intake-cgg", organisation="cgg-antwerpen")
+FREE_CLINIC = Actor(subject="demo-intake-freeclinic", organisation="free-clinic-antwerpen")
+CAW = Actor(subject="demo-intake-caw", organisation="caw-brussel")
+OTHER_OFFICE = Actor(subject="demo-prosecutor-bruxelles", organisation="parquet-bruxelles")
+
+
+def timings(**overrides: int) -> Timings:
+    base = {
+        "consent_deadline": 14 * DAY,
+        "acceptance_sla": 5 * DAY,
+        "acceptance_reminder": 3 * DAY,
+        "progress_report_interval": 30 * DAY,
+        "decision_deadline": 30 * DAY,
+        "retention": 730 * DAY,
+    }
+    base.update(overrides)
+    return Timings(**base)
+
+
+def referral_row(
+    engine: Engine, *, district: str = "antwerpen", office: str = OFFICE.organisation
+) -> uuid.UUID:
+    """Insert the projection row the API would create, and return its id."""
+    referral_id = uuid.uuid4()
+    with session_scope(engine) as session:
+        session.add(
+            Referral(
+                id=referral_id,
+                framework_id=DEMO_FRAMEWORK_ID,
+                referring_office=office,
+                created_by=OFFICE.subject,
+                district=district,
+                target_group="substance_use",
+                language="nl",
+                stage="draft",
+                status="requested",
+                business_status="draft",
+                subject_pseudonym=f"nn_test_{referral_id.hex[:12]}",
+                name_pseudonym=f"nb_test_{referral_id.hex[:12]}",
+            )
+        )
+    return referral_id
+
+
+def workflow_input(
+    referral_id: uuid.UUID,
+    *,
+    district: str = "antwerpen",
+    office: str = OFFICE.organisation,
+    **timing_overrides: int,
+) -> ReferralWorkflowInput:
+    return ReferralWorkflowInput(
+        referral_id=referral_id,
+        framework_id=DEMO_FRAMEWORK_ID,
+        referring_office=office,
+        district=district,
+        target_group=TargetGroup.SUBSTANCE_USE,
+        language="nl",
+        timings=timings(**timing_overrides),
+    )
+
+
+def consent(
+    actor: Actor = OFFICE,
+    *,
+    given: bool = True,
+    reporting: bool = True,
+    valid_until: datetime | None = None,
+) -> ConsentRecordInput:
+    purposes = [ConsentPurpose.REFERRAL_TO_CARE, ConsentPurpose.CARE_TEAM_SHARING]
+    if reporting:
+        purposes.append(ConsentPurpose.PROGRESS_REPORTING_TO_JUSTICE)
+    return ConsentRecordInput(
+        actor=actor,
+        consent_id=uuid.uuid4(),
+        given=given,
+        purposes=tuple(purposes) if given else (),
+        categories=("identity", "contact", "referral_reason", "clinical", "compliance"),
+        recipients=("parket-antwerpen", "health"),
+        valid_until=valid_until,
+        evidence_hash="sha256:" + "ab" * 32,
+        recorded_at=datetime.now(UTC),
+    )
+
+
+def accept(actor: Actor) -> AcceptInput:
+    return AcceptInput(actor=actor)
+
+
+def decline(actor: Actor, reason: DeclineReason = DeclineReason.NO_CAPACITY) -> DeclineInput:
+    return DeclineInput(actor=actor, reason=reason)
+
+
+def intake(actor: Actor) -> IntakeInput:
+    return IntakeInput(actor=actor, intake_date=datetime.now(UTC), attended=True)
+
+
+def progress(actor: Actor, attending: bool = True) -> ProgressInput:
+    status = AttendanceStatus.ATTENDING if attending else AttendanceStatus.NOT_ATTENDING
+    return ProgressInput(actor=actor, attendance=status)
+
+
+def close(actor: Actor, outcome: Outcome = Outcome.COMPLETED) -> CloseInput:
+    return CloseInput(actor=actor, outcome=outcome)
+
+
+def decision(
+    actor: Actor = OFFICE, value: ProsecutorDecision = ProsecutorDecision.DISMISSED
+) -> DecisionInput:
+    return DecisionInput(actor=actor, decision=value)

@@ -1,0 +1,79 @@
+"""Fixtures for the audit log tests: a fresh audit database (SQLite, and PostgreSQL if set)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
+from sqlmodel import SQLModel
+
+from services.audit.log import AuditLog
+from services.audit.models import (
+    AUDIT_ENTRY_TABLE,
+    AUDIT_TREE_HEAD_TABLE,
+    install_append_only_triggers,
+    remove_append_only_triggers,
+)
+from services.db import make_engine
+
+POSTGRES_URL = os.environ.get("REFERRAL_TEST_DATABASE_URL", "")
+AUDIT_TABLES = [AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param(
+            "postgresql",
+            id="postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    not POSTGRES_URL.startswith("postgresql"),
+                    reason="REFERRAL_TEST_DATABASE_URL does not name a PostgreSQL database",
+                ),
+            ],
+        ),
+    ]
+)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty audit schema with the append-only triggers installed."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}" if request.param == "sqlite" else POSTGRES_URL
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        SQLModel.metadata.drop_all(conn, tables=AUDIT_TABLES)
+        SQLModel.metadata.create_all(conn, tables=AUDIT_TABLES)
+        install_append_only_triggers(conn)
+    yield engine
+    with engine.begin() as conn:
+        remove_append_only_triggers(conn)
+        SQLModel.metadata.drop_all(conn, tables=AUDIT_TABLES)
+    engine.dispose()
+
+
+@pytest.fixture
+def signing_key() -> Ed25519PrivateKey:
+    """The audit log's tree head signing key."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def make_log(engine: Engine, signing_key: Ed25519PrivateKey) -> Callable[..., AuditLog]:
+    """Build an audit log on the test database (keyword arguments override defaults)."""
+
+    def build(**overrides: Any) -> AuditLog:
+        options: dict[str, Any] = {
+            "signing_key": signing_key,
+            "key_id": "audit-2025-01",
+            "sth_every_entries": 1000,
+            "sth_every_seconds": 3600.0,
+        }
+        options.update(overrides)
+        return AuditLog(engine, **options)
+
+    return build

@@ -1,0 +1,288 @@
+"""Tampering with the stored or exported log is caught, at the right entry, online and offline."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_factories import audit_event, execute_raw, quoted_index, triggers_disabled
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, delete, insert, select
+
+from services.audit import merkle
+from services.audit.log import AuditLog
+from services.audit.models import (
+    AUDIT_ENTRY_TABLE,
+    AUDIT_TREE_HEAD_TABLE,
+    AuditEntry,
+    canonical_json,
+    compute_leaf_hash,
+    format_timestamp,
+    tree_head_bytes,
+)
+from services.audit.offline import export, public_key_pem, verify_file
+from services.audit.verification import VerificationResult
+
+LogFactory = Callable[..., AuditLog]
+ENTRIES = 35  # signed heads at 10, 20 and 30; entries 30..34 not yet under a head
+
+
+@pytest.fixture
+def log(make_log: LogFactory) -> AuditLog:
+    """A log of 35 entries with heads signed at sizes 10, 20 and 30."""
+    log = make_log(sth_every_entries=10)
+    for number in range(ENTRIES):
+        log.append([audit_event(number)])
+    assert [h.tree_size for h in log.tree_heads()] == [10, 20, 30]
+    return log
+
+
+def both_verdicts(
+    log: AuditLog, engine: Engine, key: Ed25519PrivateKey, tmp_path: Path
+) -> tuple[VerificationResult, VerificationResult]:
+    """What `verify()` says about the database and `verify_file` about its export."""
+    out = tmp_path / "export.jsonl"
+    export(engine, out)
+    return log.verify(), verify_file(out, public_key_pem(key))
+
+
+def assert_caught(
+    log: AuditLog,
+    engine: Engine,
+    key: Ed25519PrivateKey,
+    tmp_path: Path,
+    index: int,
+    reason: str,
+) -> None:
+    for result in both_verdicts(log, engine, key, tmp_path):
+        assert not result.ok
+        assert result.first_bad_index == index, result.reason
+        assert result.reason is not None and reason in result.reason
+
+
+def entries_of(engine: Engine) -> list[AuditEntry]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(AUDIT_ENTRY_TABLE).order_by(AUDIT_ENTRY_TABLE.c.index))
+        return [AuditEntry(**row._mapping) for row in rows]
+
+
+def rewrite_from(engine: Engine, start: int, entries: list[AuditEntry]) -> None:
+    """Replace every entry from `start` on, as a forger with table rights would."""
+    with triggers_disabled(engine), engine.begin() as conn:
+        conn.execute(delete(AUDIT_ENTRY_TABLE).where(AUDIT_ENTRY_TABLE.c.index >= start))
+        columns = [c.name for c in AUDIT_ENTRY_TABLE.columns]
+        conn.execute(
+            insert(AUDIT_ENTRY_TABLE), [{c: getattr(e, c) for c in columns} for e in entries]
+        )
+
+
+def test_an_untouched_log_verifies(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    for result in both_verdicts(log, engine, signing_key, tmp_path):
+        assert result == VerificationResult(True, ENTRIES, 3, None, None)
+
+
+def test_a_changed_field_is_caught_at_its_entry(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    with triggers_disabled(engine):
+        execute_raw(
+            engine,
+            f"UPDATE audit_entry SET actor_subject = 'someone-else' "
+            f"WHERE {quoted_index(engine)} = 7",
+        )
+    assert_caught(log, engine, signing_key, tmp_path, 7, "a field was changed")
+
+
+def test_a_changed_field_beyond_the_last_head_is_caught(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    with triggers_disabled(engine):
+        execute_raw(
+            engine,
+            f"UPDATE audit_entry SET decision = 'deny' WHERE {quoted_index(engine)} = 33",
+        )
+    assert_caught(log, engine, signing_key, tmp_path, 33, "a field was changed")
+
+
+def test_a_deleted_entry_is_caught_at_its_index(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    with triggers_disabled(engine):
+        execute_raw(engine, f"DELETE FROM audit_entry WHERE {quoted_index(engine)} = 12")
+    assert_caught(log, engine, signing_key, tmp_path, 12, "expected entry 12")
+
+
+def test_deleting_the_newest_signed_entries_is_caught(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    with triggers_disabled(engine):
+        execute_raw(engine, f"DELETE FROM audit_entry WHERE {quoted_index(engine)} >= 28")
+    assert_caught(log, engine, signing_key, tmp_path, 28, "missing")
+
+
+def test_reordered_entries_are_caught_at_the_first_moved_one(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    index = quoted_index(engine)
+    with triggers_disabled(engine):
+        execute_raw(engine, f"UPDATE audit_entry SET {index} = -1 WHERE {index} = 15")
+        execute_raw(engine, f"UPDATE audit_entry SET {index} = 15 WHERE {index} = 16")
+        execute_raw(engine, f"UPDATE audit_entry SET {index} = 16 WHERE {index} = -1")
+    assert_caught(log, engine, signing_key, tmp_path, 15, "entry 15")
+
+
+def test_a_forged_entry_with_rewritten_hashes_is_caught_by_the_signed_heads(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    # The forger inserts an entry at 20, renumbers the rest and recomputes every leaf
+    # hash, so each row looks right on its own; only the head signed at 30 disagrees.
+    entries = entries_of(engine)
+    forged = entries[3].model_copy(update={"actor_subject": "forger", "id": uuid.uuid4()})
+    tail = [forged, *entries[20:]]
+    for offset, entry in enumerate(tail):
+        entry.index = 20 + offset
+        entry.leaf_hash = compute_leaf_hash(entry).hex()
+    rewrite_from(engine, 20, tail)
+    assert_caught(log, engine, signing_key, tmp_path, 20, "root at signed size 30")
+
+
+def test_a_forged_entry_appended_with_a_wrong_hash_is_caught(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    forged = entries_of(engine)[4].model_copy(update={"index": ENTRIES, "id": uuid.uuid4()})
+    rewrite_from(engine, ENTRIES, [forged])
+    assert_caught(log, engine, signing_key, tmp_path, ENTRIES, "leaf hash")
+
+
+def test_a_head_signed_with_another_key_is_caught(
+    log: AuditLog, engine: Engine, signing_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    # The forger rewrites entry 25 with a valid leaf hash and re-signs the head at 30
+    # with a key of their own, so the roots agree but the signature does not.
+    entries = entries_of(engine)
+    entries[25].actor_role = "judge"
+    entries[25].leaf_hash = compute_leaf_hash(entries[25]).hex()
+    rewrite_from(engine, 25, entries[25:])
+    root = merkle.root([bytes.fromhex(e.leaf_hash) for e in entries[:30]]).hex()
+    [head] = [h for h in log.tree_heads() if h.tree_size == 30]
+    signed_at = format_timestamp(head.signed_at)
+    message = tree_head_bytes(tree_size=30, root_hash=root, signed_at=signed_at, key_id=head.key_id)
+    signature = base64.b64encode(Ed25519PrivateKey.generate().sign(message)).decode()
+    with triggers_disabled(engine), engine.begin() as conn:
+        conn.execute(delete(AUDIT_TREE_HEAD_TABLE).where(AUDIT_TREE_HEAD_TABLE.c.tree_size == 30))
+        conn.execute(
+            insert(AUDIT_TREE_HEAD_TABLE),
+            [{**head.model_dump(), "root_hash": root, "signature": signature}],
+        )
+    assert_caught(log, engine, signing_key, tmp_path, 20, "invalid signature")
+
+
+def test_a_file_checked_against_another_key_fails_at_the_first_head(
+    log: AuditLog, engine: Engine, tmp_path: Path
+) -> None:
+    out = tmp_path / "export.jsonl"
+    export(engine, out)
+    result = verify_file(out, public_key_pem(Ed25519PrivateKey.generate()))
+    assert (result.ok, result.first_bad_index) == (False, 0)
+    assert result.reason is not None and "invalid signature" in result.reason
+
+
+# -- tampering with the exported file itself ---------------------------------------------
+
+
+def exported_lines(engine: Engine, tmp_path: Path) -> list[dict[str, Any]]:
+    out = tmp_path / "clean.jsonl"
+    export(engine, out)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def forged_line(original: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of an entry line with changes and a correctly recomputed leaf hash."""
+    fields = {k: v for k, v in original.items() if k not in ("type", "leaf_hash")}
+    fields.update(changes, id=str(uuid.uuid4()))
+    leaf_hash = merkle.leaf_hash(canonical_json(fields)).hex()
+    return {"type": "entry", **fields, "leaf_hash": leaf_hash}
+
+
+def verify_lines(
+    lines: list[dict[str, Any]], key: Ed25519PrivateKey, tmp_path: Path
+) -> VerificationResult:
+    out = tmp_path / "tampered.jsonl"
+    out.write_bytes(b"".join(canonical_json(line) + b"\n" for line in lines))
+    return verify_file(out, public_key_pem(key))
+
+
+def test_the_export_has_one_typed_line_per_entry_and_head(
+    log: AuditLog, engine: Engine, tmp_path: Path
+) -> None:
+    lines = exported_lines(engine, tmp_path)
+    assert [line["type"] for line in lines] == ["entry"] * ENTRIES + ["tree_head"] * 3
+    assert [line["index"] for line in lines[:ENTRIES]] == list(range(ENTRIES))
+    assert {"leaf_hash", "recorded_at", "referral_pseudonym"} <= set(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("tamper", "index", "reason"),
+    [
+        pytest.param(
+            lambda lines: lines[9].update(purpose_of_use="curiosity"), 9, "changed", id="field"
+        ),
+        pytest.param(lambda lines: lines.pop(17), 17, "expected entry 17", id="deleted"),
+        pytest.param(
+            lambda lines: lines.insert(5, lines.pop(4)), 4, "expected entry 4", id="reordered"
+        ),
+        pytest.param(
+            lambda lines: lines.insert(22, forged_line(lines[2], index=22)),
+            22,
+            "appears twice",
+            id="inserted",
+        ),
+        pytest.param(
+            lambda lines: lines.insert(22, {**lines[2], "index": 22}),
+            22,
+            "changed",
+            id="inserted-stale-hash",
+        ),
+        pytest.param(
+            lambda lines: lines.insert(22, {**lines[2], "index": 3}),
+            22,
+            "expected entry 22",
+            id="inserted-copy",
+        ),
+        pytest.param(
+            lambda lines: lines[-1].update(root_hash=lines[-2]["root_hash"]),
+            20,
+            "invalid signature",
+            id="head-root",
+        ),
+        pytest.param(
+            lambda lines: lines.append({**lines[-1], "tree_size": 40}),
+            30,
+            "invalid signature",
+            id="head-size",
+        ),
+        pytest.param(lambda lines: lines.append({"type": "note"}), 0, "unknown type", id="junk"),
+    ],
+)
+def test_tampering_with_the_file_is_caught(
+    log: AuditLog,
+    engine: Engine,
+    signing_key: Ed25519PrivateKey,
+    tmp_path: Path,
+    tamper: Callable[[list[dict[str, Any]]], object],
+    index: int,
+    reason: str,
+) -> None:
+    lines = exported_lines(engine, tmp_path)
+    tamper(lines)
+    result = verify_lines(lines, signing_key, tmp_path)
+    assert not result.ok
+    assert result.first_bad_index == index, result.reason
+    assert result.reason is not None and reason in result.reason

@@ -1,0 +1,148 @@
+"""The development key ring: file safety, wrapping, rotation and retirement."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from services.crypto import (
+    DecryptionError,
+    FileKeyRing,
+    KeyRing,
+    KeyRingError,
+    UnknownKeyVersion,
+    WrappedKey,
+)
+
+
+def test_the_file_is_private_and_marked_development_only(keyring: FileKeyRing) -> None:
+    assert stat.S_IMODE(keyring.path.stat().st_mode) == 0o600
+    document = json.loads(keyring.path.read_text())
+    assert document["development_only"] is True
+
+
+def test_a_loaded_ring_holds_the_same_keys(keyring: FileKeyRing) -> None:
+    loaded = FileKeyRing.load(keyring.path)
+    assert loaded.current_kek_version() == keyring.current_kek_version()
+    assert loaded.pseudonym_key() == keyring.pseudonym_key()
+    key_id = keyring.current_payload_key_id()
+    assert loaded.payload_key(key_id) == keyring.payload_key(key_id)
+    signature = keyring.audit_signing_key().sign(b"tree head")
+    loaded.audit_signing_key().public_key().verify(signature, b"tree head")
+
+
+def test_keys_are_random_per_ring(tmp_path: Path) -> None:
+    first = FileKeyRing.create(tmp_path / "a.json")
+    second = FileKeyRing.create(tmp_path / "b.json")
+    assert first.pseudonym_key() != second.pseudonym_key()
+    assert len(first.pseudonym_key()) == 32
+    assert first.current_kek_version() != second.current_kek_version()
+
+
+def test_create_refuses_to_overwrite(keyring: FileKeyRing) -> None:
+    with pytest.raises(KeyRingError):
+        FileKeyRing.create(keyring.path)
+
+
+def test_load_or_create_creates_once(keyring_path: Path) -> None:
+    created = FileKeyRing.load_or_create(keyring_path)
+    again = FileKeyRing.load_or_create(keyring_path)
+    assert again.pseudonym_key() == created.pseudonym_key()
+
+
+def test_load_refuses_a_file_others_can_read(keyring: FileKeyRing) -> None:
+    os.chmod(keyring.path, 0o644)
+    with pytest.raises(KeyRingError, match="0600"):
+        FileKeyRing.load(keyring.path)
+
+
+def test_load_refuses_a_ring_not_marked_development_only(keyring: FileKeyRing) -> None:
+    document = json.loads(keyring.path.read_text())
+    document["development_only"] = False
+    keyring.path.write_text(json.dumps(document))
+    with pytest.raises(KeyRingError, match="development_only"):
+        FileKeyRing.load(keyring.path)
+
+
+def test_load_refuses_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(KeyRingError):
+        FileKeyRing.load(tmp_path / "nope.json")
+
+
+def test_wrap_round_trip_names_the_current_version(keyring: FileKeyRing) -> None:
+    ring: KeyRing = keyring
+    data_key = os.urandom(32)
+    wrapped = ring.wrap(data_key)
+    assert wrapped.kek_version == ring.current_kek_version()
+    assert data_key not in wrapped.ciphertext
+    assert ring.unwrap(wrapped) == data_key
+
+
+def test_a_tampered_wrap_fails(keyring: FileKeyRing) -> None:
+    wrapped = keyring.wrap(os.urandom(32))
+    flipped = bytes([wrapped.ciphertext[-1] ^ 1])
+    with pytest.raises(DecryptionError):
+        keyring.unwrap(WrappedKey(wrapped.kek_version, wrapped.ciphertext[:-1] + flipped))
+
+
+def test_a_wrap_relabelled_with_another_version_fails(keyring: FileKeyRing) -> None:
+    wrapped = keyring.wrap(os.urandom(32))
+    other = keyring.rotate()
+    with pytest.raises(DecryptionError):
+        keyring.unwrap(WrappedKey(other, wrapped.ciphertext))
+
+
+def test_an_unknown_version_fails(keyring: FileKeyRing) -> None:
+    wrapped = keyring.wrap(os.urandom(32))
+    with pytest.raises(UnknownKeyVersion):
+        keyring.unwrap(WrappedKey("kek-99-abcdef", wrapped.ciphertext))
+
+
+def test_rotation_persists_and_keeps_old_versions_readable(keyring: FileKeyRing) -> None:
+    data_key = os.urandom(32)
+    old = keyring.wrap(data_key)
+    new_version = keyring.rotate()
+    assert new_version != old.kek_version
+    assert keyring.current_kek_version() == new_version
+    assert keyring.wrap(data_key).kek_version == new_version
+    reloaded = FileKeyRing.load(keyring.path)
+    assert reloaded.current_kek_version() == new_version
+    assert reloaded.unwrap(old) == data_key
+    assert stat.S_IMODE(keyring.path.stat().st_mode) == 0o600
+    # The atomic write leaves no temporary file behind.
+    assert sorted(p.name for p in keyring.path.parent.iterdir()) == ["keyring.json"]
+
+
+def test_another_process_sees_a_rotation(keyring: FileKeyRing) -> None:
+    running = FileKeyRing.load(keyring.path)
+    keyring.rotate()
+    wrapped = keyring.wrap(os.urandom(32))
+    assert running.unwrap(wrapped) == keyring.unwrap(wrapped)
+
+
+def test_retire_destroys_a_version(keyring: FileKeyRing) -> None:
+    old = keyring.wrap(os.urandom(32))
+    with pytest.raises(KeyRingError):
+        keyring.retire(old.kek_version)
+    keyring.rotate()
+    keyring.retire(old.kek_version)
+    with pytest.raises(UnknownKeyVersion):
+        keyring.unwrap(old)
+    with pytest.raises(UnknownKeyVersion):
+        FileKeyRing.load(keyring.path).unwrap(old)
+    assert old.kek_version not in json.loads(keyring.path.read_text())["kek"]["versions"]
+
+
+def test_payload_key_rotation_keeps_old_ids(keyring: FileKeyRing) -> None:
+    old_id = keyring.current_payload_key_id()
+    old_key = keyring.payload_key(old_id)
+    new_id = keyring.rotate_payload_key()
+    assert keyring.current_payload_key_id() == new_id != old_id
+    assert keyring.payload_key(old_id) == old_key
+    assert len(keyring.payload_key(new_id)) == 32
+    with pytest.raises(UnknownKeyVersion):
+        keyring.payload_key("pk-404-000000")

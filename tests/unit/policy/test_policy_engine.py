@@ -1,0 +1,178 @@
+"""The engine's edges: unknown things are denied, computed facts cannot be overridden."""
+
+from __future__ import annotations
+
+import cedarpy
+from policy_factories import consent_in, situation
+
+from services.policy import (
+    ENGINE,
+    Action,
+    CaseFacts,
+    ConsentFacts,
+    ConsentState,
+    DataCategory,
+    Relation,
+    authorize,
+    disclosable_categories,
+    explain,
+    may_disclose,
+    relation_of,
+)
+from services.principal import Principal, Role, Sector
+
+
+def _principal(org: str, sector: Sector = Sector.HEALTH) -> Principal:
+    return Principal(
+        subject="u", organisation=org, sector=sector, roles=frozenset({Role.CARE_WORKER})
+    )
+
+
+CASE = CaseFacts(
+    referral_id="r",
+    framework_id="f",
+    framework_members=frozenset({"pk", "cad", "caw", "other"}),
+    referring_office="pk",
+    offered_provider="caw",
+    accepted_provider=None,
+)
+
+
+def test_relation_of_each_kind_of_organisation() -> None:
+    assert relation_of(_principal("pk"), CASE) is Relation.REFERRER
+    assert relation_of(_principal("caw"), CASE) is Relation.OFFERED_PROVIDER
+    assert relation_of(_principal("other"), CASE) is Relation.FRAMEWORK_MEMBER
+    assert relation_of(_principal("nowhere"), CASE) is Relation.OUTSIDER
+    assert relation_of(_principal("pk"), None) is Relation.OUTSIDER
+    accepted = CASE.model_copy(update={"accepted_provider": "cad"})
+    assert relation_of(_principal("cad"), accepted) is Relation.CARE_TEAM
+    # Once another provider accepted, the old offer gives no standing.
+    assert relation_of(_principal("caw"), accepted) is Relation.FRAMEWORK_MEMBER
+    # A referring office outside the framework is an outsider to the case.
+    outside = CASE.model_copy(update={"framework_members": frozenset({"cad"})})
+    assert relation_of(_principal("pk"), outside) is Relation.OUTSIDER
+
+
+def test_unknown_action_is_denied() -> None:
+    principal, case = situation("prosecutor", "justice", "referrer")
+    decision = authorize(principal, "shred_everything", case)
+    assert not decision.allowed and decision.errors
+
+
+def test_a_case_action_without_case_facts_is_denied() -> None:
+    principal, _ = situation("prosecutor", "justice", "referrer")
+    decision = authorize(principal, Action.VIEW_REFERRAL, None)
+    assert not decision.allowed and decision.errors
+
+
+def test_unknown_category_is_denied() -> None:
+    principal, case = situation("prosecutor", "justice", "referrer")
+    assert not may_disclose(principal, "dna_profile", case).allowed
+    assert not may_disclose(principal, DataCategory.IDENTITY, None).allowed
+
+
+def test_disclose_through_authorize_takes_the_category_from_the_context() -> None:
+    principal, case = situation("prosecutor", "justice", "referrer")
+    assert authorize(principal, "disclose", case, context={"category": "identity"}).allowed
+    assert not authorize(principal, "disclose", case).allowed
+
+
+def test_a_caller_cannot_claim_a_relation_through_the_context() -> None:
+    principal, case = situation("prosecutor", "justice", "framework_member")
+    decision = authorize(principal, Action.CANCEL, case, context={"relation": "referrer"})
+    assert not decision.allowed
+
+
+def test_context_the_schema_does_not_know_is_denied_with_an_error() -> None:
+    principal, case = situation("prosecutor", "justice", "referrer")
+    decision = authorize(principal, Action.CANCEL, case, context={"free_text": "x"})
+    assert not decision.allowed and decision.errors
+
+
+def test_a_relation_not_on_the_case_record_is_refused_by_cedar() -> None:
+    # The Python side computes the relation; Cedar checks it against the entities anyway.
+    principal, case = situation("prosecutor", "justice", "framework_member")
+    entities = [
+        {
+            "uid": {"type": "Referral::Organisation", "id": principal.organisation},
+            "attrs": {},
+            "parents": [],
+        },
+        {
+            "uid": {"type": "Referral::Organisation", "id": case.referring_office},
+            "attrs": {},
+            "parents": [],
+        },
+        {
+            "uid": {"type": "Referral::User", "id": "u"},
+            "attrs": {
+                "sector": "justice",
+                "roles": ["prosecutor"],
+                "organisation": {
+                    "__entity": {"type": "Referral::Organisation", "id": principal.organisation}
+                },
+            },
+            "parents": [{"type": "Referral::Organisation", "id": principal.organisation}],
+        },
+        {
+            "uid": {"type": "Referral::Framework", "id": "f"},
+            "attrs": {
+                "participants": [
+                    {"__entity": {"type": "Referral::Organisation", "id": o}}
+                    for o in case.framework_members
+                ]
+            },
+            "parents": [],
+        },
+        {
+            "uid": {"type": "Referral::Case", "id": "c"},
+            "attrs": {
+                "framework": {"__entity": {"type": "Referral::Framework", "id": "f"}},
+                "referring_office": {
+                    "__entity": {"type": "Referral::Organisation", "id": case.referring_office}
+                },
+                "care_team": [],
+            },
+            "parents": [],
+        },
+    ]
+    request = {
+        "principal": {"type": "Referral::User", "id": "u"},
+        "action": {"type": "Referral::Action", "id": "cancel"},
+        "resource": {"type": "Referral::Case", "id": "c"},
+        "context": {"relation": "referrer"},
+    }
+    result = cedarpy.is_authorized(request, ENGINE.policy_set, entities, schema=ENGINE.schema)
+    assert not result.allowed
+    assert ENGINE.stable_id(result.diagnostics.reasons[0]) == (
+        "tenancy.forbid-relation-not-on-case-record"
+    )
+
+
+def test_disclosable_categories_answers_all_eight_with_projection() -> None:
+    principal, case = situation("care_worker", "welfare", "care_team")
+    decisions = disclosable_categories(principal, case, consent_in("active"))
+    assert set(decisions) == set(DataCategory)
+    assert decisions[DataCategory.JUDICIAL_CONTEXT].projection == "minimal"
+    assert decisions[DataCategory.CLINICAL].projection == "full"
+    assert decisions[DataCategory.ACCESS_LOG].projection is None
+    assert not decisions[DataCategory.ACCESS_LOG].allowed
+
+
+def test_withdrawal_is_named_as_the_reason() -> None:
+    principal, case = situation("care_worker", "health", "care_team")
+    decisions = disclosable_categories(principal, case, ConsentFacts(status=ConsentState.WITHDRAWN))
+    assert decisions[DataCategory.CLINICAL].policy_ids == (
+        "disclosure.forbid-care-after-consent-ends",
+    )
+
+
+def test_no_policy_permits_is_a_default_deny() -> None:
+    principal, case = situation("care_worker", "health", "framework_member")
+    decision = may_disclose(principal, DataCategory.IDENTITY, case, consent_in("active"))
+    assert decision.default_deny and decision.policy_ids == ()
+
+
+def test_explain_refuses_unknown_roles() -> None:
+    decision = explain("janitor", "justice", "referrer", "identity", "active")
+    assert not decision.allowed and decision.errors

@@ -1,0 +1,104 @@
+"""Whatever the roles, sectors, relations and consent: the lines that are never crossed."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.policy import (
+    CASE_ACTIONS,
+    CaseFacts,
+    ConsentFacts,
+    ConsentPurpose,
+    ConsentState,
+    DataCategory,
+    Relation,
+    authorize,
+    disclosable_categories,
+    relation_of,
+)
+from services.principal import Principal, Role, Sector
+
+ORGS = ["pk-antwerp", "pk-ghent", "cad-limburg", "caw-oost", "dpo-office", "other"]
+CASE_CONTENT = set(DataCategory) - {DataCategory.ACCESS_LOG}
+
+principals = st.builds(
+    Principal,
+    subject=st.sampled_from(["u1", "u2", 'odd "id"\n']),
+    organisation=st.sampled_from(ORGS),
+    sector=st.sampled_from(Sector),
+    roles=st.frozensets(st.sampled_from(Role), min_size=1),
+)
+cases = st.builds(
+    CaseFacts,
+    referral_id=st.just("r-1"),
+    framework_id=st.just("f-1"),
+    framework_members=st.frozensets(st.sampled_from(ORGS)),
+    referring_office=st.sampled_from(ORGS),
+    offered_provider=st.none() | st.sampled_from(ORGS),
+    accepted_provider=st.none() | st.sampled_from(ORGS),
+)
+consents = st.builds(
+    ConsentFacts,
+    status=st.sampled_from(ConsentState),
+    purposes=st.frozensets(st.sampled_from([p.value for p in ConsentPurpose])),
+    categories=st.frozensets(st.sampled_from([c.value for c in DataCategory])),
+)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(principal=principals, case=cases, consent=consents)
+def test_justice_never_receives_clinical_or_welfare(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts
+) -> None:
+    decisions = disclosable_categories(principal, case, consent)
+    if principal.sector is Sector.JUSTICE or principal.has_any(
+        Role.PROSECUTOR, Role.JUSTICE_ASSISTANT
+    ):
+        assert not decisions[DataCategory.CLINICAL].allowed
+        assert not decisions[DataCategory.WELFARE].allowed
+
+
+@SETTINGS
+@given(principal=principals, case=cases, consent=consents)
+def test_auditors_never_receive_case_content(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts
+) -> None:
+    decisions = disclosable_categories(principal, case, consent)
+    if Role.AUDITOR in principal.roles or principal.sector is Sector.AUDIT:
+        assert not any(decisions[category].allowed for category in CASE_CONTENT)
+
+
+@SETTINGS
+@given(principal=principals, case=cases, consent=consents)
+def test_outsiders_receive_nothing_and_do_nothing(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts
+) -> None:
+    if relation_of(principal, case) is not Relation.OUTSIDER:
+        return
+    decisions = disclosable_categories(principal, case, consent)
+    assert not any(decision.allowed for decision in decisions.values())
+    for action in CASE_ACTIONS:
+        assert not authorize(principal, action, case, consent).allowed
+
+
+@SETTINGS
+@given(principal=principals, case=cases, consent=consents)
+def test_nothing_needing_consent_flows_without_an_active_consent(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts
+) -> None:
+    if consent.status is ConsentState.ACTIVE:
+        return
+    allowed = {c for c, d in disclosable_categories(principal, case, consent).items() if d.allowed}
+    # Only the referring office's own file and the auditors' access log need no consent.
+    assert allowed <= {
+        DataCategory.IDENTITY,
+        DataCategory.CONTACT,
+        DataCategory.JUDICIAL_CONTEXT,
+        DataCategory.REFERRAL_REASON,
+        DataCategory.ACCESS_LOG,
+    }
+    if allowed - {DataCategory.ACCESS_LOG}:
+        assert relation_of(principal, case) is Relation.REFERRER
+        assert principal.sector is Sector.JUSTICE

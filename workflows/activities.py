@@ -1,0 +1,152 @@
+"""Activities of the referral workflow: thin, idempotent, calling `services/`."""
+
+from __future__ import annotations
+
+from typing import Protocol
+from uuid import UUID
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+from temporalio import activity
+
+from services import consent, matching, outbox, projection
+from services.db import session_scope
+from services.lifecycle import (
+    ComplianceReportInput,
+    ComplianceReportResult,
+    ConsentStoreInput,
+    ConsentWithdrawStoreInput,
+    EmptyResult,
+    FindProvidersInput,
+    FindProvidersResult,
+    NotifyInput,
+    NotifyResult,
+    OfferInput,
+    OfferResult,
+    PurgeInput,
+    TransitionInput,
+    TransitionResult,
+)
+from services.models import Referral, utcnow
+
+
+class Shredder(Protocol):
+    def shred(self, *, session: Session, referral_id: UUID) -> None: ...
+
+
+class ReferralActivities:
+    """The referral workflow's I/O; one instance per worker, sharing the engine."""
+
+    def __init__(self, *, engine: Engine, shredder: Shredder | None) -> None:
+        self._engine = engine
+        self._shredder = shredder
+
+    def _idempotent(self, work):  # type: ignore[no-untyped-def]
+        # A concurrent retry may win the insert race; the unique key then makes ours a no-op.
+        try:
+            with session_scope(self._engine) as session:
+                return work(session)
+        except IntegrityError:
+            return False
+
+    @activity.defn
+    def record_transition(self, inp: TransitionInput) -> TransitionResult:
+        applied = self._idempotent(
+            lambda s: projection.apply_snapshot(session=s, snapshot=inp.snapshot, reason=inp.reason)
+        )
+        return TransitionResult(applied=bool(applied))
+
+    @activity.defn
+    def find_providers(self, inp: FindProvidersInput) -> FindProvidersResult:
+        with session_scope(self._engine) as session:
+            found = matching.candidate_providers(
+                session=session,
+                framework_id=inp.framework_id,
+                district=inp.district,
+                target_group=inp.target_group.value,
+                language=inp.language,
+                exclude=inp.exclude,
+            )
+        return FindProvidersResult(providers=tuple(found))
+
+    @activity.defn
+    def create_offer(self, inp: OfferInput) -> OfferResult:
+        created = self._idempotent(
+            lambda s: outbox.create_offer(
+                session=s,
+                referral_id=inp.referral_id,
+                attempt=inp.attempt,
+                provider=inp.provider,
+                expires_at=inp.expires_at,
+            )
+        )
+        return OfferResult(created=bool(created))
+
+    @activity.defn
+    def notify(self, inp: NotifyInput) -> NotifyResult:
+        created = self._idempotent(
+            lambda s: outbox.notify(
+                session=s,
+                key=inp.key,
+                referral_id=inp.referral_id,
+                recipient=inp.recipient,
+                kind=inp.kind,
+            )
+        )
+        return NotifyResult(created=bool(created))
+
+    @activity.defn
+    def report_to_justice(self, inp: ComplianceReportInput) -> ComplianceReportResult:
+        created = self._idempotent(
+            lambda s: outbox.report_to_justice(
+                session=s,
+                key=inp.key,
+                referral_id=inp.referral_id,
+                recipient=inp.recipient,
+                fact=inp.fact,
+                needs_reporting_consent=inp.needs_reporting_consent,
+            )
+        )
+        return ComplianceReportResult(created=bool(created))
+
+    @activity.defn
+    def store_consent(self, inp: ConsentStoreInput) -> EmptyResult:
+        self._idempotent(
+            lambda s: consent.record(session=s, referral_id=inp.referral_id, inp=inp.record)
+        )
+        return EmptyResult()
+
+    @activity.defn
+    def withdraw_consent(self, inp: ConsentWithdrawStoreInput) -> EmptyResult:
+        with session_scope(self._engine) as session:
+            consent.withdraw(
+                session=session, referral_id=inp.referral_id, withdrawn_at=inp.withdrawn_at
+            )
+        return EmptyResult()
+
+    @activity.defn
+    def purge(self, inp: PurgeInput) -> EmptyResult:
+        """Crypto-shred the referral: destroy its data key and drop the sealed fields."""
+        with session_scope(self._engine) as session:
+            referral = session.get(Referral, inp.referral_id)
+            if referral is not None and referral.purged_at is None:
+                if self._shredder is not None:
+                    self._shredder.shred(session=session, referral_id=inp.referral_id)
+                referral.personal = {}
+                referral.purged_at = utcnow()
+                session.add(referral)
+        return EmptyResult()
+
+    def all(self) -> list[object]:
+        """Every activity, for worker registration."""
+        return [
+            self.record_transition,
+            self.find_providers,
+            self.create_offer,
+            self.notify,
+            self.report_to_justice,
+            self.store_consent,
+            self.withdraw_consent,
+            self.purge,
+        ]

@@ -1,0 +1,32 @@
+"""The worker: runs ReferralWorkflow and its activities on the task queue from settings."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from workflows.activities import ReferralActivities, Shredder
+from workflows.referral import ReferralWorkflow
+
+
+def build_worker(
+    *,
+    client: Client,
+    task_queue: str,
+    engine: Engine,
+    shredder: Shredder | None,
+    executor: ThreadPoolExecutor,
+) -> Worker:
+    """A worker for the referral workflow; the caller owns the executor's lifetime."""
+    activities = ReferralActivities(engine=engine, shredder=shredder)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ReferralWorkflow],
+        activities=activities.all(),
+        activity_executor=executor,
+        max_concurrent_activities=16,
+    )
