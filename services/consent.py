@@ -31,6 +31,7 @@ def record(*, session: Session, referral_id: UUID, inp: ConsentRecordInput) -> C
         purposes=[p.value for p in inp.purposes],
         categories=list(inp.categories),
         recipients=list(inp.recipients),
+        disclosers=list(inp.disclosers),
         status=ConsentStatus.ACTIVE.value if inp.given else ConsentStatus.REFUSED.value,
         recorded_by=inp.actor.subject,
         recorded_by_organisation=inp.actor.organisation,
@@ -63,3 +64,35 @@ def list_for(*, session: Session, referral_id: UUID) -> list[Consent]:
             select(Consent).where(Consent.referral_id == referral_id).order_by(col(Consent.version))
         ).all()
     )
+
+
+def check_form(
+    *,
+    given: bool,
+    purposes: list[str],
+    categories: list[str],
+    recipients: list[str],
+    disclosers: list[str],
+    right_to_revoke_explained: bool,
+    valid_until: datetime | None,
+    now: datetime,
+) -> list[str]:
+    """The parts a consent in valid form lacks (empty when it is complete)."""
+    if not given:
+        return []
+    missing = []
+    if "referral_to_care" not in purposes:
+        missing.append("purpose referral_to_care")
+    if not categories:
+        missing.append("data categories")
+    if not recipients:
+        missing.append("recipients")
+    if not disclosers:
+        missing.append("who may disclose")
+    if not right_to_revoke_explained:
+        missing.append("the right to revoke, explained")
+    if valid_until is None:
+        missing.append("expiry")
+    elif valid_until <= now:
+        missing.append("an expiry in the future")
+    return missing

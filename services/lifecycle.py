@@ -231,6 +231,7 @@ class ConsentRecordInput(Message):
     purposes: tuple[ConsentPurpose, ...] = ()
     categories: tuple[str, ...] = ()
     recipients: tuple[str, ...] = ()
+    disclosers: tuple[str, ...] = ()
     valid_until: datetime | None = None
     evidence_hash: str = Field(default="", max_length=128)
     recorded_at: datetime | None = None

@@ -141,6 +141,7 @@ class Consent(SQLModel, table=True):
     purposes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    disclosers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     status: str = Field(max_length=16)
     recorded_by: str = Field(max_length=200)
     recorded_by_organisation: str = Field(max_length=64)

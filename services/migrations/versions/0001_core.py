@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("purposes", sa.JSON(), nullable=False),
         sa.Column("categories", sa.JSON(), nullable=False),
         sa.Column("recipients", sa.JSON(), nullable=False),
+        sa.Column("disclosers", sa.JSON(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("recorded_by", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
         sa.Column(

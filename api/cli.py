@@ -1,0 +1,422 @@
+"""The `referral` command line: the local stack, the worker, the API, the demo, and tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from services.policy_cli import app as policy_app
+from services.settings import get_settings
+
+app = typer.Typer(
+    no_args_is_help=True, help="Referral engine: diversion to care before prosecution."
+)
+app.add_typer(policy_app, name="policy")
+keys_app = typer.Typer(no_args_is_help=True, help="Key ring: rotation and rewrapping.")
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+def _prepare_database() -> None:
+    from services.db import make_engine, migrate, session_scope
+    from services.demo import load_demo
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with session_scope(engine) as session:
+        load_demo(session=session)
+    engine.dispose()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database to the newest schema and load the demo organisations."""
+    _prepare_database()
+    print("database migrated; demo organisations and framework loaded")
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker (until interrupted)."""
+    asyncio.run(_run_worker())
+
+
+async def _run_worker() -> None:
+    from services import telemetry
+    from services.runtime import Runtime
+    from workflows.client import connect
+    from workflows.worker import build_worker
+
+    settings = get_settings()
+    telemetry.configure(settings)
+    runtime = Runtime.build(settings)
+    telemetry.instrument_engine(runtime.engine)
+    client = await connect(
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        keyring=runtime.keyring,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with build_worker(
+            client=client,
+            task_queue=settings.temporal_task_queue,
+            engine=runtime.engine,
+            shredder=runtime.vault,
+            executor=executor,
+        ):
+            print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
+            await stop.wait()
+
+
+@app.command()
+def api() -> None:
+    """Run the API server (uvicorn) on the configured host and port."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+    )
+
+
+def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+@app.command("dev-stack")
+def dev_stack() -> None:
+    """Run everything locally (Temporal dev server, worker, API) until interrupted."""
+    from services import devtokens
+    from services.runtime import load_keyring
+    from workflows.binaries import temporal_binary
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_database()
+    load_keyring(settings)
+    devtokens.ensure_key(settings)
+    host, port = settings.temporal_address.rsplit(":", 1)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    def stop_all() -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    try:
+        temporal = spawn(
+            "temporal",
+            [
+                temporal_binary("temporal"),
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(settings.data_dir / "temporal.db"),
+                "--ip",
+                host,
+                "--port",
+                port,
+                "--ui-ip",
+                host,
+                "--ui-port",
+                str(settings.temporal_ui_port),
+                "--ui-codec-endpoint",
+                f"{settings.api_base_url}/codec",
+                "--log-level",
+                "warn",
+            ],
+        )
+        _wait_port(host, int(port), 60, temporal)
+        referral = str(Path(sys.executable).parent / "referral")
+        worker_proc = spawn("worker", [referral, "worker"])
+        api_proc = spawn("api", [referral, "api"])
+        _wait_port(settings.api_host, settings.api_port, 60, api_proc)
+        print(
+            "\nReferral engine is running (development settings, demo data):\n"
+            f"  API          {settings.api_base_url}/docs\n"
+            f"  Temporal UI  http://{host}:{settings.temporal_ui_port}\n"
+            f"  logs         {logs}/\n\n"
+            "Try next, in another shell from this checkout:\n"
+            "  .venv/bin/referral demo\n\n"
+            "Press Ctrl-C to stop everything.",
+            flush=True,
+        )
+        while all(p.poll() is None for p in (temporal, worker_proc, api_proc)):
+            time.sleep(0.5)
+        print("a component stopped; see the logs", file=sys.stderr)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+    finally:
+        stop_all()
+
+
+# ---- demo ----------------------------------------------------------------------------
+
+DEMO_PARTIES = {
+    "parket-antwerpen": ("justice", ["prosecutor"]),
+    "cgg-antwerpen": ("health", ["intake_coordinator"]),
+    "free-clinic-antwerpen": ("health", ["intake_coordinator"]),
+}
+
+
+def _demo_token(organisation: str) -> str:
+    from services import devtokens
+
+    sector, roles = DEMO_PARTIES[organisation]
+    return devtokens.mint(
+        get_settings(),
+        subject=f"demo-{roles[0]}-{organisation}",
+        organisation=organisation,
+        sector=sector,
+        roles=roles,
+    )
+
+
+@app.command()
+def token(
+    organisation: Annotated[str, typer.Option(help="Organisation code")] = "parket-antwerpen",
+    role: Annotated[str, typer.Option(help="Realm role")] = "prosecutor",
+    sector: Annotated[str, typer.Option(help="Sector of the organisation")] = "justice",
+) -> None:
+    """Print a development token (refused outside development)."""
+    from services import devtokens
+
+    print(
+        devtokens.mint(
+            get_settings(),
+            subject=f"demo-{role}-{organisation}",
+            organisation=organisation,
+            sector=sector,
+            roles=[role],
+        )
+    )
+
+
+@app.command()
+def demo(
+    subject_name: Annotated[
+        str, typer.Option(help="Name of the (invented) demo person")
+    ] = "Demo Person",
+    national_number: Annotated[
+        str, typer.Option(help="National number of the demo person (invented)")
+    ] = "85.07.30-033.61",
+    base_url: Annotated[str | None, typer.Option(help="API base URL")] = None,
+) -> None:
+    """Walk one referral through the whole lifecycle over HTTP, against the running stack."""
+    from services.demo import DEMO_FRAMEWORK_ID
+
+    url = (base_url or get_settings().api_base_url).rstrip("/") + "/api/v1"
+    client = httpx.Client(timeout=30)
+
+    def call(
+        org: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {_demo_token(org)}"}
+        if method == "POST" and path == "/referrals":
+            headers["Idempotency-Key"] = f"demo-{uuid.uuid4()}"
+        resp = client.request(method, url + path, json=body, headers=headers)
+        if resp.status_code >= 400:
+            print(f"  ! {method} {path}: {resp.status_code} {resp.text}", file=sys.stderr)
+            raise typer.Exit(1)
+        data: dict[str, Any] = resp.json()
+        return data
+
+    def show(step: str, view: dict[str, Any]) -> None:
+        status = view.get("status") or "-"
+        print(f"{step:<44} stage={view['stage']:<18} status={status}")
+
+    def wait_stage(org: str, rid: str, stage: str) -> dict[str, Any]:
+        for _ in range(150):
+            view = call(org, "GET", f"/referrals/{rid}")
+            if view["stage"] == stage:
+                return view
+            time.sleep(0.2)
+        print(f"  ! referral never reached {stage}", file=sys.stderr)
+        raise typer.Exit(1)
+
+    office = "parket-antwerpen"
+    view = call(
+        office,
+        "POST",
+        "/referrals",
+        {
+            "framework_id": str(DEMO_FRAMEWORK_ID),
+            "district": "antwerpen",
+            "language": "nl",
+            "identity": {
+                "name": subject_name,
+                "birth_date": date(1985, 7, 30).isoformat(),
+                "national_number": national_number,
+            },
+            "contact": {"phone": "+32 3 000 00 00"},
+            "judicial_context": {
+                "offence_category": "drug_possession",
+                "notice_number": "AN.12.L1.000001-26",
+            },
+            "referral_reason": {
+                "target_group": "substance_use",
+                "substance_or_behaviour": "cannabis",
+            },
+        },
+    )
+    rid = view["id"]
+    show(f"1. office creates referral {rid[:8]}", view)
+    valid_until = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    view = call(
+        office,
+        "POST",
+        f"/referrals/{rid}/consent",
+        {
+            "purposes": ["referral_to_care", "progress_reporting_to_justice", "care_team_sharing"],
+            "categories": [
+                "identity",
+                "contact",
+                "judicial_context",
+                "referral_reason",
+                "clinical",
+                "welfare",
+                "compliance",
+            ],
+            "recipients": ["health", "welfare", office],
+            "disclosers": [office, "health", "welfare"],
+            "right_to_revoke_explained": True,
+            "valid_until": valid_until,
+            "evidence_hash": "sha256:" + "0" * 64,
+        },
+    )
+    show("2. person's consent recorded", view)
+    view = wait_stage(office, rid, "offered")
+    provider = view["offered_provider"]
+    show(f"3. matched and offered to {provider}", view)
+    show("4. provider accepts", call(provider, "POST", f"/referrals/{rid}/accept"))
+    now = datetime.now(UTC).isoformat()
+    show(
+        "5. intake recorded",
+        call(provider, "POST", f"/referrals/{rid}/intake", {"intake_date": now}),
+    )
+    show(
+        "6. progress report (attending)",
+        call(provider, "POST", f"/referrals/{rid}/progress", {"attendance": "attending"}),
+    )
+    show(
+        "7. provider closes: completed",
+        call(provider, "POST", f"/referrals/{rid}/close", {"outcome": "completed"}),
+    )
+    view = wait_stage(office, rid, "outcome_reported")
+    facts = [f["fact"] for f in view.get("content", {}).get("compliance", {}).get("facts", [])]
+    show("8. outcome reported to the office", view)
+    print(f"{'':<44} compliance facts: {', '.join(facts)}")
+    view = call(office, "POST", f"/referrals/{rid}/decision", {"decision": "dismissed"})
+    show("9. prosecutor decides: dismissed", view)
+    print(f"\nfinal status: {view['stage']}")
+
+
+# ---- keys and audit -------------------------------------------------------------------
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a key-encryption key version that new data keys use."""
+    from services.runtime import load_keyring
+
+    print(f"new key-encryption key version: {load_keyring(get_settings()).rotate()}")
+
+
+@keys_app.command("rewrap")
+def keys_rewrap() -> None:
+    """Rewrap every data key under the current key-encryption key (while running)."""
+    from sqlmodel import Session
+
+    from services.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    with Session(runtime.engine) as session:
+        count = runtime.vault.rewrap_all(session=session)
+    print(f"rewrapped {count} data keys")
+
+
+@audit_app.command("export")
+def audit_export(out: Annotated[Path, typer.Option(help="Output file (JSON lines)")]) -> None:
+    """Write every audit entry and signed tree head for offline verification."""
+    from services.audit.offline import export
+    from services.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    runtime.audit.sign_tree_head()
+    print(f"exported {export(runtime.engine, out)} entries to {out}")
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the key that verifies signed tree heads (PEM)."""
+    from services.audit.offline import public_key_pem
+    from services.runtime import load_keyring
+
+    print(public_key_pem(load_keyring(get_settings()).audit_signing_key().public_key()), end="")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Path,
+    public_key: Annotated[Path, typer.Option("--public-key", help="PEM file of the verifying key")],
+) -> None:
+    """Recompute the log from an export, offline; exit 1 naming the first bad entry."""
+    from services.audit.offline import verify_file
+
+    result = verify_file(file, public_key.read_text())
+    if result.ok:
+        print(f"intact: {result.entries} entries, {result.tree_heads} signed tree heads verified")
+        return
+    print(f"TAMPERED: first bad entry index {result.first_bad_index}: {result.reason}")
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

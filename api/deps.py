@@ -1,0 +1,59 @@
+"""Dependencies as aliases: the runtime, Temporal, the authenticated principal, the request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import trace
+from temporalio.client import Client
+
+from api.auth import TokenValidator
+from services.access import RequestContext
+from services.errors import Unauthenticated, Unavailable
+from services.principal import Principal
+from services.runtime import Runtime
+
+_bearer = HTTPBearer(auto_error=False, description="An access token of the referral realm")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_temporal(request: Request) -> Client:
+    try:
+        client: Client = await request.app.state.ensure_temporal(request.app)
+    except Exception:  # noqa: BLE001 - any connection failure is "unavailable"
+        raise Unavailable("the workflow service is unavailable") from None
+    return client
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("a bearer token is required")
+    token = credentials.credentials
+    if len(token) > 8192:
+        raise Unauthenticated("the token is not valid")
+    validator: TokenValidator = request.app.state.tokens
+    # JWKS fetches are blocking I/O: keep them off the event loop.
+    return await run_in_threadpool(validator.validate, token)
+
+
+def get_context(request: Request) -> RequestContext:
+    span = trace.get_current_span().get_span_context()
+    trace_id = format(span.trace_id, "032x") if span.is_valid else None
+    request_id = getattr(request.state, "request_id", None)
+    return RequestContext(request_id=request_id, trace_id=trace_id)
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ContextDep = Annotated[RequestContext, Depends(get_context)]

@@ -1,0 +1,129 @@
+"""The FastAPI application: API v1, health, problem+json errors, tracing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from sqlalchemy import text
+from temporalio.client import Client
+
+from api import errors
+from api.auth import TokenValidator
+from api.middleware import RequestLimits
+from api.routes import router
+from services import telemetry
+from services.runtime import Runtime
+from services.settings import Settings, get_settings
+from workflows.client import connect
+
+NO_TOKEN_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/docs/oauth2-redirect",
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    temporal: Client | None = None,
+) -> FastAPI:
+    """The API app; tests pass their own runtime and Temporal client."""
+    settings = settings or get_settings()
+    telemetry.configure(settings)
+    runtime = runtime or Runtime.build(settings)
+    telemetry.instrument_engine(runtime.engine)
+    connect_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.temporal is None:
+            try:
+                await ensure_temporal(app)
+            except Exception:  # noqa: BLE001 - readiness reports it; routes retry
+                pass
+        yield
+
+    async def ensure_temporal(app: FastAPI) -> Client:
+        async with connect_lock:
+            if app.state.temporal is None:
+                app.state.temporal = await connect(
+                    address=settings.temporal_address,
+                    namespace=settings.temporal_namespace,
+                    keyring=runtime.keyring,
+                )
+            client: Client = app.state.temporal
+            return client
+
+    app = FastAPI(
+        title="Referral engine",
+        version="0.1.0",
+        summary="Diversion to care before prosecution: referrals across justice, health, welfare",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.temporal = temporal
+    app.state.ensure_temporal = ensure_temporal
+    app.state.tokens = TokenValidator(
+        jwks_url=settings.jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        cache_seconds=settings.jwks_cache_seconds,
+    )
+    errors.install(app)
+    app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: the database and Temporal answer."""
+        checks: dict[str, str] = {}
+
+        def database() -> None:
+            with runtime.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(database)
+            checks["database"] = "ok"
+        except Exception:  # noqa: BLE001
+            checks["database"] = "unavailable"
+        try:
+            client = await ensure_temporal(app)
+            await asyncio.wait_for(client.service_client.check_health(), timeout=3)
+            checks["temporal"] = "ok"
+        except Exception:  # noqa: BLE001
+            checks["temporal"] = "unavailable"
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        if ready:
+            return JSONResponse(body)
+        return JSONResponse(
+            {
+                "type": "urn:referral:problem:not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": "a dependency is unavailable",
+                **body,
+            },
+            status_code=503,
+            media_type=errors.PROBLEM,
+        )
+
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    return app

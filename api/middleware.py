@@ -1,0 +1,79 @@
+"""ASGI middleware: a request id on every request, and a hard limit on body size."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import PROBLEM
+
+
+def _problem_bytes(status: int, title: str, detail: str, slug: str) -> bytes:
+    return json.dumps(
+        {"type": f"urn:referral:problem:{slug}", "title": title, "status": status, "detail": detail}
+    ).encode()
+
+
+class RequestLimits:
+    """Refuses bodies over `max_body_bytes` with 413 before any handler runs."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id" and len(value) <= 128:
+                request_id = value.decode("latin-1")
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.max
+                except ValueError:
+                    too_large = True
+                if too_large:
+                    await self._refuse(send)
+                    return
+        scope.setdefault("state", {})["request_id"] = request_id or str(uuid.uuid4())
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max:
+                    # surfaces through the app's own handlers as a 413 problem
+                    raise HTTPException(413, f"the body exceeds {self.max} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", scope["state"]["request_id"].encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, limited_receive, tracking_send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = _problem_bytes(
+            413, "Payload too large", f"the body exceeds {self.max} bytes", "too-large"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

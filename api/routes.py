@@ -1,0 +1,670 @@
+"""The referral API under /api/v1: every route asks the policies and is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
+from api.schemas import (
+    CloseIn,
+    ConsentIn,
+    ConsentView,
+    DecisionIn,
+    DeclineIn,
+    IntakeIn,
+    ProgressIn,
+    ReferralPage,
+    ReferralSummary,
+    ReferralView,
+)
+from services import consent as consent_service
+from services import policy, referrals
+from services.access import RequestContext
+from services.audit.models import AuditEventType
+from services.case_content import ReferralCreate
+from services.errors import Forbidden, NotFound, Unprocessable
+from services.lifecycle import (
+    AcceptInput,
+    Actor,
+    CancelInput,
+    CloseInput,
+    ConsentRecordInput,
+    ConsentWithdrawInput,
+    DecisionInput,
+    DeclineInput,
+    IntakeInput,
+    ProgressInput,
+    RematchInput,
+    Snapshot,
+)
+from services.models import Referral, utcnow
+from services.principal import Principal, Sector
+from services.runtime import Runtime
+from workflows.referral import ReferralWorkflow, workflow_id
+
+router = APIRouter(prefix="/api/v1", tags=["referrals"])
+
+ReferralId = Annotated[uuid.UUID, "the referral's id"]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200, pattern=r"^[A-Za-z0-9._:-]{8,200}$"),
+]
+
+_HIDDEN_RELATIONS = {policy.Relation.OUTSIDER, policy.Relation.FRAMEWORK_MEMBER}
+
+
+def purpose_of(principal: Principal) -> str:
+    """The purpose of use recorded with each access, from the caller's sector."""
+    return {
+        Sector.JUSTICE: "judicial_follow_up",
+        Sector.HEALTH: "treatment",
+        Sector.WELFARE: "social_support",
+        Sector.AUDIT: "audit",
+    }[principal.sector]
+
+
+def actor_of(principal: Principal) -> Actor:
+    return Actor(
+        subject=principal.subject,
+        organisation=principal.organisation,
+        roles=tuple(sorted(r.value for r in principal.roles)),
+    )
+
+
+def guard(
+    session: Session,
+    runtime: Runtime,
+    principal: Principal,
+    ctx: RequestContext,
+    referral_id: uuid.UUID,
+    action: policy.Action,
+) -> tuple[Referral, policy.CaseFacts, policy.ConsentFacts | None]:
+    """Load a referral and authorise `action`; outsiders learn nothing (404, not 403)."""
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        runtime.gatekeeper.decide(
+            principal=principal,
+            action=action,
+            case=None,
+            consent=None,
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+        )
+        raise NotFound("no such referral")
+    case = referrals.case_facts(session=session, referral=referral)
+    consent = referrals.consent_facts(session=session, referral_id=referral_id)
+    decision = runtime.gatekeeper.decide(
+        principal=principal,
+        action=action,
+        case=case,
+        consent=consent,
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        referral_id=referral_id,
+    )
+    if not decision.allowed:
+        if policy.relation_of(principal, case) in _HIDDEN_RELATIONS:
+            raise NotFound("no such referral")
+        raise Forbidden("you may not take this step on this referral")
+    return referral, case, consent
+
+
+def view_of(
+    runtime: Runtime, principal: Principal, ctx: RequestContext, referral_id: uuid.UUID
+) -> dict[str, Any]:
+    """The referral projected for `principal`, with its disclosures audited."""
+    with Session(runtime.engine) as session:
+        referral, case, consent = guard(
+            session, runtime, principal, ctx, referral_id, policy.Action.VIEW_REFERRAL
+        )
+        decisions = runtime.gatekeeper.disclosures(
+            principal=principal,
+            case=case,
+            consent=consent,
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+        )
+        view, disclosed = referrals.case_view(
+            session=session,
+            vault=runtime.vault,
+            viewer=principal,
+            referral=referral,
+            decisions=decisions,
+            consent=consent,
+        )
+        runtime.gatekeeper.record(
+            principal=principal,
+            event_type=AuditEventType.READ,
+            action="referral.read",
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+            categories=disclosed,
+        )
+        return view
+
+
+def _handle(temporal: Client, referral_id: uuid.UUID) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
+    return temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(referral_id))
+
+
+async def step(
+    *,
+    runtime: Runtime,
+    temporal: Client,
+    principal: Principal,
+    ctx: RequestContext,
+    referral_id: uuid.UUID,
+    action: policy.Action,
+    run_update: Callable[[WorkflowHandle[ReferralWorkflow, Snapshot], Actor], Any],
+    after: Callable[[Session, Referral], list[str]] | None = None,
+) -> dict[str, Any]:
+    """Authorise, ask the workflow (its validator may refuse: 409), audit, answer the view."""
+
+    def authorise() -> None:
+        with Session(runtime.engine) as session:
+            guard(session, runtime, principal, ctx, referral_id, action)
+
+    await run_in_threadpool(authorise)
+    await run_update(_handle(temporal, referral_id), actor_of(principal))
+
+    def record() -> None:
+        categories: list[str] = []
+        if after is not None:
+            with Session(runtime.engine) as session:
+                referral = referrals.get(session=session, referral_id=referral_id)
+                categories = after(session, referral)
+        runtime.gatekeeper.record(
+            principal=principal,
+            event_type=AuditEventType.UPDATE,
+            action=f"referral.{action.value}",
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+            categories=categories,
+        )
+
+    await run_in_threadpool(record)
+    try:
+        return await run_in_threadpool(view_of, runtime, principal, ctx, referral_id)
+    except NotFound:
+        # e.g. a provider that just declined: the step happened, the case is no longer its own
+        return {"id": str(referral_id), "stage": "no_longer_visible"}
+
+
+# ---- create, list, read ----------------------------------------------------------------
+
+
+@router.post("/referrals", status_code=201, response_model=ReferralView)
+async def create_referral(
+    body: ReferralCreate,
+    response: Response,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Create and submit a referral (prosecutor's office); honours Idempotency-Key."""
+
+    def prepare() -> tuple[Referral, bool, Any]:
+        with Session(runtime.engine) as session:
+            referrals.active_framework(
+                session=session, framework_id=body.framework_id, principal=principal
+            )
+            case = referrals.draft_case(
+                session=session, principal=principal, framework_id=body.framework_id
+            )
+            decision = runtime.gatekeeper.decide(
+                principal=principal,
+                action=policy.Action.CREATE_REFERRAL,
+                case=case,
+                consent=None,
+                purpose=purpose_of(principal),
+                ctx=ctx,
+            )
+            if not decision.allowed:
+                raise Forbidden("you may not create referrals")
+            replayed = False
+            referral = None
+            if idempotency_key is not None:
+                referral = referrals.find_replay(
+                    session=session,
+                    organisation=principal.organisation,
+                    key=idempotency_key,
+                    body_hash=referrals.request_hash(body),
+                )
+                replayed = referral is not None
+            if referral is None:
+                referral = referrals.create(
+                    session=session,
+                    vault=runtime.vault,
+                    pseudonymizer=runtime.pseudonymizer,
+                    principal=principal,
+                    body=body,
+                    idempotency_key=idempotency_key,
+                )
+                runtime.gatekeeper.record(
+                    principal=principal,
+                    event_type=AuditEventType.CREATE,
+                    action="referral.create",
+                    purpose=purpose_of(principal),
+                    ctx=ctx,
+                    referral_id=referral.id,
+                    categories=["identity", "contact", "judicial_context", "referral_reason"],
+                )
+            wf_input = referrals.workflow_input(
+                session=session, referral=referral, settings=runtime.settings
+            )
+            return referral, replayed, wf_input
+
+    referral, replayed, wf_input = await run_in_threadpool(prepare)
+    if referral.stage == "draft":
+        # also on a replay: a crash between storing and starting must not lose the referral
+        try:
+            await temporal.start_workflow(
+                ReferralWorkflow.run,
+                wf_input,
+                id=workflow_id(referral.id),
+                task_queue=runtime.settings.temporal_task_queue,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+        await _until_submitted(runtime, referral.id)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return await run_in_threadpool(view_of, runtime, principal, ctx, referral.id)
+
+
+async def _until_submitted(runtime: Runtime, referral_id: uuid.UUID) -> None:
+    """Wait briefly for the workflow to project its submission (answers stay consistent)."""
+
+    def version() -> int:
+        with Session(runtime.engine) as session:
+            return referrals.get(session=session, referral_id=referral_id).version
+
+    for _ in range(100):
+        if await run_in_threadpool(version) > 0:
+            return
+        await asyncio.sleep(0.05)
+
+
+@router.get("/referrals", response_model=ReferralPage)
+async def list_referrals(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    """The caller's organisation's referrals, newest first, paged."""
+
+    def load() -> dict[str, Any]:
+        decision = runtime.gatekeeper.decide(
+            principal=principal,
+            action=policy.Action.LIST_REFERRALS,
+            case=None,
+            consent=None,
+            purpose=purpose_of(principal),
+            ctx=ctx,
+        )
+        if not decision.allowed:
+            raise Forbidden("you may not list referrals")
+        with Session(runtime.engine) as session:
+            rows, total = referrals.list_visible(
+                session=session, principal=principal, offset=offset, limit=limit
+            )
+            items = []
+            for row in rows:
+                reporting = row.referring_office != principal.organisation or row.reporting_consent
+                process = referrals.process_view(row, compliance=reporting)
+                items.append(ReferralSummary.model_validate(process).model_dump())
+        runtime.gatekeeper.record(
+            principal=principal,
+            event_type=AuditEventType.QUERY,
+            action="referral.list",
+            purpose=purpose_of(principal),
+            ctx=ctx,
+        )
+        return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+    return await run_in_threadpool(load)
+
+
+@router.get("/referrals/{referral_id}", response_model=ReferralView)
+async def get_referral(
+    referral_id: uuid.UUID, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> dict[str, Any]:
+    """One referral, projected per data category for the caller."""
+    return await run_in_threadpool(view_of, runtime, principal, ctx, referral_id)
+
+
+# ---- consent ---------------------------------------------------------------------------
+
+
+@router.post("/referrals/{referral_id}/consent", response_model=ReferralView)
+async def record_consent(
+    referral_id: uuid.UUID,
+    body: ConsentIn,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """Record the person's consent (or refusal); a new version each time."""
+    missing = consent_service.check_form(
+        given=body.given,
+        purposes=[p.value for p in body.purposes],
+        categories=list(body.categories),
+        recipients=list(body.recipients),
+        disclosers=list(body.disclosers),
+        right_to_revoke_explained=body.right_to_revoke_explained,
+        valid_until=body.valid_until,
+        now=utcnow(),
+    )
+    if missing:
+        raise Unprocessable("the consent lacks: " + ", ".join(missing))
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.record_consent,
+            ConsentRecordInput(
+                actor=actor,
+                consent_id=uuid.uuid4(),
+                given=body.given,
+                purposes=tuple(body.purposes),
+                categories=tuple(body.categories),
+                recipients=tuple(body.recipients),
+                disclosers=tuple(body.disclosers),
+                valid_until=body.valid_until,
+                evidence_hash=body.evidence_hash,
+                recorded_at=utcnow(),
+            ),
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.RECORD_CONSENT,
+        run_update=run,
+    )
+
+
+@router.post("/referrals/{referral_id}/consent/withdraw", response_model=ReferralView)
+async def withdraw_consent(
+    referral_id: uuid.UUID,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """Withdraw consent: effective at once, the referral is cancelled."""
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.withdraw_consent,
+            ConsentWithdrawInput(actor=actor, withdrawn_at=utcnow()),
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.WITHDRAW_CONSENT,
+        run_update=run,
+    )
+
+
+@router.get("/referrals/{referral_id}/consents", response_model=list[ConsentView])
+async def list_consents(
+    referral_id: uuid.UUID, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> list[dict[str, Any]]:
+    """Every consent version of a referral (no personal content)."""
+
+    def load() -> list[dict[str, Any]]:
+        with Session(runtime.engine) as session:
+            guard(session, runtime, principal, ctx, referral_id, policy.Action.VIEW_REFERRAL)
+            rows = consent_service.list_for(session=session, referral_id=referral_id)
+            out = [
+                ConsentView.model_validate({**r.model_dump(), "id": str(r.id)}).model_dump()
+                for r in rows
+            ]
+        runtime.gatekeeper.record(
+            principal=principal,
+            event_type=AuditEventType.READ,
+            action="consent.list",
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+        )
+        return out
+
+    return await run_in_threadpool(load)
+
+
+# ---- lifecycle steps --------------------------------------------------------------------
+
+
+def _simple_step(
+    path: str, action: policy.Action, update: Any, make: Callable[[Actor], Any], doc: str
+) -> None:
+    async def endpoint(
+        referral_id: uuid.UUID,
+        runtime: RuntimeDep,
+        temporal: TemporalDep,
+        principal: PrincipalDep,
+        ctx: ContextDep,
+    ) -> dict[str, Any]:
+        async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+            return await handle.execute_update(update, make(actor))
+
+        return await step(
+            runtime=runtime,
+            temporal=temporal,
+            principal=principal,
+            ctx=ctx,
+            referral_id=referral_id,
+            action=action,
+            run_update=run,
+        )
+
+    endpoint.__doc__ = doc
+    router.add_api_route(
+        f"/referrals/{{referral_id}}/{path}",
+        endpoint,
+        methods=["POST"],
+        response_model=ReferralView,
+        name=action.value,
+    )
+
+
+_simple_step(
+    "accept",
+    policy.Action.ACCEPT,
+    ReferralWorkflow.accept,
+    lambda actor: AcceptInput(actor=actor),
+    "Accept the offer (intake coordinator of the offered provider).",
+)
+_simple_step(
+    "cancel",
+    policy.Action.CANCEL,
+    ReferralWorkflow.cancel,
+    lambda actor: CancelInput(actor=actor),
+    "Cancel a referral before a provider accepted it (referring office).",
+)
+_simple_step(
+    "rematch",
+    policy.Action.REMATCH,
+    ReferralWorkflow.rematch,
+    lambda actor: RematchInput(actor=actor),
+    "Try matching again after no provider was left (referring office).",
+)
+
+
+@router.post("/referrals/{referral_id}/decline", response_model=ReferralView)
+async def decline(
+    referral_id: uuid.UUID,
+    body: DeclineIn,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """Decline the offer with a reason code; the referral goes to the next provider."""
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.decline, DeclineInput(actor=actor, reason=body.reason)
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.DECLINE,
+        run_update=run,
+    )
+
+
+@router.post("/referrals/{referral_id}/intake", response_model=ReferralView)
+async def record_intake(
+    referral_id: uuid.UUID,
+    body: IntakeIn,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """Record the intake (accepted provider); the trajectory is in progress."""
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.record_intake,
+            IntakeInput(actor=actor, intake_date=body.intake_date, attended=body.attended),
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.RECORD_INTAKE,
+        run_update=run,
+    )
+
+
+def _notes_saver(
+    runtime: Runtime, clinical: str | None, welfare: str | None
+) -> Callable[[Session, Referral], list[str]]:
+    notes = {k: v for k, v in (("clinical.note", clinical), ("welfare.note", welfare)) if v}
+
+    def save(session: Session, referral: Referral) -> list[str]:
+        return referrals.store_care_notes(
+            session=session, vault=runtime.vault, referral=referral, notes=notes
+        )
+
+    return save
+
+
+@router.post("/referrals/{referral_id}/progress", response_model=ReferralView)
+async def report_progress(
+    referral_id: uuid.UUID,
+    body: ProgressIn,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """A progress report: attendance (a compliance fact) and care notes (never to justice)."""
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.report_progress,
+            ProgressInput(actor=actor, attendance=body.attendance, reported_at=utcnow()),
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.REPORT_PROGRESS,
+        run_update=run,
+        after=_notes_saver(runtime, body.clinical_note, body.welfare_note),
+    )
+
+
+@router.post("/referrals/{referral_id}/close", response_model=ReferralView)
+async def close(
+    referral_id: uuid.UUID,
+    body: CloseIn,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """Close the trajectory with an outcome; justice gets only the compliance fact."""
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.close, CloseInput(actor=actor, outcome=body.outcome)
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.CLOSE,
+        run_update=run,
+        after=_notes_saver(runtime, body.clinical_note, None),
+    )
+
+
+@router.post("/referrals/{referral_id}/decision", response_model=ReferralView)
+async def decide(
+    referral_id: uuid.UUID,
+    body: DecisionIn,
+    runtime: RuntimeDep,
+    temporal: TemporalDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> dict[str, Any]:
+    """The prosecutor's decision after the outcome; the referral is closed."""
+
+    async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
+        return await handle.execute_update(
+            ReferralWorkflow.decide, DecisionInput(actor=actor, decision=body.decision)
+        )
+
+    return await step(
+        runtime=runtime,
+        temporal=temporal,
+        principal=principal,
+        ctx=ctx,
+        referral_id=referral_id,
+        action=policy.Action.DECIDE,
+        run_update=run,
+    )

@@ -1,0 +1,135 @@
+"""Request and response bodies of the API (closed to unknown fields)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from services.case_content import LongText
+from services.lifecycle import (
+    AttendanceStatus,
+    ConsentPurpose,
+    DeclineReason,
+    Outcome,
+    ProsecutorDecision,
+)
+
+Category = Literal[
+    "identity",
+    "contact",
+    "judicial_context",
+    "referral_reason",
+    "clinical",
+    "welfare",
+    "compliance",
+]
+Party = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,63}$")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConsentIn(Body):
+    """A consent in valid form: what, to whom, by whom, why, until when, and the evidence."""
+
+    given: bool = True
+    purposes: list[ConsentPurpose] = Field(default_factory=list, max_length=3)
+    categories: list[Category] = Field(default_factory=list, max_length=7)
+    recipients: list[Party] = Field(default_factory=list, max_length=20)
+    disclosers: list[Party] = Field(default_factory=list, max_length=20)
+    right_to_revoke_explained: bool = False
+    valid_until: AwareDatetime | None = None
+    evidence_hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class DeclineIn(Body):
+    reason: DeclineReason
+
+
+class IntakeIn(Body):
+    intake_date: AwareDatetime
+    attended: bool = True
+
+
+class ProgressIn(Body):
+    attendance: AttendanceStatus
+    clinical_note: LongText | None = None
+    welfare_note: LongText | None = None
+
+
+class CloseIn(Body):
+    outcome: Outcome
+    clinical_note: LongText | None = None
+
+
+class DecisionIn(Body):
+    decision: ProsecutorDecision
+
+
+class Withheld(BaseModel):
+    category: str
+    reason: str
+
+
+class ReferralView(BaseModel):
+    """A referral as the caller may see it: absent what it may not, named in `withheld`."""
+
+    id: str
+    stage: str
+    framework_id: str | None = None
+    referring_office: str | None = None
+    district: str | None = None
+    language: str | None = None
+    status: str | None = None
+    business_status: str | None = None
+    outcome: str | None = None
+    decision: str | None = None
+    offered_provider: str | None = None
+    accepted_provider: str | None = None
+    consent_deadline: datetime | None = None
+    offer_expires_at: datetime | None = None
+    next_progress_report_due: datetime | None = None
+    decision_due: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    purged: bool = False
+    process_facts: list[dict[str, Any]] | None = None
+    content: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    withheld: list[Withheld] = Field(default_factory=list)
+
+
+class ReferralSummary(BaseModel):
+    id: str
+    stage: str
+    referring_office: str
+    offered_provider: str | None = None
+    accepted_provider: str | None = None
+    offer_expires_at: datetime | None = None
+    decision_due: datetime | None = None
+    created_at: datetime | None = None
+
+
+class ReferralPage(BaseModel):
+    items: list[ReferralSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+class ConsentView(BaseModel):
+    id: str
+    version: int
+    given: bool
+    status: str
+    purposes: list[str]
+    categories: list[str]
+    recipients: list[str]
+    disclosers: list[str]
+    recorded_by_organisation: str
+    evidence_hash: str
+    valid_from: datetime
+    valid_until: datetime | None
+    withdrawn_at: datetime | None

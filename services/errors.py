@@ -1,0 +1,53 @@
+"""Domain errors; `api/errors.py` maps each to one problem+json answer."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of the errors a caller can cause; the message never holds personal data."""
+
+    status = 400
+    title = "Bad request"
+    type_slug = "bad-request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    status = 404
+    title = "Not found"
+    type_slug = "not-found"
+
+
+class Forbidden(DomainError):
+    status = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
+
+
+class Conflict(DomainError):
+    """The step is not possible in the referral's current state."""
+
+    status = 409
+    title = "Conflict"
+    type_slug = "conflict"
+
+
+class Unprocessable(DomainError):
+    status = 422
+    title = "Unprocessable request"
+    type_slug = "unprocessable"
+
+
+class Unauthenticated(DomainError):
+    status = 401
+    title = "Unauthenticated"
+    type_slug = "unauthenticated"
+
+
+class Unavailable(DomainError):
+    status = 503
+    title = "Service unavailable"
+    type_slug = "unavailable"

@@ -1,0 +1,395 @@
+"""Referral records: creation (sealed, idempotent), tenancy-scoped listing, the policy
+facts of a referral, and the per-category projection of what a caller may see."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from services import policy
+from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
+from services.crypto import PersonalDataVault, Pseudonymizer
+from services.errors import Conflict, NotFound, Unprocessable
+from services.lifecycle import (
+    ComplianceFact,
+    ConsentStatus,
+    ReferralWorkflowInput,
+    Stage,
+    TargetGroup,
+    Timings,
+)
+from services.models import (
+    Consent,
+    CooperationFramework,
+    FrameworkParticipant,
+    IdempotencyRecord,
+    JusticeMessage,
+    Organisation,
+    Referral,
+    utcnow,
+)
+from services.principal import Principal
+from services.settings import Settings
+
+# Stages a principal without the `compliance` category sees only coarsely: whether the
+# person is in care, and how that went, is a compliance fact (ARCHITECTURE.md).
+_COARSE_STAGE = {
+    Stage.ACCEPTED.value: "referred_to_care",
+    Stage.IN_PROGRESS.value: "referred_to_care",
+    Stage.COMPLETED.value: "ended",
+    Stage.FAILED.value: "ended",
+    Stage.NOT_STARTED.value: "ended",
+}
+
+
+def request_hash(body: ReferralCreate) -> str:
+    """A stable hash of a create request, to tell a replay from a reused key."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def framework_members(*, session: Session, framework_id: uuid.UUID) -> frozenset[str]:
+    rows = session.exec(
+        select(FrameworkParticipant.organisation_code).where(
+            FrameworkParticipant.framework_id == framework_id
+        )
+    ).all()
+    return frozenset(rows)
+
+
+def draft_case(
+    *, session: Session, principal: Principal, framework_id: uuid.UUID
+) -> policy.CaseFacts:
+    """The facts of a referral about to be created by `principal`'s office."""
+    return policy.CaseFacts(
+        referral_id="new",
+        framework_id=str(framework_id),
+        framework_members=framework_members(session=session, framework_id=framework_id),
+        referring_office=principal.organisation,
+    )
+
+
+def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
+    """What the policies need to know about an existing referral."""
+    return policy.CaseFacts(
+        referral_id=str(referral.id),
+        framework_id=str(referral.framework_id),
+        framework_members=framework_members(session=session, framework_id=referral.framework_id),
+        referring_office=referral.referring_office,
+        offered_provider=referral.offered_provider,
+        accepted_provider=referral.accepted_provider,
+    )
+
+
+def current_consent(*, session: Session, referral_id: uuid.UUID) -> Consent | None:
+    return session.exec(
+        select(Consent)
+        .where(Consent.referral_id == referral_id)
+        .order_by(col(Consent.version).desc())
+    ).first()
+
+
+def consent_facts(
+    *, session: Session, referral_id: uuid.UUID, at: datetime | None = None
+) -> policy.ConsentFacts | None:
+    """The consent as it stands at `at` (now): expiry is evaluated here, at every access."""
+    consent = current_consent(session=session, referral_id=referral_id)
+    if consent is None:
+        return None
+    at = at or utcnow()
+    status = policy.ConsentState.ACTIVE
+    if consent.status == ConsentStatus.WITHDRAWN.value or (
+        consent.withdrawn_at is not None and consent.withdrawn_at <= at
+    ):
+        status = policy.ConsentState.WITHDRAWN
+    elif consent.status == ConsentStatus.REFUSED.value:
+        status = policy.ConsentState.REFUSED
+    elif consent.valid_until is not None and consent.valid_until <= at:
+        status = policy.ConsentState.EXPIRED
+    return policy.ConsentFacts(
+        status=status,
+        purposes=frozenset(consent.purposes),
+        categories=frozenset(consent.categories),
+    )
+
+
+def get(*, session: Session, referral_id: uuid.UUID) -> Referral:
+    """A referral by id, or NotFound."""
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        raise NotFound("no such referral")
+    return referral
+
+
+def active_framework(
+    *, session: Session, framework_id: uuid.UUID, principal: Principal
+) -> CooperationFramework:
+    framework = session.get(CooperationFramework, framework_id)
+    if framework is None or not framework.active:
+        raise Unprocessable("no active cooperation framework with this id")
+    if principal.organisation not in framework_members(session=session, framework_id=framework_id):
+        raise Unprocessable("your organisation does not take part in this cooperation framework")
+    return framework
+
+
+def find_replay(
+    *, session: Session, organisation: str, key: str, body_hash: str
+) -> Referral | None:
+    """The referral an earlier request with this Idempotency-Key created, if any."""
+    record = session.get(IdempotencyRecord, (organisation, key))
+    if record is None:
+        return None
+    if record.request_hash != body_hash:
+        raise Unprocessable("this Idempotency-Key was used with a different request")
+    return session.get(Referral, record.referral_id)
+
+
+def create(
+    *,
+    session: Session,
+    vault: PersonalDataVault,
+    pseudonymizer: Pseudonymizer,
+    principal: Principal,
+    body: ReferralCreate,
+    idempotency_key: str | None,
+) -> Referral:
+    """Store a new referral (draft) with its personal fields sealed; commits."""
+    office = session.exec(
+        select(Organisation).where(Organisation.code == principal.organisation)
+    ).first()
+    if office is None:
+        raise Unprocessable("your organisation is not registered")
+    referral_id = uuid.uuid4()
+    referral = Referral(
+        id=referral_id,
+        framework_id=body.framework_id,
+        referring_office=principal.organisation,
+        created_by=principal.subject,
+        district=body.district,
+        target_group=body.referral_reason.target_group.value,
+        language=body.language,
+        stage=Stage.DRAFT.value,
+        status="requested",
+        business_status="draft",
+        subject_pseudonym=pseudonymizer.national_number(body.identity.national_number),
+        name_pseudonym=pseudonymizer.name_and_birth_date(
+            body.identity.name, body.identity.birth_date
+        ),
+    )
+    session.add(referral)
+    session.flush()
+    referral.personal = vault.seal_record(
+        session=session, referral_id=referral_id, fields=flatten(body)
+    )
+    session.add(referral)
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyRecord(
+                organisation=principal.organisation,
+                key=idempotency_key,
+                request_hash=request_hash(body),
+                referral_id=referral_id,
+            )
+        )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict("a request with this Idempotency-Key is being processed") from None
+    return referral
+
+
+def workflow_input(
+    *, session: Session, referral: Referral, settings: Settings
+) -> ReferralWorkflowInput:
+    """The workflow's input: ids, codes and durations only."""
+    framework = session.get(CooperationFramework, referral.framework_id)
+    assert framework is not None
+    return ReferralWorkflowInput(
+        referral_id=referral.id,
+        framework_id=referral.framework_id,
+        referring_office=referral.referring_office,
+        district=referral.district,
+        target_group=TargetGroup(referral.target_group),
+        language=referral.language,
+        timings=Timings(
+            consent_deadline=settings.consent_deadline_seconds,
+            acceptance_sla=settings.acceptance_sla_seconds,
+            acceptance_reminder=settings.acceptance_reminder_seconds,
+            progress_report_interval=framework.reporting_cadence_days * 86400,
+            decision_deadline=settings.decision_deadline_seconds,
+            retention=framework.retention_care_days * 86400,
+        ),
+    )
+
+
+def visible_filter(principal: Principal) -> Any:
+    """Tenancy: an office sees its referrals, a provider those offered to or accepted by it."""
+    org = principal.organisation
+    return or_(
+        col(Referral.referring_office) == org,
+        col(Referral.offered_provider) == org,
+        col(Referral.accepted_provider) == org,
+    )
+
+
+def list_visible(
+    *, session: Session, principal: Principal, offset: int, limit: int
+) -> tuple[list[Referral], int]:
+    """One page of the caller's organisation's referrals, newest first, and the total."""
+    where = visible_filter(principal)
+    total = session.exec(select(func.count()).select_from(Referral).where(where)).one()
+    rows = session.exec(
+        select(Referral)
+        .where(where)
+        .order_by(col(Referral.created_at).desc(), col(Referral.id))
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), int(total)
+
+
+def store_care_notes(
+    *,
+    session: Session,
+    vault: PersonalDataVault,
+    referral: Referral,
+    notes: dict[str, str],
+) -> list[str]:
+    """Seal the latest clinical/welfare notes into the record; returns their categories."""
+    if not notes:
+        return []
+    sealed = vault.seal_record(session=session, referral_id=referral.id, fields=notes)
+    referral.personal = {**referral.personal, **sealed}
+    referral.updated_at = utcnow()
+    session.add(referral)
+    session.commit()
+    return sorted({FIELD_CATEGORY[name] for name in notes})
+
+
+def _iso(value: datetime | date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def process_view(referral: Referral, *, compliance: bool) -> dict[str, Any]:
+    """The process state; coarse unless the caller may see compliance facts."""
+    view: dict[str, Any] = {
+        "id": str(referral.id),
+        "framework_id": str(referral.framework_id),
+        "referring_office": referral.referring_office,
+        "district": referral.district,
+        "language": referral.language,
+        "offered_provider": referral.offered_provider,
+        "accepted_provider": referral.accepted_provider,
+        "consent_deadline": _iso(referral.consent_deadline),
+        "offer_expires_at": _iso(referral.offer_expires_at),
+        "decision_due": _iso(referral.decision_due),
+        "decision": referral.decision,
+        "created_at": _iso(referral.created_at),
+        "updated_at": _iso(referral.updated_at),
+        "purged": referral.purged_at is not None,
+    }
+    if compliance:
+        view.update(
+            {
+                "stage": referral.stage,
+                "status": referral.status,
+                "business_status": referral.business_status,
+                "outcome": referral.outcome,
+                "next_progress_report_due": _iso(referral.next_progress_report_due),
+            }
+        )
+    else:
+        view["stage"] = _COARSE_STAGE.get(referral.stage, referral.stage)
+    return view
+
+
+# Facts about the referral process itself (not about care): the referring office always
+# learns them, whatever the reporting consent, e.g. "ended: consent withdrawn".
+PROCESS_FACTS = frozenset(
+    {
+        ComplianceFact.CONSENT_WITHDRAWN.value,
+        ComplianceFact.CONSENT_EXPIRED.value,
+        ComplianceFact.CONSENT_NOT_GIVEN.value,
+        ComplianceFact.NO_PROVIDER_AVAILABLE.value,
+        ComplianceFact.ENDED_WITHOUT_REPORTING_CONSENT.value,
+    }
+)
+
+
+def process_facts(*, session: Session, referral: Referral) -> list[dict[str, Any]]:
+    """The process facts sent to the referring office on the justice channel."""
+    messages = session.exec(
+        select(JusticeMessage)
+        .where(JusticeMessage.referral_id == referral.id)
+        .where(col(JusticeMessage.fact).in_(PROCESS_FACTS))
+        .order_by(col(JusticeMessage.created_at))
+    ).all()
+    return [{"fact": m.fact, "at": _iso(m.created_at), "notice": m.notice} for m in messages]
+
+
+def withheld_reason(decision: policy.Decision, consent: policy.ConsentFacts | None) -> str:
+    """Why a category is withheld, as a code (never the content)."""
+    if decision.policy_ids:
+        return "forbidden_by_policy"
+    if consent is None or consent.status is not policy.ConsentState.ACTIVE:
+        return "no_active_consent"
+    return "not_permitted"
+
+
+def case_view(
+    *,
+    session: Session,
+    vault: PersonalDataVault,
+    viewer: Principal,
+    referral: Referral,
+    decisions: dict[policy.DataCategory, policy.Decision],
+    consent: policy.ConsentFacts | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The referral projected per data category, and the categories actually disclosed."""
+    allowed = {cat.value: d for cat, d in decisions.items() if d.allowed}
+    view = process_view(referral, compliance="compliance" in allowed)
+    content: dict[str, dict[str, Any]] = {}
+    wanted = {
+        name: token
+        for name, token in referral.personal.items()
+        if FIELD_CATEGORY.get(name) in allowed
+        and (
+            allowed[FIELD_CATEGORY[name]].projection != "minimal"
+            or name.split(".", 1)[1] in MINIMAL_FIELDS.get(FIELD_CATEGORY[name], set())
+        )
+    }
+    opened = (
+        vault.open_record(session=session, referral_id=referral.id, fields=wanted) if wanted else {}
+    )
+    for name, value in opened.items():
+        category, field = name.split(".", 1)
+        content.setdefault(FIELD_CATEGORY[name], {})[field] = value
+    disclosed = sorted(content)
+    if "compliance" in allowed:
+        messages = session.exec(
+            select(JusticeMessage)
+            .where(JusticeMessage.referral_id == referral.id)
+            .order_by(col(JusticeMessage.created_at))
+        ).all()
+        content["compliance"] = {
+            "facts": [{"fact": m.fact, "at": _iso(m.created_at)} for m in messages],
+            "notice": messages[0].notice if messages else None,
+        }
+        disclosed.append("compliance")
+    if viewer.organisation == referral.referring_office and "compliance" not in allowed:
+        view["process_facts"] = process_facts(session=session, referral=referral)
+    view["content"] = content
+    view["withheld"] = [
+        {"category": cat.value, "reason": withheld_reason(d, consent)}
+        for cat, d in decisions.items()
+        if not d.allowed and cat is not policy.DataCategory.ACCESS_LOG
+    ]
+    return view, sorted(set(disclosed))

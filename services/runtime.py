@@ -1,0 +1,61 @@
+"""The long-lived objects of one process (API, worker or CLI), built from the settings."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Engine
+
+from services.access import Gatekeeper
+from services.audit.log import AuditLog
+from services.crypto import FileKeyRing, KeyRing, PersonalDataVault, Pseudonymizer
+from services.db import make_engine
+from services.settings import Settings
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """The key ring; the development file key ring is refused in production by default."""
+    if settings.is_production and not settings.allow_file_keyring_in_production:
+        raise RuntimeError(
+            "the file key ring is for development; configure a KMS key ring in production"
+        )
+    return FileKeyRing.load_or_create(settings.keyring_path)
+
+
+def audit_key_id(keyring: KeyRing) -> str:
+    """A key id for tree-head signatures: a fingerprint of the public key."""
+    public = (
+        keyring.audit_signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    return "ed25519:" + hashlib.sha256(public).hexdigest()[:16]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    keyring: KeyRing
+    vault: PersonalDataVault
+    pseudonymizer: Pseudonymizer
+    audit: AuditLog
+    gatekeeper: Gatekeeper
+
+    @classmethod
+    def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
+        """Everything a process needs, from the settings."""
+        engine = engine or make_engine(settings.database_url)
+        keyring = load_keyring(settings)
+        audit = AuditLog(engine, keyring.audit_signing_key(), audit_key_id(keyring))
+        return cls(
+            settings=settings,
+            engine=engine,
+            keyring=keyring,
+            vault=PersonalDataVault(keyring),
+            pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),
+            audit=audit,
+            gatekeeper=Gatekeeper(audit=audit, pseudonym_key=keyring.pseudonym_key()),
+        )
