@@ -16,6 +16,7 @@ from services.lifecycle import (
     CloseInput,
     ConsentPurpose,
     ConsentRecordInput,
+    ConsentWithdrawInput,
     DecisionInput,
     DeclineInput,
     DeclineReason,
@@ -24,6 +25,7 @@ from services.lifecycle import (
     ProgressInput,
     ProsecutorDecision,
     ReferralWorkflowInput,
+    RematchInput,
     TargetGroup,
     Timings,
 )
@@ -142,3 +144,11 @@ def decision(
     actor: Actor = OFFICE, value: ProsecutorDecision = ProsecutorDecision.DISMISSED
 ) -> DecisionInput:
     return DecisionInput(actor=actor, decision=value)
+
+
+def withdraw(actor: Actor) -> ConsentWithdrawInput:
+    return ConsentWithdrawInput(actor=actor)
+
+
+def rematch(actor: Actor = OFFICE) -> RematchInput:
+    return RematchInput(actor=actor)

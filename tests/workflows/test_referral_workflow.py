@@ -241,7 +241,7 @@ async def test_sla_reminder_then_reroute_then_on_hold_when_no_provider_left(
     assert sorted(o.provider for o in offers) == ["cgg-antwerpen", "free-clinic-antwerpen"]
 
     # the office asks to try again: matching starts over
-    snap = await handle.execute_update(ReferralWorkflow.rematch, f.RematchInput(actor=f.OFFICE))
+    snap = await handle.execute_update(ReferralWorkflow.rematch, f.rematch())
     snap = await wait_for(env, handle, Stage.OFFERED)
     assert snap.offered_provider == "cgg-antwerpen"
 
@@ -299,9 +299,7 @@ async def test_withdrawal_cancels_and_justice_only_learns_consent_withdrawn(
 ) -> None:
     handle = await start(env, engine, task_queue)
     await to_in_progress(env, handle)
-    snap = await handle.execute_update(
-        ReferralWorkflow.withdraw_consent, f.ConsentWithdrawInput(actor=f.CGG)
-    )
+    snap = await handle.execute_update(ReferralWorkflow.withdraw_consent, f.withdraw(f.CGG))
     assert snap.stage is Stage.CANCELLED
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update(ReferralWorkflow.report_progress, f.progress(f.CGG))
