@@ -1,0 +1,111 @@
+"""A worker killed in the middle of a referral: a new worker finishes it with no duplicate
+offer, notification, justice message or status entry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio.testing import WorkflowEnvironment
+
+from services.lifecycle import Stage
+from services.models import JusticeMessage, Notification, Offer, StatusHistory
+from services.settings import Settings
+from tests import factories as f
+from workflows.referral import ReferralWorkflow, workflow_id
+
+
+def _start_worker(
+    settings: Settings, address: str, queue: str, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "REFERRAL_ENVIRONMENT": "test",
+        "REFERRAL_DATABASE_URL": settings.database_url,
+        "REFERRAL_KEYRING_PATH": str(settings.keyring_path),
+        "REFERRAL_TEMPORAL_ADDRESS": address,
+        "REFERRAL_TEMPORAL_TASK_QUEUE": queue,
+        "REFERRAL_DEV_TOKENS_ENABLED": "false",
+        "REFERRAL_OTEL_EXPORTER": "none",
+    }
+    referral = str(Path(sys.executable).parent / "referral")
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([referral, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def test_killed_worker_is_replaced_without_duplicates(
+    dev_server: WorkflowEnvironment,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    queue = f"crash-{uuid.uuid4()}"
+    address = dev_server.client.service_client.config.target_host
+    log = tmp_path / "worker.log"
+    referral_id = f.referral_row(engine)
+    handle = await dev_server.client.start_workflow(
+        ReferralWorkflow.run,
+        f.workflow_input(referral_id),
+        id=workflow_id(referral_id),
+        task_queue=queue,
+    )
+    first = _start_worker(settings, address, queue, log)
+    try:
+        await handle.execute_update(ReferralWorkflow.record_consent, f.consent())
+        for _ in range(200):
+            if (await handle.query(ReferralWorkflow.status)).stage is Stage.OFFERED:
+                break
+            await asyncio.sleep(0.05)
+        # kill the worker while it handles the acceptance (activities in flight)
+        accept = asyncio.create_task(
+            handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+        )
+        await asyncio.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = _start_worker(settings, address, queue, log)
+    try:
+        snap = await asyncio.wait_for(accept, timeout=60)
+        assert snap.stage is Stage.ACCEPTED
+        await handle.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+        await handle.execute_update(ReferralWorkflow.report_progress, f.progress(f.CGG))
+        await handle.execute_update(ReferralWorkflow.close, f.close(f.CGG))
+        for _ in range(200):
+            if (await handle.query(ReferralWorkflow.status)).stage is Stage.OUTCOME_REPORTED:
+                break
+            await asyncio.sleep(0.05)
+        snap = await handle.execute_update(ReferralWorkflow.decide, f.decision())
+        assert snap.stage is Stage.CLOSED
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
+        await handle.terminate("test over")  # the retention timer would run for years
+
+    with Session(engine) as s:
+        offers = s.exec(select(Offer).where(Offer.referral_id == referral_id)).all()
+        notes = s.exec(select(Notification).where(Notification.referral_id == referral_id)).all()
+        facts = s.exec(
+            select(JusticeMessage).where(JusticeMessage.referral_id == referral_id)
+        ).all()
+        history = s.exec(
+            select(StatusHistory).where(StatusHistory.referral_id == referral_id)
+        ).all()
+    assert [o.provider for o in offers] == ["cgg-antwerpen"]
+    assert Counter(n.kind for n in notes)["offer"] == 1
+    assert sorted(m.fact for m in facts) == sorted(
+        ["registered", "started", "attending", "completed"]
+    )
+    versions = sorted(h.version for h in history)
+    assert versions == list(range(1, len(versions) + 1)), versions
+    assert [h.stage for h in sorted(history, key=lambda h: h.version)][-1] == "closed"
