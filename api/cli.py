@@ -106,7 +106,7 @@ def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[byte
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+            raise RuntimeError(f"a component exited with {proc.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from services.lifecycle import CapacityStatus
 from services.models import FrameworkParticipant, Organisation
@@ -31,7 +31,10 @@ def candidate_providers(
     """Care providers of the framework that fit the referral, best first."""
     rows = session.exec(
         select(Organisation)
-        .join(FrameworkParticipant, FrameworkParticipant.organisation_code == Organisation.code)
+        .join(
+            FrameworkParticipant,
+            col(FrameworkParticipant.organisation_code) == col(Organisation.code),
+        )
         .where(FrameworkParticipant.framework_id == framework_id)
         .where(Organisation.sector.in_(CARE_SECTORS))  # type: ignore[attr-defined]
     ).all()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -42,7 +43,7 @@ class ReferralActivities:
         self._engine = engine
         self._shredder = shredder
 
-    def _idempotent(self, work):  # type: ignore[no-untyped-def]
+    def _idempotent(self, work: Callable[[Session], bool]) -> bool:
         # A concurrent retry may win the insert race; the unique key then makes ours a no-op.
         try:
             with session_scope(self._engine) as session:
@@ -112,9 +113,11 @@ class ReferralActivities:
 
     @activity.defn
     def store_consent(self, inp: ConsentStoreInput) -> EmptyResult:
-        self._idempotent(
-            lambda s: consent.record(session=s, referral_id=inp.referral_id, inp=inp.record)
-        )
+        def store(session: Session) -> bool:
+            consent.record(session=session, referral_id=inp.referral_id, inp=inp.record)
+            return True
+
+        self._idempotent(store)
         return EmptyResult()
 
     @activity.defn
@@ -138,7 +141,7 @@ class ReferralActivities:
                 session.add(referral)
         return EmptyResult()
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """Every activity, for worker registration."""
         return [
             self.record_transition,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -89,7 +90,7 @@ class ReferralWorkflow:
         self._reminded_attempt = 0
         self._outcome: Stage | None = None
         self._decision: ProsecutorDecision | None = None
-        self._consent_id = None
+        self._consent_id: UUID | None = None
         self._consent_valid_until: datetime | None = None
         self._reporting_consent = False
         self._consent_deadline: datetime | None = None
