@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy import text
@@ -15,6 +16,7 @@ from temporalio.client import Client
 
 from api import errors
 from api.auth import TokenValidator
+from api.codec import router as codec_router
 from api.middleware import RequestLimits
 from api.routes import router
 from services import telemetry
@@ -82,6 +84,15 @@ def create_app(
     )
     errors.install(app)
     app.include_router(router)
+    app.include_router(codec_router)
+    # The Temporal UI calls the codec endpoint from the browser, with the user's token.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.temporal_ui_origin],
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=False,
+    )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

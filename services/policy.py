@@ -60,13 +60,20 @@ class Action(StrEnum):
     SEARCH_AUDIT = "search_audit"
     VERIFY_AUDIT = "verify_audit"
     EXPLAIN_POLICY = "explain_policy"
+    DECODE_PAYLOADS = "decode_payloads"
     ACCESS_REPORT = "access_report"
     DISCLOSE = "disclose"
 
 
 # Actions about the engine as a whole: their resource is the Registry, not a case.
 REGISTRY_ACTIONS: Final = frozenset(
-    {Action.LIST_REFERRALS, Action.SEARCH_AUDIT, Action.VERIFY_AUDIT, Action.EXPLAIN_POLICY}
+    {
+        Action.LIST_REFERRALS,
+        Action.SEARCH_AUDIT,
+        Action.VERIFY_AUDIT,
+        Action.EXPLAIN_POLICY,
+        Action.DECODE_PAYLOADS,
+    }
 )
 CASE_ACTIONS: Final = frozenset(Action) - REGISTRY_ACTIONS - {Action.DISCLOSE}
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "referrals"
     temporal_ui_port: int = 8233
+    temporal_ui_origin: str = "http://127.0.0.1:8233"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
