@@ -8,7 +8,6 @@ The claim shapes are those of the Keycloak realm in `deploy/keycloak/`: roles in
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -33,22 +32,11 @@ class TokenValidator:
         self._client = self._new_client()
         self._last_refresh = 0.0
 
-    def _new_client(self) -> PyJWKClient | None:
-        if self._jwks_url.startswith("file:"):
-            return None
+    def _new_client(self) -> PyJWKClient:
         return PyJWKClient(self._jwks_url, cache_keys=True, lifespan=self._cache_seconds, timeout=5)
 
     def _signing_key(self, token: str) -> Any:
-        if self._jwks_url.startswith("file:"):
-            # Development only (settings refuse it in production): a local JWKS file.
-            kid = jwt.get_unverified_header(token).get("kid")
-            jwks = jwt.PyJWKSet.from_json(Path(self._jwks_url.removeprefix("file:")).read_text())
-            for key in jwks.keys:
-                if key.key_id == kid:
-                    return key.key
-            raise jwt.PyJWKClientError("unknown key id")
         try:
-            assert self._client is not None
             return self._client.get_signing_key_from_jwt(token).key
         except jwt.PyJWKClientError:
             # An unknown key id after a key rotation: refetch the key set, at most every 5 s.
@@ -56,7 +44,6 @@ class TokenValidator:
                 raise
             self._last_refresh = time.monotonic()
             self._client = self._new_client()
-            assert self._client is not None
             return self._client.get_signing_key_from_jwt(token).key
 
     def validate(self, token: str) -> Principal:

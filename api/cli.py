@@ -21,6 +21,8 @@ import typer
 from services.policy_cli import app as policy_app
 from services.settings import get_settings
 
+KEYCLOAK_SCRIPTS = Path(__file__).resolve().parent.parent / "deploy" / "keycloak"
+
 app = typer.Typer(
     no_args_is_help=True, help="Referral engine: diversion to care before prosecution."
 )
@@ -118,7 +120,6 @@ def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[byte
 @app.command("dev-stack")
 def dev_stack() -> None:
     """Run everything locally (Temporal dev server, worker, API) until interrupted."""
-    from services import devtokens
     from services.runtime import load_keyring
     from workflows.binaries import temporal_binary
 
@@ -126,7 +127,6 @@ def dev_stack() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_database()
     load_keyring(settings)
-    devtokens.ensure_key(settings)
     host, port = settings.temporal_address.rsplit(":", 1)
     procs: list[subprocess.Popen[bytes]] = []
     logs = settings.data_dir / "logs"
@@ -138,7 +138,16 @@ def dev_stack() -> None:
         procs.append(proc)
         return proc
 
+    keycloak_dir = (settings.data_dir / "keycloak").resolve()
+    keycloak_env = {**os.environ, "REFERRAL_KEYCLOAK_PORT": str(settings.keycloak_port)}
+
     def stop_all() -> None:
+        subprocess.run(
+            ["bash", str(KEYCLOAK_SCRIPTS / "stop.sh"), str(keycloak_dir)],
+            env=keycloak_env,
+            capture_output=True,
+            check=False,
+        )
         for proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -149,6 +158,19 @@ def dev_stack() -> None:
                 proc.kill()
 
     try:
+        print(
+            "starting Keycloak (the development realm; first start takes a minute)...", flush=True
+        )
+        started = subprocess.run(
+            ["bash", str(KEYCLOAK_SCRIPTS / "start.sh"), str(keycloak_dir)],
+            env=keycloak_env,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if started.returncode != 0:
+            print("Keycloak did not start: Java 17+ is required (see README)", file=sys.stderr)
+            raise typer.Exit(1)
         temporal = spawn(
             "temporal",
             [
@@ -180,6 +202,7 @@ def dev_stack() -> None:
             "\nReferral engine is running (development settings, demo data):\n"
             f"  API          {settings.api_base_url}/docs\n"
             f"  Temporal UI  http://{host}:{settings.temporal_ui_port}\n"
+            f"  Keycloak     http://127.0.0.1:{settings.keycloak_port} (password: demo)\n"
             f"  logs         {logs}/\n\n"
             "Try next, in another shell from this checkout:\n"
             "  .venv/bin/referral demo\n\n"
@@ -198,44 +221,55 @@ def dev_stack() -> None:
 
 # ---- demo ----------------------------------------------------------------------------
 
-DEMO_PARTIES = {
-    "parket-antwerpen": ("justice", ["prosecutor"]),
-    "cgg-antwerpen": ("health", ["intake_coordinator"]),
-    "free-clinic-antwerpen": ("health", ["intake_coordinator"]),
+# The development realm's demo users (deploy/keycloak/realm), one per party in the demo.
+DEMO_USERS = {
+    "parket-antwerpen": "demo-prosecutor-antwerpen",
+    "cgg-antwerpen": "demo-intake-coordinator-cgg-antwerpen",
+    "free-clinic-antwerpen": "demo-intake-coordinator-free-clinic-antwerpen",
+    "caw-brussel": "demo-intake-coordinator-caw-brussel",
 }
+DEMO_PASSWORD = "demo"  # development realm only; refused with production settings
+_token_cache: dict[str, tuple[float, str]] = {}
+
+
+def _login(username: str, password: str) -> str:
+    settings = get_settings()
+    if not settings.demo_users_enabled:
+        raise typer.BadParameter("demo users are disabled by these settings")
+    cached = _token_cache.get(username)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    resp = httpx.post(
+        settings.keycloak_token_url,
+        data={
+            "grant_type": "password",
+            "client_id": settings.keycloak_cli_client,
+            "username": username,
+            "password": password,
+        },
+        timeout=30,
+    )
+    if resp.status_code != 200:
+        print(f"login of {username} refused ({resp.status_code})", file=sys.stderr)
+        raise typer.Exit(1)
+    body = resp.json()
+    _token_cache[username] = (time.monotonic() + int(body["expires_in"]) - 30, body["access_token"])
+    return str(body["access_token"])
 
 
 def _demo_token(organisation: str) -> str:
-    from services import devtokens
-
-    sector, roles = DEMO_PARTIES[organisation]
-    return devtokens.mint(
-        get_settings(),
-        subject=f"demo-{roles[0]}-{organisation}",
-        organisation=organisation,
-        sector=sector,
-        roles=roles,
-    )
+    return _login(DEMO_USERS[organisation], DEMO_PASSWORD)
 
 
 @app.command()
-def token(
-    organisation: Annotated[str, typer.Option(help="Organisation code")] = "parket-antwerpen",
-    role: Annotated[str, typer.Option(help="Realm role")] = "prosecutor",
-    sector: Annotated[str, typer.Option(help="Sector of the organisation")] = "justice",
+def login(
+    user: Annotated[str, typer.Option(help="A demo user of the development realm")] = (
+        "demo-prosecutor-antwerpen"
+    ),
+    password: Annotated[str, typer.Option(help="Its password")] = DEMO_PASSWORD,
 ) -> None:
-    """Print a development token (refused outside development)."""
-    from services import devtokens
-
-    print(
-        devtokens.mint(
-            get_settings(),
-            subject=f"demo-{role}-{organisation}",
-            organisation=organisation,
-            sector=sector,
-            roles=[role],
-        )
-    )
+    """Print an access token from Keycloak for a (demo) user, e.g. for curl."""
+    print(_login(user, password))
 
 
 @app.command()

@@ -44,15 +44,21 @@ class Settings(BaseSettings):
     api_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 64 * 1024
 
-    # Token validation: issuer and audience are always required.
-    jwks_url: str = "file:.data/dev-jwks.json"
-    jwt_issuer: str = "http://127.0.0.1:8000/dev-issuer"
+    # Token validation (Keycloak realm `referral`): issuer and audience are always required.
+    jwks_url: str = "http://127.0.0.1:8081/realms/referral/protocol/openid-connect/certs"
+    jwt_issuer: str = "http://127.0.0.1:8081/realms/referral"
     jwt_audience: str = "referral-api"
     jwks_cache_seconds: int = 300
 
-    # Development-only: a local signing key for demo tokens. Refused in production.
-    dev_tokens_enabled: bool = True
-    dev_signing_key_path: Path = Path(".data/dev-signing-key.pem")
+    # The development Keycloak that `make run` starts (deploy/keycloak/).
+    keycloak_port: int = 8081
+    keycloak_token_url: str = (
+        "http://127.0.0.1:8081/realms/referral/protocol/openid-connect/token"
+    )
+    keycloak_cli_client: str = "referral-cli"
+
+    # Development-only: the demo users of the development realm. Refused in production.
+    demo_users_enabled: bool = True
 
     # Development-only file key ring. Refused in production unless explicitly allowed.
     keyring_path: Path = Path(".data/keyring.json")
@@ -72,10 +78,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_development_material_in_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
-            if self.dev_tokens_enabled:
-                raise ValueError("development tokens are refused in production")
-            if self.jwks_url.startswith("file:"):
-                raise ValueError("a file JWKS (development key) is refused in production")
+            if self.demo_users_enabled:
+                raise ValueError("demo users are refused in production")
             if not self.jwks_url.startswith("https://"):
                 raise ValueError("the JWKS URL must use https in production")
             if self.database_url.startswith("sqlite"):

@@ -46,7 +46,7 @@ def settings(database_url: str, integration_dir: Path, minter: TokenMinter) -> S
         jwks_url=minter.jwks_url,
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
-        dev_tokens_enabled=False,
+        demo_users_enabled=False,
         temporal_task_queue=f"it-{uuid.uuid4()}",
         otel_exporter="memory",
         max_body_bytes=16 * 1024,

@@ -33,7 +33,6 @@ def _start_worker(
         "REFERRAL_KEYRING_PATH": str(settings.keyring_path),
         "REFERRAL_TEMPORAL_ADDRESS": address,
         "REFERRAL_TEMPORAL_TASK_QUEUE": queue,
-        "REFERRAL_DEV_TOKENS_ENABLED": "false",
         "REFERRAL_OTEL_EXPORTER": "none",
     }
     referral = str(Path(sys.executable).parent / "referral")
