@@ -138,6 +138,9 @@ def dev_stack() -> None:
         procs.append(proc)
         return proc
 
+    # Ctrl-C, and a plain `kill`, stop everything this command started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     keycloak_dir = (settings.data_dir / "keycloak").resolve()
     keycloak_env = {**os.environ, "REFERRAL_KEYCLOAK_PORT": str(settings.keycloak_port)}
 
@@ -158,9 +161,7 @@ def dev_stack() -> None:
                 proc.kill()
 
     try:
-        print(
-            "starting Keycloak (the development realm; first start takes a minute)...", flush=True
-        )
+        print("starting Keycloak (development realm; the first start takes a minute)", flush=True)
         started = subprocess.run(
             ["bash", str(KEYCLOAK_SCRIPTS / "start.sh"), str(keycloak_dir)],
             env=keycloak_env,

@@ -220,9 +220,6 @@ async def create_referral(
 
     def prepare() -> tuple[Referral, bool, Any]:
         with Session(runtime.engine) as session:
-            referrals.active_framework(
-                session=session, framework_id=body.framework_id, principal=principal
-            )
             case = referrals.draft_case(
                 session=session, principal=principal, framework_id=body.framework_id
             )
@@ -235,7 +232,10 @@ async def create_referral(
                 ctx=ctx,
             )
             if not decision.allowed:
-                raise Forbidden("you may not create referrals")
+                raise Forbidden("you may not create referrals under this framework")
+            referrals.active_framework(
+                session=session, framework_id=body.framework_id, principal=principal
+            )
             replayed = False
             referral = None
             if idempotency_key is not None:

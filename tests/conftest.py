@@ -4,10 +4,12 @@ REFERRAL_TEST_DATABASE_URL is set), demo data, and the Temporal test environment
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -70,3 +72,23 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def task_queue() -> str:
     return f"test-{uuid.uuid4()}"
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> Iterator[Any]:
+    """The real Keycloak with the `referral` realm, once per session (free ports, 127.0.0.1).
+
+    Started through `deploy/keycloak/server.py`, the scripts developers use. Without
+    Java 17+ the tests that need it are skipped with the reason.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # `deploy/` is not an installed package
+        sys.path.insert(0, root)
+    from deploy.keycloak.server import KeycloakUnavailable, find_java, running_keycloak
+
+    try:
+        find_java()
+    except KeycloakUnavailable as exc:
+        pytest.skip(f"Keycloak needs Java 17+ and none was found: {exc}")
+    with running_keycloak() as info:
+        yield info

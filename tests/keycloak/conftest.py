@@ -7,7 +7,6 @@ use). Without Java 17+ on the machine every test that needs it is skipped with t
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `deploy/` is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
-from deploy.keycloak.server import (  # noqa: E402
-    KeycloakInfo,
-    KeycloakUnavailable,
-    find_java,
-    running_keycloak,
-)
-
-
-@pytest.fixture(scope="session")
-def keycloak() -> Iterator[KeycloakInfo]:
-    """A running Keycloak with the `referral` realm (fresh in-memory DB, free ports)."""
-    try:
-        find_java()
-    except KeycloakUnavailable as exc:
-        pytest.skip(f"Keycloak needs Java 17+ and none was found: {exc}")
-    with running_keycloak() as info:
-        yield info
+from deploy.keycloak.server import KeycloakInfo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
