@@ -186,11 +186,18 @@ async def test_rotated_realm_keys_are_accepted_without_restart(
             },
         )
         assert created.status_code == 201, created.text
-    new = _token(keycloak, office)
+        component_id = created.headers["location"].rsplit("/", 1)[-1]
+        try:
+            new = _token(keycloak, office)
 
-    def kid(token: str) -> str:
-        head = token.split(".")[0]
-        return str(json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"])
+            def kid(token: str) -> str:
+                head = token.split(".")[0]
+                padded = head + "=" * (-len(head) % 4)
+                return str(json.loads(base64.urlsafe_b64decode(padded))["kid"])
 
-    assert kid(new) != kid(old)
-    assert (await kc_api.get("/api/v1/referrals", headers=_bearer(new))).status_code == 200
+            assert kid(new) != kid(old)
+            resp = await kc_api.get("/api/v1/referrals", headers=_bearer(new))
+            assert resp.status_code == 200
+        finally:
+            # give the realm its original key back for the other Keycloak tests
+            admin.delete(f"/components/{component_id}")

@@ -49,6 +49,7 @@ WHO_MAY: dict[Action, list[tuple[set[tuple[str, str]], set[Relation]]]] = {
     Action.VERIFY_AUDIT: [(AUDITORS, ANY_RELATION)],
     Action.EXPLAIN_POLICY: [(AUDITORS | ADMINS, ANY_RELATION)],
     Action.ACCESS_REPORT: [(CARE_WORKERS, {Relation.CARE_TEAM})],
+    Action.DECODE_PAYLOADS: [(ADMINS, ANY_RELATION)],
 }
 
 

@@ -10,7 +10,13 @@ import pytest
 
 from services.policy import ENGINE, POLICY_DIR, PolicyConfigurationError, load_engine
 
-POLICY_FILES = ("tenancy.cedar", "lifecycle.cedar", "disclosure.cedar", "audit.cedar")
+POLICY_FILES = (
+    "tenancy.cedar",
+    "lifecycle.cedar",
+    "disclosure.cedar",
+    "audit.cedar",
+    "operations.cedar",
+)
 
 
 def test_policies_validate_against_the_schema() -> None:
@@ -24,7 +30,7 @@ def test_every_policy_has_a_readable_stable_id() -> None:
     ids = list(ENGINE.annotations)
     assert len(ids) == len(ENGINE.ids) == len(set(ids))
     concerns = {pid.split(".", 1)[0] for pid in ids}
-    assert concerns == {"tenancy", "lifecycle", "disclosure", "audit"}
+    assert concerns == {"tenancy", "lifecycle", "disclosure", "audit", "operations"}
     for pid in ids:
         assert pid == pid.lower() and " " not in pid
 
