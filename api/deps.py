@@ -36,6 +36,12 @@ async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    if credentials is None:
+        from api.web_auth import principal_from_session
+
+        principal = await principal_from_session(request)
+        if principal is not None:
+            return principal
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("a bearer token is required")
     token = credentials.credentials

@@ -19,6 +19,8 @@ from api.auth import TokenValidator
 from api.codec import router as codec_router
 from api.middleware import RequestLimits
 from api.routes import router
+from api.web_auth import CookieSealer
+from api.web_auth import router as web_auth_router
 from services import telemetry
 from services.runtime import Runtime
 from services.settings import Settings, get_settings
@@ -74,6 +76,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.settings = settings
     app.state.temporal = temporal
     app.state.ensure_temporal = ensure_temporal
     app.state.tokens = TokenValidator(
@@ -85,6 +88,8 @@ def create_app(
     errors.install(app)
     app.include_router(router)
     app.include_router(codec_router)
+    app.include_router(web_auth_router)
+    app.state.cookie_sealer = CookieSealer(runtime.keyring.pseudonym_key())
     # The Temporal UI calls the codec endpoint from the browser, with the user's token.
     app.add_middleware(
         CORSMiddleware,

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     )
     keycloak_cli_client: str = "referral-cli"
 
+    # Web login sessions (api/web_auth.py): the cookie is Secure unless turned off for
+    # plain-http development.
+    session_cookie_secure: bool = True
+    session_max_age_seconds: int = Field(default=8 * 3600, gt=0)
+
     # Development-only: the demo users of the development realm. Refused in production.
     demo_users_enabled: bool = True
 
@@ -78,6 +83,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_development_material_in_production(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
+            if not self.session_cookie_secure:
+                raise ValueError("session cookies must be Secure in production")
             if self.demo_users_enabled:
                 raise ValueError("demo users are refused in production")
             if not self.jwks_url.startswith("https://"):

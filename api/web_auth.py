@@ -1,0 +1,211 @@
+"""Web login: OIDC authorization code with PKCE against Keycloak (client `referral-web`),
+and a sealed session cookie (HttpOnly, Secure, SameSite) that the role UIs build on.
+
+The cookie is sealed with AES-GCM under a key derived from the key ring, so it can be
+neither read nor forged by the browser. Cookie sessions are accepted for safe (read)
+requests only: state-changing requests need a bearer token until the UI's forms carry
+CSRF tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse
+
+from api.auth import TokenValidator
+from services.errors import Unauthenticated
+from services.principal import Principal
+from services.settings import Settings
+
+SESSION_COOKIE = "referral_session"
+LOGIN_COOKIE = "referral_login"
+WEB_CLIENT_ID = "referral-web"
+
+router = APIRouter(tags=["web login"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CookieSealer:
+    """Seals small JSON values into cookies (AES-256-GCM, cookie name as associated data)."""
+
+    def __init__(self, secret: bytes) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"referral web session cookie"
+        ).derive(secret)
+        self._aead = AESGCM(key)
+
+    def seal(self, name: str, value: dict[str, Any]) -> str:
+        nonce = os.urandom(12)
+        data = self._aead.encrypt(nonce, json.dumps(value).encode(), name.encode())
+        return _b64(nonce + data)
+
+    def open(self, name: str, sealed: str) -> dict[str, Any]:
+        try:
+            raw = _unb64(sealed)
+            value = json.loads(self._aead.decrypt(raw[:12], raw[12:], name.encode()))
+        except (InvalidTag, ValueError, TypeError):
+            raise Unauthenticated("the session is not valid") from None
+        if not isinstance(value, dict):
+            raise Unauthenticated("the session is not valid")
+        return value
+
+
+def _endpoints(settings: Settings) -> dict[str, str]:
+    base = settings.jwt_issuer.rstrip("/") + "/protocol/openid-connect"
+    return {"auth": f"{base}/auth", "token": f"{base}/token", "logout": f"{base}/logout"}
+
+
+def _redirect_uri(settings: Settings) -> str:
+    return settings.api_base_url.rstrip("/") + "/auth/callback"
+
+
+def _safe_next(target: str | None) -> str:
+    # only local paths: never an open redirect
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/docs"
+    return target
+
+
+def _cookie_args(settings: Settings, max_age: int, path: str = "/") -> dict[str, Any]:
+    return {
+        "max_age": max_age,
+        "httponly": True,
+        "secure": settings.session_cookie_secure,
+        "samesite": "lax",
+        "path": path,
+    }
+
+
+def _sealer(request: Request) -> CookieSealer:
+    sealer: CookieSealer = request.app.state.cookie_sealer
+    return sealer
+
+
+@router.get("/login")
+async def login(request: Request, next: str | None = None) -> RedirectResponse:
+    """Start the OIDC authorization code flow with PKCE (S256)."""
+    settings: Settings = request.app.state.settings
+    verifier = secrets.token_urlsafe(64)
+    state = secrets.token_urlsafe(24)
+    nonce = secrets.token_urlsafe(24)
+    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": WEB_CLIENT_ID,
+            "redirect_uri": _redirect_uri(settings),
+            "scope": "openid basic organization",
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    response = RedirectResponse(f"{_endpoints(settings)['auth']}?{query}", status_code=302)
+    pending = {"state": state, "verifier": verifier, "next": _safe_next(next), "at": time.time()}
+    response.set_cookie(
+        LOGIN_COOKIE,
+        _sealer(request).seal(LOGIN_COOKIE, pending),
+        **_cookie_args(settings, 600, path="/auth"),
+    )
+    return response
+
+
+@router.get("/auth/callback")
+async def callback(
+    request: Request, code: str | None = None, state: str | None = None
+) -> RedirectResponse:
+    """Finish the login: check state, exchange the code with the PKCE verifier, set the session."""
+    settings: Settings = request.app.state.settings
+    sealed = request.cookies.get(LOGIN_COOKIE)
+    if not sealed or not code or not state:
+        raise Unauthenticated("no login is in progress")
+    pending = _sealer(request).open(LOGIN_COOKIE, sealed)
+    if not secrets.compare_digest(str(pending.get("state")), state):
+        raise Unauthenticated("the login state does not match")
+    if time.time() - float(pending.get("at", 0)) > 600:
+        raise Unauthenticated("the login took too long")
+    async with httpx.AsyncClient(timeout=15) as client:
+        resp = await client.post(
+            _endpoints(settings)["token"],
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": _redirect_uri(settings),
+                "client_id": WEB_CLIENT_ID,
+                "code_verifier": pending["verifier"],
+            },
+        )
+    if resp.status_code != 200:
+        raise Unauthenticated("the identity provider refused the login")
+    tokens = resp.json()
+    validator: TokenValidator = request.app.state.tokens
+    await run_in_threadpool(validator.validate, tokens["access_token"])
+    session = {
+        "access_token": tokens["access_token"],
+        "id_token": tokens.get("id_token", ""),
+        "expires_at": time.time() + int(tokens.get("expires_in", 300)),
+    }
+    response = RedirectResponse(str(pending["next"]), status_code=303)
+    response.delete_cookie(LOGIN_COOKIE, path="/auth")
+    response.set_cookie(
+        SESSION_COOKIE,
+        _sealer(request).seal(SESSION_COOKIE, session),
+        **_cookie_args(settings, settings.session_max_age_seconds),
+    )
+    return response
+
+
+@router.get("/logout")
+async def logout(request: Request) -> RedirectResponse:
+    """End the session here and at Keycloak."""
+    settings: Settings = request.app.state.settings
+    id_token = ""
+    sealed = request.cookies.get(SESSION_COOKIE)
+    if sealed:
+        try:
+            id_token = str(_sealer(request).open(SESSION_COOKIE, sealed).get("id_token", ""))
+        except Unauthenticated:
+            pass
+    params = {"client_id": WEB_CLIENT_ID, "post_logout_redirect_uri": settings.api_base_url + "/"}
+    if id_token:
+        params["id_token_hint"] = id_token
+    response = RedirectResponse(f"{_endpoints(settings)['logout']}?{urlencode(params)}", 302)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def principal_from_session(request: Request) -> Principal | None:
+    """The principal of a valid session cookie on a safe request, else None."""
+    sealed = request.cookies.get(SESSION_COOKIE)
+    if not sealed:
+        return None
+    if request.method not in ("GET", "HEAD"):
+        raise Unauthenticated("state-changing requests need a bearer token")
+    session = _sealer(request).open(SESSION_COOKIE, sealed)
+    if float(session.get("expires_at", 0)) < time.time():
+        raise Unauthenticated("the session has expired: log in again")
+    validator: TokenValidator = request.app.state.tokens
+    return await run_in_threadpool(validator.validate, str(session["access_token"]))
