@@ -1,0 +1,139 @@
+"""Every route asks the policies and is audited: a test walks the app's route table, so a
+new route without a policy decision (and its audit entry) fails here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+from starlette.routing import Route
+
+from services.audit.models import AuditEntry
+from tests.integration.journey import AUDITOR, CGG, OFFICE, Journey, consent_body, new_referral
+from tests.tokens import TokenMinter
+
+Body = Callable[[], Any]
+NOW = datetime.now(UTC).isoformat()
+
+# (method, path) -> (policy action, caller, body). Callers may be allowed or refused:
+# either way the decision must be taken by the policies and written to the audit log.
+ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], Body | None]] = {
+    ("POST", "/api/v1/referrals"): ("create_referral", OFFICE, new_referral),
+    ("GET", "/api/v1/referrals"): ("list_referrals", OFFICE, None),
+    ("GET", "/api/v1/referrals/{referral_id}"): ("view_referral", OFFICE, None),
+    ("GET", "/api/v1/referrals/{referral_id}/consents"): ("view_referral", OFFICE, None),
+    ("POST", "/api/v1/referrals/{referral_id}/consent"): ("record_consent", OFFICE, consent_body),
+    ("POST", "/api/v1/referrals/{referral_id}/consent/withdraw"): ("withdraw_consent", CGG, None),
+    ("POST", "/api/v1/referrals/{referral_id}/accept"): ("accept", OFFICE, None),
+    ("POST", "/api/v1/referrals/{referral_id}/decline"): (
+        "decline",
+        OFFICE,
+        lambda: {"reason": "no_capacity"},
+    ),
+    ("POST", "/api/v1/referrals/{referral_id}/intake"): (
+        "record_intake",
+        CGG,
+        lambda: {"intake_date": NOW},
+    ),
+    ("POST", "/api/v1/referrals/{referral_id}/progress"): (
+        "report_progress",
+        CGG,
+        lambda: {"attendance": "attending"},
+    ),
+    ("POST", "/api/v1/referrals/{referral_id}/close"): (
+        "close",
+        CGG,
+        lambda: {"outcome": "completed"},
+    ),
+    ("POST", "/api/v1/referrals/{referral_id}/decision"): (
+        "decide",
+        CGG,
+        lambda: {"decision": "dismissed"},
+    ),
+    ("POST", "/api/v1/referrals/{referral_id}/cancel"): ("cancel", CGG, None),
+    ("POST", "/api/v1/referrals/{referral_id}/rematch"): ("rematch", CGG, None),
+    ("POST", "/codec/decode"): ("decode_payloads", OFFICE, lambda: {"payloads": []}),
+    ("POST", "/codec/encode"): ("decode_payloads", AUDITOR, lambda: {"payloads": []}),
+}
+
+# Routes that take no token and touch no case: health, the API docs and the login flow.
+OPEN_ROUTES = {
+    "/healthz",
+    "/readyz",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/docs/oauth2-redirect",
+    "/login",
+    "/auth/callback",
+    "/logout",
+}
+
+
+def _app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) the app serves, including routes of included routers."""
+    found = set()
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is not None:  # an included router (resolved lazily by FastAPI)
+            found |= {(m, ctx.path) for ctx in contexts() for m in ctx.methods}
+        elif isinstance(route, APIRoute | Route):
+            found |= {(m, route.path) for m in (route.methods or {"GET"})}
+    return found
+
+
+def test_route_table_is_complete(app: FastAPI) -> None:
+    routes = _app_routes(app)
+    guarded = {r for r in routes if r[1] not in OPEN_ROUTES}
+    assert guarded == set(ROUTES), (
+        "every route needs a row here (policy action and a caller): "
+        f"missing {sorted(guarded - set(ROUTES))}, stale {sorted(set(ROUTES) - guarded)}"
+    )
+    open_paths = {r[1] for r in routes if r[1] in OPEN_ROUTES}
+    assert open_paths <= OPEN_ROUTES
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(ROUTES), ids=lambda v: str(v))
+async def test_route_takes_an_audited_policy_decision(
+    api: httpx.AsyncClient, minter: TokenMinter, engine: Engine, method: str, path: str
+) -> None:
+    action, caller, body = ROUTES[(method, path)]
+    j = Journey(api, minter)
+    await j.create()
+    with Session(engine) as s:
+        last = s.exec(select(func.max(AuditEntry.index))).one()
+    resp = await api.request(
+        method,
+        path.replace("{referral_id}", str(j.id)),
+        json=body() if body else None,
+        headers=minter.headers(*caller),
+    )
+    assert resp.status_code < 500, resp.text
+    with Session(engine) as s:
+        entries = s.exec(
+            select(AuditEntry).where(AuditEntry.index > last).order_by(col(AuditEntry.index))
+        ).all()
+    decisions = [
+        e
+        for e in entries
+        if e.action == action
+        and e.event_type in {"authorization_permit", "authorization_deny"}
+        and e.actor_organisation == caller[0]
+    ]
+    assert decisions, [(e.event_type, e.action) for e in entries]
+    decision = decisions[0]
+    assert decision.decision in {"permit", "deny"}
+    if decision.decision == "permit":
+        assert decision.policy_ids, "a permit names the policies that decided it"
+        assert resp.status_code < 400, resp.text
+        accesses = {e.event_type for e in entries} & {"create", "read", "query", "update"}
+        assert accesses or path.startswith("/codec"), [(e.event_type, e.action) for e in entries]
+    else:
+        assert resp.status_code in (403, 404), resp.text
