@@ -18,6 +18,7 @@ from api import errors
 from api.auth import TokenValidator
 from api.codec import router as codec_router
 from api.middleware import RequestLimits
+from api.policy_routes import router as policy_router
 from api.routes import router
 from api.web_auth import CookieSealer
 from api.web_auth import router as web_auth_router
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(codec_router)
     app.include_router(web_auth_router)
     app.state.cookie_sealer = CookieSealer(runtime.keyring.pseudonym_key())
+    app.include_router(policy_router)
     # The Temporal UI calls the codec endpoint from the browser, with the user's token.
     app.add_middleware(
         CORSMiddleware,

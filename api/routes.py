@@ -418,7 +418,9 @@ async def withdraw_consent(
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
         return await handle.execute_update(
             ReferralWorkflow.withdraw_consent,
-            ConsentWithdrawInput(actor=actor, withdrawn_at=utcnow()),
+            # No timestamp from here: the workflow stamps the withdrawal when it takes effect,
+            # under the case's lock, so no fact it let through before is dated after it.
+            ConsentWithdrawInput(actor=actor),
         )
 
     return await step(

@@ -59,8 +59,15 @@ ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], Body | None]] = {
     ),
     ("POST", "/api/v1/referrals/{referral_id}/cancel"): ("cancel", CGG, None),
     ("POST", "/api/v1/referrals/{referral_id}/rematch"): ("rematch", CGG, None),
+    ("GET", "/api/v1/policy/explain"): ("explain_policy", AUDITOR, None),
     ("POST", "/codec/decode"): ("decode_payloads", OFFICE, lambda: {"payloads": []}),
     ("POST", "/codec/encode"): ("decode_payloads", AUDITOR, lambda: {"payloads": []}),
+}
+
+# Query strings for routes that need them before any decision can be taken.
+QUERIES = {
+    "/api/v1/policy/explain": "?role=prosecutor&sector=justice&relation=referrer"
+    "&category=clinical&consent=active",
 }
 
 # Routes that take no token and touch no case: health, the API docs and the login flow.
@@ -111,7 +118,7 @@ async def test_route_takes_an_audited_policy_decision(
         last = s.exec(select(func.max(AuditEntry.index))).one()
     resp = await api.request(
         method,
-        path.replace("{referral_id}", str(j.id)),
+        path.replace("{referral_id}", str(j.id)) + QUERIES.get(path, ""),
         json=body() if body else None,
         headers=minter.headers(*caller),
     )
@@ -134,6 +141,8 @@ async def test_route_takes_an_audited_policy_decision(
         assert decision.policy_ids, "a permit names the policies that decided it"
         assert resp.status_code < 400, resp.text
         accesses = {e.event_type for e in entries} & {"create", "read", "query", "update"}
-        assert accesses or path.startswith("/codec"), [(e.event_type, e.action) for e in entries]
+        assert accesses or path.startswith(("/codec", "/api/v1/policy")), [
+            (e.event_type, e.action) for e in entries
+        ]
     else:
         assert resp.status_code in (403, 404), resp.text

@@ -1,0 +1,366 @@
+"""Shared professional secrecy, end to end, over random lifecycles and random callers.
+
+Hypothesis draws a lifecycle (a random prefix of: create, consent with a random set of
+purposes, the offered providers accepting or declining, intake, progress reports with
+clinical and welfare notes, close with a random outcome, the prosecutor's decision; and
+a consent withdrawal at a random point), drives it through the real API, Temporal and
+database, and then has every caller call every GET endpoint of the API that concerns a
+referral (discovered from the app's routes, so new ones are covered) and the list.
+
+Callers: every role x organisation of `tests/tokens.SECTORS`, plus an organisation
+outside the cooperation framework (`elsewhere-care`, unknown to the engine; `dpo-office`,
+the auditors' office, is not a framework participant either), plus random extra callers
+with two roles or a sector that does not match their organisation.
+
+Properties, for every response:
+- a justice principal (justice sector, or a prosecutor / justice assistant role) never
+  receives clinical or welfare content: neither the note texts nor the keys;
+- an auditor (auditor role, or audit sector) never receives case content;
+- an organisation with no part in the case learns nothing of it: 404 on the referral,
+  its id absent from every answer, including lists;
+- clinical and welfare notes reach only the care team, with an active consent to
+  care-team sharing that names the category;
+- nothing else than 200, 403 or 404 (no error leaks anything either).
+
+pytest-asyncio runs `@given` async tests (it drives each example on the session loop),
+so each example is a real coroutine against the real stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+
+from services.principal import Role
+from tests.integration.journey import (
+    CLINICAL_NOTE,
+    NOTE,
+    OFFICE,
+    PERSON,
+    PHONE,
+    WELFARE_NOTE,
+    Journey,
+    consent_body,
+)
+from tests.tokens import SECTORS, TokenMinter
+
+OUTSIDER_ORG = "elsewhere-care"  # not registered, in no framework
+ORG_SECTORS = {**SECTORS, OUTSIDER_ORG: "health"}
+PROVIDERS = ["cgg-antwerpen", "free-clinic-antwerpen"]  # matching order for Antwerpen
+REFERRER = OFFICE[0]
+JUSTICE_ROLES = {"prosecutor", "justice_assistant"}
+CARE_ROLES = {"intake_coordinator", "care_worker"}
+PERSONAL = [PERSON["name"], PERSON["national_number"], PHONE, NOTE]
+SECRET_NOTES = [CLINICAL_NOTE, WELFARE_NOTE]
+ALL_PURPOSES = ["referral_to_care", "care_team_sharing", "progress_reporting_to_justice"]
+ALL_CATEGORIES = consent_body()["categories"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    organisation: str
+    roles: tuple[str, ...]
+    sector: str
+
+    def headers(self, minter: TokenMinter) -> dict[str, str]:
+        token = minter.mint(
+            self.organisation,
+            self.roles[0],
+            sector=self.sector,
+            subject=f"prop-{'-'.join(self.roles)}-{self.organisation}-{self.sector}",
+            realm_access={"roles": list(self.roles)},
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    @property
+    def justice(self) -> bool:
+        return self.sector == "justice" or bool(JUSTICE_ROLES & set(self.roles))
+
+    @property
+    def auditor(self) -> bool:
+        return self.sector == "audit" or "auditor" in self.roles
+
+
+# Every role x organisation, each with its organisation's own sector.
+EVERY_CALLER = [
+    Caller(org, (role.value,), sector) for org, sector in ORG_SECTORS.items() for role in Role
+]
+extra_callers = st.builds(
+    Caller,
+    organisation=st.sampled_from(sorted(ORG_SECTORS)),
+    roles=st.lists(
+        st.sampled_from([r.value for r in Role]), min_size=2, max_size=2, unique=True
+    ).map(tuple),
+    sector=st.sampled_from(["justice", "health", "welfare", "audit"]),
+)
+
+
+# ---------------------------------------------------------------- the plans ---
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    arg: Any = None
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> list[Step]:
+    """A random prefix of a lifecycle, with a withdrawal at a random point."""
+    purposes = ["referral_to_care"] + draw(
+        st.lists(
+            st.sampled_from(["care_team_sharing", "progress_reporting_to_justice"]), unique=True
+        )
+    )
+    categories = draw(
+        st.sets(st.sampled_from(["clinical", "welfare", "compliance"])).map(
+            lambda dropped: [c for c in ALL_CATEGORIES if c not in dropped]
+        )
+    )
+    script = [Step("consent", (tuple(purposes), tuple(categories)))]
+    for _provider in PROVIDERS:
+        decision = draw(st.sampled_from(["accept", "decline"]))
+        script.append(Step(decision))
+        if decision == "accept":
+            break
+    if script[-1].kind == "accept":
+        script.append(Step("intake", draw(st.booleans())))
+        for _ in range(draw(st.integers(0, 2))):
+            script.append(Step("progress", draw(st.sampled_from(["attending", "not_attending"]))))
+        script.append(Step("close", draw(st.sampled_from(["completed", "failed", "not_started"]))))
+        script.append(Step("decision", draw(st.sampled_from(["dismissed", "prosecute"]))))
+    plan = script[: draw(st.integers(0, len(script)))]
+    # withdraw while the referral is open: after the consent, before close or a second decline
+    open_until = next(
+        (i for i, s in enumerate(plan) if s.kind == "close"),
+        len(plan) if len(plan) < 3 or plan[2].kind != "decline" else 2,
+    )
+    if plan and draw(st.booleans()):
+        at = draw(st.integers(1, max(1, open_until)))
+        who = draw(st.sampled_from(["office", "care_team"]))
+        plan = [*plan[:at], Step("withdraw", who)]
+        if draw(st.booleans()):
+            plan.append(Step("decision", "dismissed"))
+    return plan
+
+
+@dataclass
+class CaseState:
+    """What the test itself knows of the case (its own oracle, not the app's)."""
+
+    id: str = ""
+    offered: str | None = None
+    accepted: str | None = None
+    declined: list[str] = field(default_factory=list)
+    purposes: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    withdrawn: bool = False
+    ended: bool = False
+
+    @property
+    def parties(self) -> set[str]:
+        parties = {REFERRER}
+        if self.accepted is not None:
+            parties.add(self.accepted)
+        elif self.offered is not None:
+            parties.add(self.offered)
+        return parties
+
+    def may_see(self, caller: Caller, category: str) -> bool:
+        """Whether `category` (clinical/welfare) may reach `caller` in this state."""
+        return (
+            caller.organisation == self.accepted
+            and caller.sector in ("health", "welfare")
+            and bool(CARE_ROLES & set(caller.roles))
+            and not (caller.justice or caller.auditor or "admin" in caller.roles)
+            and not self.withdrawn
+            and "care_team_sharing" in self.purposes
+            and category in self.categories
+        )
+
+
+async def run_plan(j: Journey, plan: list[Step]) -> CaseState:
+    state = CaseState()
+    await j.create()
+    state.id = str(j.id)
+    for step in plan:
+        if currently_in_test_context():
+            note(f"step {step}")
+        care = (state.accepted or "", "intake_coordinator")
+        if step.kind == "consent":
+            purposes, categories = step.arg
+            body = consent_body(purposes=list(purposes), categories=list(categories))
+            await j.step(OFFICE, "consent", body)
+            state.purposes, state.categories = purposes, categories
+            state.offered = PROVIDERS[0]
+            view = await j.wait_stage("offered")
+            assert view["offered_provider"] == state.offered
+        elif step.kind == "decline":
+            assert state.offered is not None
+            await j.step(
+                (state.offered, "intake_coordinator"), "decline", {"reason": "no_capacity"}
+            )
+            state.declined.append(state.offered)
+            rest = [p for p in PROVIDERS if p not in state.declined]
+            state.offered = rest[0] if rest else None
+            view = await j.wait_stage("offered" if rest else "on_hold")
+            assert view["offered_provider"] == state.offered
+        elif step.kind == "accept":
+            assert state.offered is not None
+            await j.step((state.offered, "intake_coordinator"), "accept")
+            state.accepted = state.offered
+        elif step.kind == "intake":
+            await j.step(
+                care,
+                "intake",
+                {"intake_date": datetime.now(UTC).isoformat(), "attended": step.arg},
+            )
+        elif step.kind == "progress":
+            body = {
+                "attendance": step.arg,
+                "clinical_note": CLINICAL_NOTE,
+                "welfare_note": WELFARE_NOTE,
+            }
+            await j.step((state.accepted or "", "care_worker"), "progress", body)
+        elif step.kind == "close":
+            await j.step(care, "close", {"outcome": step.arg, "clinical_note": CLINICAL_NOTE})
+            state.ended = True
+            await j.wait_stage("outcome_reported")
+        elif step.kind == "withdraw":
+            who = care if step.arg == "care_team" and state.accepted else OFFICE
+            await j.step(who, "consent/withdraw")
+            state.withdrawn = state.ended = True
+            await j.wait_stage("outcome_reported")
+        elif step.kind == "decision":
+            await j.step(OFFICE, "decision", {"decision": step.arg})
+        else:  # pragma: no cover - the plans only hold the kinds above
+            raise AssertionError(step)
+    return state
+
+
+# -------------------------------------------------------------- the checks ---
+
+
+def referral_get_paths(app: FastAPI, referral_id: str) -> list[str]:
+    """Every GET endpoint of the API about one referral (from the OpenAPI document), and the
+    list endpoint."""
+    paths = []
+    for path, operations in app.openapi()["paths"].items():
+        if "get" not in operations:
+            continue
+        params = re.findall(r"{([^}]+)}", path)
+        if path == "/api/v1/referrals":
+            paths.append(path + "?limit=100")
+        elif params == ["referral_id"] or (
+            len(params) == 1 and path.startswith("/api/v1/referrals/{")
+        ):
+            paths.append(path.replace("{" + params[0] + "}", referral_id))
+    return sorted(paths)
+
+
+def content_of(body: Any) -> dict[str, Any]:
+    if isinstance(body, dict) and isinstance(body.get("content"), dict):
+        return body["content"]
+    return {}
+
+
+def check(state: CaseState, caller: Caller, path: str, resp: httpx.Response) -> None:
+    where = f"{caller} GET {path} -> {resp.status_code}"
+    text = resp.text
+    is_list = "?" in path
+    assert resp.status_code in (200, 403, 404), f"{where}: {text[:300]}"
+    body = resp.json() if resp.status_code == 200 else None
+    content = content_of(body)
+
+    if caller.organisation not in state.parties:
+        assert state.id not in text, f"{where}: an outsider learns of the referral"
+        if not is_list:
+            assert resp.status_code == 404, f"{where}: an outsider must get 404"
+
+    if caller.justice:
+        for secret in SECRET_NOTES:
+            assert secret not in text, f"{where}: care content reached justice"
+        assert "clinical" not in content and "welfare" not in content, where
+
+    if caller.auditor:
+        assert content == {}, f"{where}: case content reached an auditor"
+        for value in PERSONAL + SECRET_NOTES:
+            assert value not in text, f"{where}: case content reached an auditor"
+
+    for category, secret in (("clinical", CLINICAL_NOTE), ("welfare", WELFARE_NOTE)):
+        if secret in text or category in content:
+            assert state.may_see(caller, category), f"{where}: {category} reached {caller}"
+
+
+async def check_everyone(
+    api: httpx.AsyncClient,
+    app: FastAPI,
+    minter: TokenMinter,
+    state: CaseState,
+    callers: list[Caller],
+) -> None:
+    paths = referral_get_paths(app, state.id)
+    assert len(paths) >= 3, paths  # the view, the consents, the list (at least)
+    limit = asyncio.Semaphore(8)
+
+    async def one(caller: Caller, path: str) -> None:
+        async with limit:
+            resp = await api.get(path, headers=caller.headers(minter))
+        check(state, caller, path, resp)
+
+    await asyncio.gather(*(one(c, p) for c in callers for p in paths))
+
+
+# --------------------------------------------------------------- the test ---
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=plans(), extra=st.lists(extra_callers, max_size=4))
+async def test_no_secret_crosses_the_lines(
+    api: httpx.AsyncClient,
+    app: FastAPI,
+    minter: TokenMinter,
+    plan: list[Step],
+    extra: list[Caller],
+) -> None:
+    note(f"plan {[(s.kind, s.arg) for s in plan]}")
+    state = await run_plan(Journey(api, minter), plan)
+    note(f"state {state}")
+    assert not (state.accepted and state.accepted in state.declined)
+    await check_everyone(api, app, minter, state, EVERY_CALLER + extra)
+
+
+async def test_the_property_sees_the_secrets_where_they_belong(
+    api: httpx.AsyncClient, app: FastAPI, minter: TokenMinter
+) -> None:
+    """The checks are not vacuous: on one full lifecycle the care team does see its notes."""
+    plan = [
+        Step("consent", (tuple(ALL_PURPOSES), tuple(ALL_CATEGORIES))),
+        Step("accept"),
+        Step("intake", True),
+        Step("progress", "attending"),
+    ]
+    j = Journey(api, minter)
+    state = await run_plan(j, plan)
+    worker = Caller("cgg-antwerpen", ("care_worker",), "health")
+    view = await api.get(f"/api/v1/referrals/{state.id}", headers=worker.headers(minter))
+    assert view.status_code == 200
+    assert view.json()["content"]["clinical"]["note"] == CLINICAL_NOTE
+    assert view.json()["content"]["welfare"]["note"] == WELFARE_NOTE
+    office = await api.get(f"/api/v1/referrals/{state.id}", headers=j.headers(OFFICE))
+    assert office.status_code == 200 and office.json()["content"]["identity"]
+    await check_everyone(api, app, minter, state, EVERY_CALLER)
