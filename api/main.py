@@ -15,6 +15,8 @@ from sqlalchemy import text
 from temporalio.client import Client
 
 from api import errors
+from api.auditor import report_router
+from api.auditor import router as audit_router
 from api.auth import TokenValidator
 from api.codec import router as codec_router
 from api.middleware import RequestLimits
@@ -88,6 +90,8 @@ def create_app(
     )
     errors.install(app)
     app.include_router(router)
+    app.include_router(audit_router)
+    app.include_router(report_router)
     app.include_router(codec_router)
     app.include_router(web_auth_router)
     app.state.cookie_sealer = CookieSealer(runtime.keyring.pseudonym_key())

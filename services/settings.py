@@ -52,9 +52,7 @@ class Settings(BaseSettings):
 
     # The development Keycloak that `make run` starts (deploy/keycloak/).
     keycloak_port: int = 8081
-    keycloak_token_url: str = (
-        "http://127.0.0.1:8081/realms/referral/protocol/openid-connect/token"
-    )
+    keycloak_token_url: str = "http://127.0.0.1:8081/realms/referral/protocol/openid-connect/token"
     keycloak_cli_client: str = "referral-cli"
 
     # Web login sessions (api/web_auth.py): the cookie is Secure unless turned off for

@@ -60,12 +60,21 @@ ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], Body | None]] = {
     ("POST", "/api/v1/referrals/{referral_id}/cancel"): ("cancel", CGG, None),
     ("POST", "/api/v1/referrals/{referral_id}/rematch"): ("rematch", CGG, None),
     ("GET", "/api/v1/policy/explain"): ("explain_policy", AUDITOR, None),
+    ("GET", "/api/v1/referrals/{referral_id}/access-report"): ("access_report", OFFICE, None),
+    ("GET", "/api/v1/audit/entries"): ("search_audit", AUDITOR, None),
+    ("GET", "/api/v1/audit/tree-heads"): ("search_audit", AUDITOR, None),
+    ("POST", "/api/v1/audit/tree-heads"): ("verify_audit", AUDITOR, None),
+    ("GET", "/api/v1/audit/entries/{index}/inclusion-proof"): ("search_audit", AUDITOR, None),
+    ("GET", "/api/v1/audit/consistency-proof"): ("search_audit", OFFICE, None),
+    ("POST", "/api/v1/audit/verify"): ("verify_audit", AUDITOR, None),
+    ("GET", "/api/v1/audit/public-key"): ("verify_audit", AUDITOR, None),
     ("POST", "/codec/decode"): ("decode_payloads", OFFICE, lambda: {"payloads": []}),
     ("POST", "/codec/encode"): ("decode_payloads", AUDITOR, lambda: {"payloads": []}),
 }
 
 # Query strings for routes that need them before any decision can be taken.
 QUERIES = {
+    "/api/v1/audit/consistency-proof": "?first=1&second=2",
     "/api/v1/policy/explain": "?role=prosecutor&sector=justice&relation=referrer"
     "&category=clinical&consent=active",
 }
@@ -118,7 +127,7 @@ async def test_route_takes_an_audited_policy_decision(
         last = s.exec(select(func.max(AuditEntry.index))).one()
     resp = await api.request(
         method,
-        path.replace("{referral_id}", str(j.id)) + QUERIES.get(path, ""),
+        path.replace("{referral_id}", str(j.id)).replace("{index}", "0") + QUERIES.get(path, ""),
         json=body() if body else None,
         headers=minter.headers(*caller),
     )

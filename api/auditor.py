@@ -1,0 +1,240 @@
+"""The auditor's API (`/api/v1/audit`) and the person's access report.
+
+Auditors see audit entries (metadata, never case content), signed tree heads, proofs and
+a verification on demand; every one of these requests is itself a Cedar decision and is
+written to the log it reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+from sqlmodel import Session
+
+from api.deps import ContextDep, PrincipalDep, RuntimeDep
+from api.routes import guard, purpose_of
+from services import policy, subject_report
+from services.access import RequestContext
+from services.audit.models import AuditEventType
+from services.audit.offline import public_key_pem
+from services.errors import Forbidden, Unprocessable
+from services.principal import Principal
+from services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+report_router = APIRouter(prefix="/api/v1", tags=["referrals"])
+
+
+def _auditor(
+    runtime: Runtime, principal: Principal, ctx: RequestContext, action: policy.Action, what: str
+) -> None:
+    decision = runtime.gatekeeper.decide(
+        principal=principal,
+        action=action,
+        case=None,
+        consent=None,
+        purpose=purpose_of(principal),
+        ctx=ctx,
+    )
+    if not decision.allowed:
+        raise Forbidden("only auditors may use the audit trail")
+    runtime.gatekeeper.record(
+        principal=principal,
+        event_type=AuditEventType.QUERY,
+        action=f"audit.{what}",
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        categories=["access_log"],
+    )
+
+
+def _entry(e: Any) -> dict[str, Any]:
+    return {
+        "index": e.index,
+        "recorded_at": e.recorded_at.isoformat(),
+        "event_type": e.event_type,
+        "actor_subject": e.actor_subject,
+        "actor_organisation": e.actor_organisation,
+        "actor_role": e.actor_role,
+        "action": e.action,
+        "referral_pseudonym": e.referral_pseudonym,
+        "categories": list(e.categories),
+        "decision": e.decision,
+        "policy_ids": list(e.policy_ids),
+        "purpose_of_use": e.purpose_of_use,
+        "request_id": e.request_id,
+        "trace_id": e.trace_id,
+        "leaf_hash": e.leaf_hash,
+    }
+
+
+@router.get("/entries")
+async def search_entries(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    referral_pseudonym: Annotated[str | None, Query(pattern=r"^rp_[0-9a-f]{32}$")] = None,
+    actor: Annotated[str | None, Query(max_length=255)] = None,
+    organisation: Annotated[str | None, Query(max_length=255)] = None,
+    action: Annotated[str | None, Query(max_length=128)] = None,
+    decision: Literal["permit", "deny"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Search the audit trail (auditors)."""
+
+    def run() -> dict[str, Any]:
+        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "search")
+        with Session(runtime.engine) as session:
+            rows = runtime.audit.search(
+                session,
+                referral_pseudonym=referral_pseudonym,
+                actor=actor,
+                organisation=organisation,
+                action=action,
+                decision=decision,
+                since=since,
+                until=until,
+                offset=offset,
+                limit=limit,
+            )
+        return {"entries": [_entry(e) for e in rows], "offset": offset, "limit": limit}
+
+    return await run_in_threadpool(run)
+
+
+def _head(h: Any) -> dict[str, Any]:
+    return {
+        "tree_size": h.tree_size,
+        "root_hash": h.root_hash,
+        "signed_at": h.signed_at.isoformat(),
+        "key_id": h.key_id,
+        "signature": h.signature,
+    }
+
+
+@router.get("/tree-heads")
+async def tree_heads(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) -> list[Any]:
+    """The signed tree heads published so far (auditors)."""
+
+    def run() -> list[Any]:
+        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "tree_heads")
+        return [_head(h) for h in runtime.audit.tree_heads()]
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/tree-heads")
+async def sign_tree_head(
+    runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> dict[str, Any]:
+    """Sign a tree head now, over every entry so far (auditors)."""
+
+    def run() -> dict[str, Any]:
+        _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "sign_tree_head")
+        return _head(runtime.audit.sign_tree_head())
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/entries/{index}/inclusion-proof")
+async def inclusion_proof(
+    index: Annotated[int, "leaf index"],
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    tree_size: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """An RFC 6962 inclusion proof of one entry in a tree of `tree_size` (auditors)."""
+
+    def run() -> dict[str, Any]:
+        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "inclusion_proof")
+        try:
+            return runtime.audit.inclusion_proof(index, tree_size).__dict__
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/consistency-proof")
+async def consistency_proof(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    first: Annotated[int, Query(ge=1)],
+    second: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    """An RFC 6962 consistency proof between two tree sizes (auditors)."""
+
+    def run() -> dict[str, Any]:
+        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "consistency_proof")
+        try:
+            return runtime.audit.consistency_proof(first, second).__dict__
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/verify")
+async def verify(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) -> dict[str, Any]:
+    """Verify the whole log now: every leaf, every signed head (auditors)."""
+
+    def run() -> dict[str, Any]:
+        _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "verify")
+        return runtime.audit.verify().__dict__
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/public-key", response_class=PlainTextResponse)
+async def public_key(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) -> str:
+    """The PEM key that verifies the signed tree heads (auditors)."""
+
+    def run() -> str:
+        _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "public_key")
+        return public_key_pem(runtime.keyring.audit_signing_key().public_key())
+
+    return await run_in_threadpool(run)
+
+
+@report_router.get("/referrals/{referral_id}/access-report", response_model=None)
+async def access_report(
+    referral_id: uuid.UUID,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    lang: Literal["nl", "fr", "de", "en"] = "nl",
+    format: Literal["json", "text"] = "json",
+) -> Response | dict[str, Any]:
+    """The person's access report (GDPR art. 15), for the care worker to hand over."""
+
+    def run() -> dict[str, Any]:
+        with Session(runtime.engine) as session:
+            guard(session, runtime, principal, ctx, referral_id, policy.Action.ACCESS_REPORT)
+            pseudonym = runtime.gatekeeper.pseudonym(referral_id)
+            assert pseudonym is not None
+            report = subject_report.build(session=session, referral_pseudonym=pseudonym, lang=lang)
+        runtime.gatekeeper.record(
+            principal=principal,
+            event_type=AuditEventType.READ,
+            action="referral.access_report",
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+            categories=["access_log"],
+        )
+        return report
+
+    report = await run_in_threadpool(run)
+    if format == "text":
+        return PlainTextResponse(subject_report.as_text(report))
+    return report
