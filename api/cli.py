@@ -86,7 +86,12 @@ async def _run_worker() -> None:
             executor=executor,
         ):
             print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
-            await stop.wait()
+            while not stop.is_set():
+                # tree heads are also signed in quiet periods, not only when entries arrive
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=settings.audit_sth_every_seconds)
+                except TimeoutError:
+                    await asyncio.to_thread(runtime.audit.maybe_sign_tree_head)
 
 
 @app.command()

@@ -49,7 +49,13 @@ class Runtime:
         """Everything a process needs, from the settings."""
         engine = engine or make_engine(settings.database_url)
         keyring = load_keyring(settings)
-        audit = AuditLog(engine, keyring.audit_signing_key(), audit_key_id(keyring))
+        audit = AuditLog(
+            engine,
+            keyring.audit_signing_key(),
+            audit_key_id(keyring),
+            sth_every_entries=settings.audit_sth_every_entries,
+            sth_every_seconds=settings.audit_sth_every_seconds,
+        )
         return cls(
             settings=settings,
             engine=engine,

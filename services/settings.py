@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     keyring_path: Path = Path(".data/keyring.json")
     allow_file_keyring_in_production: bool = False
 
+    # Signed tree heads of the audit log: every N entries or T seconds, and on demand.
+    audit_sth_every_entries: int = Field(default=1000, gt=0)
+    audit_sth_every_seconds: float = Field(default=60.0, gt=0)
+
     otel_exporter: OtelExporter = OtelExporter.NONE
     otel_endpoint: str = "http://127.0.0.1:4318"
     otel_service_name: str = "referral-engine"
