@@ -416,8 +416,11 @@ def keys_rewrap() -> None:
     from services.runtime import Runtime
 
     runtime = Runtime.build(get_settings())
-    with Session(runtime.engine) as session:
-        count = runtime.vault.rewrap_all(session=session)
+    try:
+        with Session(runtime.engine) as session:
+            count = runtime.vault.rewrap_all(session=session)
+    finally:
+        runtime.close()
     print(f"rewrapped {count} data keys")
 
 
@@ -428,8 +431,11 @@ def audit_export(out: Annotated[Path, typer.Option(help="Output file (JSON lines
     from services.runtime import Runtime
 
     runtime = Runtime.build(get_settings())
-    runtime.audit.sign_tree_head()
-    print(f"exported {export(runtime.engine, out)} entries to {out}")
+    try:
+        runtime.audit.sign_tree_head()
+        print(f"exported {export(runtime.engine, out)} entries to {out}")
+    finally:
+        runtime.close()
 
 
 @audit_app.command("public-key")

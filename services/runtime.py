@@ -44,6 +44,10 @@ class Runtime:
     audit: AuditLog
     gatekeeper: Gatekeeper
 
+    def close(self) -> None:
+        """Release the database connections (CLI commands and workers end with this)."""
+        self.engine.dispose()
+
     @classmethod
     def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
         """Everything a process needs, from the settings."""
