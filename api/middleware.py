@@ -29,10 +29,12 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         request_id = None
+        has_length = False
         for name, value in scope.get("headers", []):
             if name == b"x-request-id" and len(value) <= 128:
                 request_id = value.decode("latin-1")
             if name == b"content-length":
+                has_length = True
                 try:
                     too_large = int(value) > self.max
                 except ValueError:
@@ -41,6 +43,14 @@ class RequestLimits:
                     await self._refuse(send)
                     return
         scope.setdefault("state", {})["request_id"] = request_id or str(uuid.uuid4())
+        if not has_length and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            # A streamed (chunked) body: read it whole, up to the limit, before any handler
+            # runs, so that routes that never read their body refuse it too.
+            buffered = await self._buffer(receive)
+            if buffered is None:
+                await self._refuse(send)
+                return
+            receive = _replay(buffered, receive)
         seen = 0
 
         async def limited_receive() -> Message:
@@ -62,6 +72,21 @@ class RequestLimits:
 
         await self.app(scope, limited_receive, tracking_send)
 
+    async def _buffer(self, receive: Receive) -> list[Message] | None:
+        """The request's messages, or None as soon as the body passes the limit."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
     async def _refuse(self, send: Send) -> None:
         body = _problem_bytes(
             413, "Payload too large", f"the body exceeds {self.max} bytes", "too-large"
@@ -77,3 +102,15 @@ class RequestLimits:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that hands out the buffered messages first, then the real channel."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
