@@ -8,12 +8,12 @@ written to the log it reads.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
+from pydantic import AwareDatetime
 from sqlmodel import Session
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep
@@ -83,8 +83,8 @@ async def search_entries(
     organisation: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[str | None, Query(max_length=128)] = None,
     decision: Literal["permit", "deny"] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
