@@ -31,7 +31,7 @@ from services import policy, referrals
 from services.access import RequestContext
 from services.audit.models import AuditEventType
 from services.case_content import ReferralCreate
-from services.errors import Forbidden, NotFound, Unprocessable
+from services.errors import Conflict, Forbidden, NotFound, Unprocessable
 from services.lifecycle import (
     AcceptInput,
     Actor,
@@ -45,6 +45,7 @@ from services.lifecycle import (
     ProgressInput,
     RematchInput,
     Snapshot,
+    Stage,
 )
 from services.models import Referral, utcnow
 from services.principal import Principal, Sector
@@ -600,10 +601,15 @@ async def report_progress(
     """A progress report: attendance (a compliance fact) and care notes (never to justice)."""
 
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
-        return await handle.execute_update(
+        snapshot = await handle.execute_update(
             ReferralWorkflow.report_progress,
             ProgressInput(actor=actor, attendance=body.attendance, reported_at=utcnow()),
         )
+        if snapshot.stage is not Stage.IN_PROGRESS:
+            # the trajectory ended (e.g. consent withdrawn) while this report waited: no care
+            # notes may be stored after the consent that allowed them has ended
+            raise Conflict("the trajectory ended before this report; nothing was recorded")
+        return snapshot
 
     return await step(
         runtime=runtime,
@@ -629,9 +635,12 @@ async def close(
     """Close the trajectory with an outcome; justice gets only the compliance fact."""
 
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
-        return await handle.execute_update(
+        snapshot = await handle.execute_update(
             ReferralWorkflow.close, CloseInput(actor=actor, outcome=body.outcome)
         )
+        if snapshot.stage is not Stage(body.outcome.value):
+            raise Conflict("the trajectory ended before this close; nothing was recorded")
+        return snapshot
 
     return await step(
         runtime=runtime,

@@ -431,6 +431,8 @@ class ReferralWorkflow:
     async def close(self, inp: CloseInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            if self._stage is not Stage.IN_PROGRESS:
+                return self._snapshot()  # ended (e.g. consent withdrawn) while waiting
             stage = _OUTCOME_STAGE[inp.outcome]
             await self._end(
                 stage, "dropped_out" if stage is Stage.FAILED else stage.value, "closed"

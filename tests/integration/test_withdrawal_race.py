@@ -17,7 +17,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from services.models import Consent, JusticeMessage
+from services.models import Consent, JusticeMessage, Referral
 from services.referrals import PROCESS_FACTS
 from tests.integration.journey import (
     CGG,
@@ -80,8 +80,8 @@ async def test_progress_racing_a_withdrawal_is_never_disclosed_after_it(
                 f"/api/v1/referrals/{rid}/consent/withdraw", headers=minter.headers(*withdrawer)
             ),
         )
-        # 200: the validator let the report in (its handler may then find the referral ended);
-        # 409: the referral had already ended when the report arrived
+        # 200: the report took effect before the withdrawal; 409: the referral had ended when
+        # the report arrived or while it waited for the case's lock
         assert progress.status_code in (200, 409), progress.text
         assert withdraw.status_code == 200, withdraw.text
 
@@ -99,6 +99,13 @@ async def test_progress_racing_a_withdrawal_is_never_disclosed_after_it(
             f"{withdrawn_at.isoformat()}: {late}"
         )
         assert "consent_withdrawn" in {m.fact for m in messages}
+        # care notes are kept only when the report took effect before the consent ended
+        with Session(engine) as session:
+            sealed = set(session.get_one(Referral, rid).personal)
+        if progress.status_code == 409:
+            assert not sealed & {"clinical.note", "welfare.note"}, (round_, sorted(sealed))
+        else:
+            assert {"clinical.note", "welfare.note"} <= sealed, (round_, sorted(sealed))
         outcomes.append((progress.status_code, "attending" in {m.fact for m in messages}))
 
         # the office's own view after the withdrawal: the process fact, nothing dated later
