@@ -400,6 +400,17 @@ def demo(
 # ---- keys and audit -------------------------------------------------------------------
 
 
+@app.command("i18n")
+def i18n() -> None:
+    """Merge the UI's messages into its catalogs (api/web/locale); lists what is untranslated."""
+    from api.web.i18n import update_catalogs
+
+    for language, missing in update_catalogs().items():
+        typer.echo(f"{language}: {len(missing)} untranslated")
+        for msgid in missing:
+            typer.echo(f"  {msgid}")
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a key-encryption key version that new data keys use."""

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy import text
 from temporalio.client import Client
@@ -22,6 +23,8 @@ from api.codec import router as codec_router
 from api.middleware import RequestLimits
 from api.policy_routes import router as policy_router
 from api.routes import router
+from api.web import pages as web_pages
+from api.web import session as web_session
 from api.web_auth import CookieSealer
 from api.web_auth import router as web_auth_router
 from services import telemetry
@@ -96,6 +99,17 @@ def create_app(
     app.include_router(web_auth_router)
     app.state.cookie_sealer = CookieSealer(runtime.keyring.pseudonym_key())
     app.include_router(policy_router)
+    # The role UIs: pages under /ui, their CSS and scripts under /static (no token needed
+    # for either; every page and form requires the web login's session).
+    app.include_router(web_pages.router)
+    app.mount("/static", StaticFiles(directory=web_session.STATIC), name="static")
+    app.add_exception_handler(web_session.LoginRequired, web_session.login_required)
+    app.add_exception_handler(web_session.CsrfRefused, web_session.csrf_refused)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=303)
+
     # The Temporal UI calls the codec endpoint from the browser, with the user's token.
     app.add_middleware(
         CORSMiddleware,

@@ -2,9 +2,9 @@
 and a sealed session cookie (HttpOnly, Secure, SameSite) that the role UIs build on.
 
 The cookie is sealed with AES-GCM under a key derived from the key ring, so it can be
-neither read nor forged by the browser. Cookie sessions are accepted for safe (read)
-requests only: state-changing requests need a bearer token until the UI's forms carry
-CSRF tokens.
+neither read nor forged by the browser. On the JSON API, cookie sessions are accepted for
+safe (read) requests only: state-changing API requests need a bearer token. The UI under
+`/ui` (api/web) reads the same cookie; its forms carry the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _redirect_uri(settings: Settings) -> str:
 def _safe_next(target: str | None) -> str:
     # only local paths: never an open redirect
     if not target or not target.startswith("/") or target.startswith("//"):
-        return "/docs"
+        return "/ui/"
     return target
 
 
@@ -167,6 +167,8 @@ async def callback(
         "access_token": tokens["access_token"],
         "id_token": tokens.get("id_token", ""),
         "expires_at": time.time() + int(tokens.get("expires_in", 300)),
+        # the synchroniser token of the UI's forms (api/web/csrf.py), one per session
+        "csrf": secrets.token_urlsafe(32),
     }
     response = RedirectResponse(str(pending["next"]), status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/auth")

@@ -1,0 +1,1 @@
+"""The role UIs (prosecutor's office, care provider, auditor): server-rendered pages."""

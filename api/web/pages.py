@@ -1,0 +1,763 @@
+"""The role UIs under `/ui`: server-rendered pages (Jinja2, HTMX as an enhancement only).
+
+Every page and form calls the same functions as the JSON API (`api.routes`,
+`api.auditor`, `api.policy_routes`), so every access takes its Cedar decision through
+`services/access.py` and is audited exactly as over the API; the UI adds no access rule
+of its own. Forms follow Post/Redirect/Get; a refused step renders an error page with the
+API's status code (4xx) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from api import auditor, policy_routes, routes
+from api.deps import get_temporal
+from api.schemas import CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
+from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
+from api.web.labels import N_
+from api.web.session import Web, WebDep, redirect
+from services import policy
+from services.case_content import OffenceCategory, ReferralCreate
+from services.errors import DomainError
+from services.lifecycle import (
+    AcceptInput,
+    AttendanceStatus,
+    CancelInput,
+    ConsentPurpose,
+    DeclineReason,
+    Outcome,
+    ProsecutorDecision,
+    RematchInput,
+    TargetGroup,
+)
+from services.models import CooperationFramework, FrameworkParticipant, Organisation
+from services.principal import Role, Sector
+from workflows.referral import ReferralWorkflow
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+ReferralPath = Annotated[uuid.UUID, Path()]
+CARE_STAGES_OFFER = {"offered"}
+CARE_STAGES_ACTIVE = {"accepted", "in_progress"}
+CONSENT_CATEGORIES = [
+    "identity",
+    "contact",
+    "judicial_context",
+    "referral_reason",
+    "clinical",
+    "welfare",
+    "compliance",
+]
+# Flash messages after a step, by step name.
+DONE = {
+    "created": N_("The referral was created. Record the person's consent next."),
+    "consent": N_("The consent was recorded."),
+    "withdrawn": N_("The consent was withdrawn; the referral ends."),
+    "cancelled": N_("The referral was cancelled."),
+    "rematched": N_("Matching was started again."),
+    "accepted": N_("You accepted the referral."),
+    "declined": N_("You declined the referral."),
+    "intake": N_("The intake was recorded."),
+    "progress": N_("The progress report was recorded."),
+    "closed": N_("The trajectory was closed."),
+    "decided": N_("The decision was recorded."),
+    "verified": N_("The audit log was verified."),
+    "signed": N_("A new tree head was signed."),
+}
+STATUS_TITLES = {
+    400: N_("The request was not understood"),
+    401: N_("Please log in"),
+    403: N_("You may not do this"),
+    404: N_("Not found"),
+    409: N_("This step is not possible now"),
+    413: N_("The form is too large"),
+    422: N_("Some fields need attention"),
+    503: N_("A service is unavailable; please try again in a moment"),
+}
+
+
+def _back(path: str) -> str:
+    """Where an error page leads back to: the referral, the form, or home."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[:2] == ["ui", "referrals"] and parts[2] != "new":
+        return f"/ui/referrals/{parts[2]}"
+    if parts == ["ui", "referrals"]:
+        return "/ui/referrals/new"
+    return "/ui/"
+
+
+def _error(web: Web, status: int, detail: str | None) -> HTMLResponse:
+    return web.render(
+        "error.html",
+        status,
+        title=STATUS_TITLES.get(status, N_("Something went wrong")),
+        message=None,
+        detail=detail,
+        back=_back(web.request.url.path),
+    )
+
+
+async def _attempt(web: Web, call: Callable[[], Awaitable[Any]]) -> tuple[Any, HTMLResponse | None]:
+    """Run one API function; a refusal becomes an error page with the API's 4xx status."""
+    try:
+        return await call(), None
+    except DomainError as exc:
+        return None, _error(web, exc.status, exc.detail)
+    except WorkflowUpdateFailedError:
+        return None, _error(web, 409, "the referral's current state does not allow this step")
+    except RPCError:
+        return None, _error(web, 409, "the referral's workflow refused this step")
+
+
+def _invalid(web: Web, exc: ValidationError) -> HTMLResponse:
+    fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+    return _error(web, 422, "check: " + ", ".join(fields))
+
+
+# ---- language, entry ----------------------------------------------------------------
+
+
+@router.get("/language/{lang}")
+async def choose_language(lang: str, next: str = "/ui/") -> Response:
+    """Remember the chosen language (a preference cookie) and go back."""
+    target = next if next.startswith("/") and not next.startswith("//") else "/ui/"
+    response = redirect(target)
+    if lang in LANGUAGES:
+        response.set_cookie(
+            LANGUAGE_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax", path="/"
+        )
+    return response
+
+
+@router.get("/")
+async def home(web: WebDep) -> Response:
+    """Each role's home; someone with no UI role sees what they may do (nothing)."""
+    areas = web.areas
+    if len(areas) >= 1:
+        return redirect(f"/ui/{areas[0]}")
+    return web.render("no_area.html", 403)
+
+
+# ---- prosecutor's office -------------------------------------------------------------
+
+
+async def _list(web: Web, limit: int = 100) -> list[dict[str, Any]]:
+    page = await routes.list_referrals(
+        web.request.app.state.runtime, web.principal, web.ctx, offset=0, limit=limit
+    )
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+@router.get("/justice")
+async def justice_home(web: WebDep, done: str | None = None) -> Response:
+    """The office's referrals with stage, deadlines and outcome."""
+    items, error = await _attempt(web, lambda: _list(web))
+    if error is not None:
+        return error
+    return web.render("justice_home.html", items=items, done=DONE.get(done or ""))
+
+
+def _frameworks(web: Web) -> list[CooperationFramework]:
+    runtime = web.request.app.state.runtime
+    with Session(runtime.engine) as session:
+        return list(
+            session.exec(
+                select(CooperationFramework)
+                .join(
+                    FrameworkParticipant,
+                    col(FrameworkParticipant.framework_id) == col(CooperationFramework.id),
+                )
+                .where(FrameworkParticipant.organisation_code == web.principal.organisation)
+                .where(col(CooperationFramework.active).is_(True))
+                .order_by(col(CooperationFramework.name))
+            ).all()
+        )
+
+
+def _district(web: Web) -> str:
+    runtime = web.request.app.state.runtime
+    with Session(runtime.engine) as session:
+        org = session.exec(
+            select(Organisation).where(Organisation.code == web.principal.organisation)
+        ).first()
+    return org.district if org is not None else ""
+
+
+@router.get("/referrals/new")
+async def new_referral(web: WebDep) -> Response:
+    """The new-referral form (prosecutor's office)."""
+    frameworks = await run_in_threadpool(_frameworks, web)
+    district = await run_in_threadpool(_district, web)
+    return web.render(
+        "referral_new.html",
+        frameworks=frameworks,
+        district=district,
+        offences=list(OffenceCategory),
+        target_groups=list(TargetGroup),
+        # one key per form: sending the same form twice creates one referral
+        idempotency_key=str(uuid.uuid4()),
+        today=date.today().isoformat(),
+    )
+
+
+@router.post("/referrals")
+async def create_referral(
+    web: WebDep,
+    framework_id: Annotated[str, Form(max_length=64)],
+    district: Annotated[str, Form(max_length=64)],
+    language: Annotated[str, Form(max_length=8)],
+    name: Annotated[str, Form(max_length=200)],
+    birth_date: Annotated[str, Form(max_length=32)],
+    national_number: Annotated[str, Form(max_length=32)],
+    offence_category: Annotated[str, Form(max_length=64)],
+    notice_number: Annotated[str, Form(max_length=64)],
+    target_group: Annotated[str, Form(max_length=64)],
+    substance_or_behaviour: Annotated[str, Form(max_length=200)],
+    idempotency_key: Annotated[str, Form(pattern=r"^[A-Za-z0-9._:-]{8,200}$")],
+    phone: Annotated[str, Form(max_length=64)] = "",
+    address: Annotated[str, Form(max_length=200)] = "",
+    deadline: Annotated[str, Form(max_length=32)] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Create and submit the referral, then go to its page for the consent step."""
+    try:
+        body = ReferralCreate.model_validate(
+            {
+                "framework_id": framework_id,
+                "district": district,
+                "language": language,
+                "identity": {
+                    "name": name,
+                    "birth_date": birth_date,
+                    "national_number": national_number,
+                },
+                "contact": {"phone": phone or None, "address": address or None},
+                "judicial_context": {
+                    "offence_category": offence_category,
+                    "notice_number": notice_number,
+                    "deadline": deadline or None,
+                },
+                "referral_reason": {
+                    "target_group": target_group,
+                    "substance_or_behaviour": substance_or_behaviour,
+                    "note": note or None,
+                },
+            }
+        )
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    runtime = web.request.app.state.runtime
+    temporal = await get_temporal(web.request)
+    scratch = Response()
+    view, error = await _attempt(
+        web,
+        lambda: routes.create_referral(
+            body, scratch, runtime, temporal, web.principal, web.ctx, idempotency_key
+        ),
+    )
+    if error is not None:
+        return error
+    return redirect(f"/ui/referrals/{view['id']}?done=created")
+
+
+# ---- one referral ------------------------------------------------------------------
+
+
+@router.get("/referrals/{referral_id}")
+async def referral_page(
+    referral_id: ReferralPath, web: WebDep, done: str | None = None
+) -> Response:
+    """One referral, showing only what the user may see (the API's projection)."""
+    runtime = web.request.app.state.runtime
+    view, error = await _attempt(
+        web, lambda: run_in_threadpool(routes.view_of, runtime, web.principal, web.ctx, referral_id)
+    )
+    if error is not None:
+        return error
+    mine = web.principal.organisation
+    justice = web.principal.sector is Sector.JUSTICE and view.get("referring_office") == mine
+    care_offer = view.get("offered_provider") == mine and view["stage"] in CARE_STAGES_OFFER
+    care_team = view.get("accepted_provider") == mine
+    return web.render(
+        "referral.html",
+        view=view,
+        done=DONE.get(done or ""),
+        justice=justice,
+        prosecutor=justice and web.principal.has_any(Role.PROSECUTOR),
+        care_offer=care_offer
+        and web.principal.has_any(Role.INTAKE_COORDINATOR)
+        and web.principal.sector is not Sector.JUSTICE,
+        care_team=care_team and web.principal.sector is not Sector.JUSTICE,
+        purposes=list(ConsentPurpose),
+        categories=CONSENT_CATEGORIES,
+        decline_reasons=list(DeclineReason),
+        attendance=list(AttendanceStatus),
+        outcomes=list(Outcome),
+        decisions=list(ProsecutorDecision),
+        today=date.today().isoformat(),
+        default_valid_until=(date.today() + timedelta(days=365)).isoformat(),
+    )
+
+
+async def _step(web: Web, referral_id: uuid.UUID, done: str, call: Any) -> Response:
+    runtime = web.request.app.state.runtime
+    temporal = await get_temporal(web.request)
+    view, error = await _attempt(web, lambda: call(runtime, temporal))
+    if error is not None:
+        return error
+    if view.get("stage") == "no_longer_visible":
+        return redirect(f"/ui/{web.areas[0] if web.areas else ''}?done={done}")
+    return redirect(f"/ui/referrals/{referral_id}?done={done}")
+
+
+@router.post("/referrals/{referral_id}/consent")
+async def record_consent(
+    referral_id: ReferralPath,
+    web: WebDep,
+    evidence_reference: Annotated[str, Form(min_length=1, max_length=200)],
+    given: Annotated[Literal["yes", "no"], Form()] = "yes",
+    purposes: Annotated[list[str] | None, Form(max_length=3)] = None,
+    categories: Annotated[list[str] | None, Form(max_length=7)] = None,
+    right_to_revoke_explained: Annotated[bool, Form()] = False,
+    valid_until: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """Record the person's consent or refusal (the signed form stays in the paper file: its
+    reference is kept as a SHA-256 fingerprint, never in clear)."""
+    office = web.principal.organisation
+    try:
+        until = (
+            datetime.combine(date.fromisoformat(valid_until), time(23, 59), tzinfo=UTC)
+            if valid_until
+            else None
+        )
+        body = ConsentIn.model_validate(
+            {
+                "given": given == "yes",
+                "purposes": purposes or [],
+                "categories": categories or [],
+                # who may receive and disclose: the care sectors and the referring office
+                "recipients": ["health", "welfare", office],
+                "disclosers": [office, "health", "welfare"],
+                "right_to_revoke_explained": right_to_revoke_explained,
+                "valid_until": until,
+                "evidence_hash": "sha256:"
+                + hashlib.sha256(evidence_reference.strip().encode()).hexdigest(),
+            }
+        )
+    except (ValidationError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            return _invalid(web, exc)
+        return _error(web, 422, "check: valid_until")
+    return await _step(
+        web,
+        referral_id,
+        "consent",
+        lambda rt, tc: routes.record_consent(referral_id, body, rt, tc, web.principal, web.ctx),
+    )
+
+
+@router.post("/referrals/{referral_id}/withdraw")
+async def withdraw_consent(referral_id: ReferralPath, web: WebDep) -> Response:
+    return await _step(
+        web,
+        referral_id,
+        "withdrawn",
+        lambda rt, tc: routes.withdraw_consent(referral_id, rt, tc, web.principal, web.ctx),
+    )
+
+
+def _simple(action: policy.Action, update: Any, make: Any) -> Any:
+    def call(runtime: Any, temporal: Any, referral_id: uuid.UUID, web: Web) -> Any:
+        async def run(handle: Any, actor: Any) -> Any:
+            return await handle.execute_update(update, make(actor))
+
+        return routes.step(
+            runtime=runtime,
+            temporal=temporal,
+            principal=web.principal,
+            ctx=web.ctx,
+            referral_id=referral_id,
+            action=action,
+            run_update=run,
+        )
+
+    return call
+
+
+_ACCEPT = _simple(policy.Action.ACCEPT, ReferralWorkflow.accept, lambda a: AcceptInput(actor=a))
+_CANCEL = _simple(policy.Action.CANCEL, ReferralWorkflow.cancel, lambda a: CancelInput(actor=a))
+_REMATCH = _simple(policy.Action.REMATCH, ReferralWorkflow.rematch, lambda a: RematchInput(actor=a))
+
+
+@router.post("/referrals/{referral_id}/accept")
+async def accept(referral_id: ReferralPath, web: WebDep) -> Response:
+    return await _step(
+        web, referral_id, "accepted", lambda rt, tc: _ACCEPT(rt, tc, referral_id, web)
+    )
+
+
+@router.post("/referrals/{referral_id}/cancel")
+async def cancel(referral_id: ReferralPath, web: WebDep) -> Response:
+    return await _step(
+        web, referral_id, "cancelled", lambda rt, tc: _CANCEL(rt, tc, referral_id, web)
+    )
+
+
+@router.post("/referrals/{referral_id}/rematch")
+async def rematch(referral_id: ReferralPath, web: WebDep) -> Response:
+    return await _step(
+        web, referral_id, "rematched", lambda rt, tc: _REMATCH(rt, tc, referral_id, web)
+    )
+
+
+@router.post("/referrals/{referral_id}/decline")
+async def decline(
+    referral_id: ReferralPath, web: WebDep, reason: Annotated[str, Form(max_length=64)]
+) -> Response:
+    try:
+        body = DeclineIn.model_validate({"reason": reason})
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    return await _step(
+        web,
+        referral_id,
+        "declined",
+        lambda rt, tc: routes.decline(referral_id, body, rt, tc, web.principal, web.ctx),
+    )
+
+
+@router.post("/referrals/{referral_id}/intake")
+async def intake(
+    referral_id: ReferralPath,
+    web: WebDep,
+    intake_date: Annotated[str, Form(max_length=32)],
+    attended: Annotated[Literal["yes", "no"], Form()] = "yes",
+) -> Response:
+    try:
+        moment = datetime.combine(date.fromisoformat(intake_date), time(12, 0), tzinfo=UTC)
+        body = IntakeIn.model_validate({"intake_date": moment, "attended": attended == "yes"})
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    except ValueError:
+        return _error(web, 422, "check: intake_date")
+    return await _step(
+        web,
+        referral_id,
+        "intake",
+        lambda rt, tc: routes.record_intake(referral_id, body, rt, tc, web.principal, web.ctx),
+    )
+
+
+@router.post("/referrals/{referral_id}/progress")
+async def progress(
+    referral_id: ReferralPath,
+    web: WebDep,
+    attendance: Annotated[str, Form(max_length=32)],
+    clinical_note: Annotated[str, Form(max_length=2000)] = "",
+    welfare_note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    try:
+        body = ProgressIn.model_validate(
+            {
+                "attendance": attendance,
+                "clinical_note": clinical_note.strip() or None,
+                "welfare_note": welfare_note.strip() or None,
+            }
+        )
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    return await _step(
+        web,
+        referral_id,
+        "progress",
+        lambda rt, tc: routes.report_progress(referral_id, body, rt, tc, web.principal, web.ctx),
+    )
+
+
+@router.post("/referrals/{referral_id}/close")
+async def close(
+    referral_id: ReferralPath,
+    web: WebDep,
+    outcome: Annotated[str, Form(max_length=32)],
+    clinical_note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    try:
+        body = CloseIn.model_validate(
+            {"outcome": outcome, "clinical_note": clinical_note.strip() or None}
+        )
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    return await _step(
+        web,
+        referral_id,
+        "closed",
+        lambda rt, tc: routes.close(referral_id, body, rt, tc, web.principal, web.ctx),
+    )
+
+
+@router.post("/referrals/{referral_id}/decision")
+async def decision(
+    referral_id: ReferralPath, web: WebDep, decision: Annotated[str, Form(max_length=32)]
+) -> Response:
+    try:
+        body = DecisionIn.model_validate({"decision": decision})
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    return await _step(
+        web,
+        referral_id,
+        "decided",
+        lambda rt, tc: routes.decide(referral_id, body, rt, tc, web.principal, web.ctx),
+    )
+
+
+@router.get("/referrals/{referral_id}/access-report")
+async def access_report(
+    referral_id: ReferralPath,
+    web: WebDep,
+    report_lang: Annotated[Literal["nl", "fr", "de", "en"] | None, Query(alias="in")] = None,
+) -> Response:
+    """The person's access report, printable, in the person's language."""
+    runtime = web.request.app.state.runtime
+    language: Literal["nl", "fr", "de", "en"] = report_lang or _as_report_lang(web.lang)
+    report, error = await _attempt(
+        web,
+        lambda: auditor.access_report(
+            referral_id, runtime, web.principal, web.ctx, lang=language, format="json"
+        ),
+    )
+    if error is not None:
+        return error
+    return web.render(
+        "access_report.html", report=report, referral_id=referral_id, report_lang=language
+    )
+
+
+def _as_report_lang(lang: str) -> Literal["nl", "fr", "de", "en"]:
+    return {"fr": "fr", "de": "de", "en": "en"}.get(lang, "nl")  # type: ignore[return-value]
+
+
+# ---- care provider -----------------------------------------------------------------
+
+
+@router.get("/care")
+async def care_home(web: WebDep, done: str | None = None) -> Response:
+    """The provider's inbox of offers (with the time left to answer) and its active cases."""
+    items, error = await _attempt(web, lambda: _list(web))
+    if error is not None:
+        return error
+    mine = web.principal.organisation
+    offers = [
+        i for i in items if i.get("offered_provider") == mine and i["stage"] in CARE_STAGES_OFFER
+    ]
+    active = [
+        i for i in items if i.get("accepted_provider") == mine and i["stage"] in CARE_STAGES_ACTIVE
+    ]
+    ended = [i for i in items if i not in offers and i not in active]
+    return web.render(
+        "care_home.html", offers=offers, active=active, ended=ended, done=DONE.get(done or "")
+    )
+
+
+# ---- auditor -----------------------------------------------------------------------
+
+
+def _moment(text: str) -> datetime | None:
+    if not text:
+        return None
+    day = date.fromisoformat(text)
+    return datetime.combine(day, time(0, 0), tzinfo=UTC)
+
+
+@router.get("/audit")
+async def audit_home(
+    web: WebDep,
+    done: str | None = None,
+    pseudonym: Annotated[str, Query(max_length=64)] = "",
+    actor: Annotated[str, Query(max_length=255)] = "",
+    organisation: Annotated[str, Query(max_length=255)] = "",
+    action: Annotated[str, Query(max_length=128)] = "",
+    outcome: Annotated[Literal["", "permit", "deny"], Query()] = "",
+    since: Annotated[str, Query(max_length=10)] = "",
+    until: Annotated[str, Query(max_length=10)] = "",
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Response:
+    """Access-log search with filters, the signed tree heads and 'verify now'."""
+    runtime = web.request.app.state.runtime
+    try:
+        start, end = _moment(since), _moment(until)
+    except ValueError:
+        return _error(web, 422, "check: since, until")
+    if end is not None:
+        end += timedelta(days=1)  # the whole last day
+    filters = {
+        "pseudonym": pseudonym,
+        "actor": actor,
+        "organisation": organisation,
+        "action": action,
+        "outcome": outcome,
+        "since": since,
+        "until": until,
+    }
+    searched = any(filters.values()) or offset > 0 or "search" in web.request.query_params
+
+    async def load() -> tuple[dict[str, Any] | None, list[Any]]:
+        found = None
+        if searched:
+            found = await auditor.search_entries(
+                runtime,
+                web.principal,
+                web.ctx,
+                referral_pseudonym=pseudonym or None,
+                actor=actor or None,
+                organisation=organisation or None,
+                action=action or None,
+                decision=outcome or None,
+                since=start,
+                until=end,
+                offset=offset,
+                limit=50,
+            )
+        heads = await auditor.tree_heads(runtime, web.principal, web.ctx)
+        return found, heads
+
+    loaded, error = await _attempt(web, load)
+    if error is not None:
+        return error
+    found, heads = loaded
+    if web.request.headers.get("hx-request") == "true" and found is not None:
+        return web.render("audit_results.html", found=found, filters=filters)
+    return web.render(
+        "audit_home.html",
+        found=found,
+        heads=list(reversed(heads))[:10],
+        filters=filters,
+        done=DONE.get(done or ""),
+        verification=None,
+    )
+
+
+@router.get("/audit/timeline/{pseudonym}")
+async def audit_timeline(
+    web: WebDep, pseudonym: Annotated[str, Path(pattern=r"^rp_[0-9a-f]{32}$")]
+) -> Response:
+    """Every access to one referral, in order (pseudonymous: no case content)."""
+    runtime = web.request.app.state.runtime
+    found, error = await _attempt(
+        web,
+        lambda: auditor.search_entries(
+            runtime,
+            web.principal,
+            web.ctx,
+            referral_pseudonym=pseudonym,
+            actor=None,
+            organisation=None,
+            action=None,
+            decision=None,
+            since=None,
+            until=None,
+            offset=0,
+            limit=500,
+        ),
+    )
+    if error is not None:
+        return error
+    return web.render("audit_timeline.html", found=found, pseudonym=pseudonym)
+
+
+@router.post("/audit/verify")
+async def audit_verify(web: WebDep) -> Response:
+    """Verify the whole log now and show the result."""
+    runtime = web.request.app.state.runtime
+    result, error = await _attempt(web, lambda: auditor.verify(runtime, web.principal, web.ctx))
+    if error is not None:
+        return error
+    if web.request.headers.get("hx-request") == "true":
+        return web.render("audit_verification.html", verification=result)
+    heads, error = await _attempt(web, lambda: auditor.tree_heads(runtime, web.principal, web.ctx))
+    if error is not None:
+        return error
+    return web.render(
+        "audit_home.html",
+        found=None,
+        heads=list(reversed(heads))[:10],
+        filters={},
+        done=None,
+        verification=result,
+    )
+
+
+@router.post("/audit/tree-heads")
+async def audit_sign(web: WebDep) -> Response:
+    runtime = web.request.app.state.runtime
+    _, error = await _attempt(web, lambda: auditor.sign_tree_head(runtime, web.principal, web.ctx))
+    if error is not None:
+        return error
+    return redirect("/ui/audit?done=signed")
+
+
+@router.get("/audit/explain")
+async def audit_explain(
+    web: WebDep,
+    role: Annotated[str, Query(max_length=32)] = "",
+    sector: Annotated[str, Query(max_length=32)] = "",
+    relation: Annotated[str, Query(max_length=32)] = "",
+    subject: Annotated[str, Query(max_length=64)] = "",
+    consent: Annotated[str, Query(max_length=32)] = "active",
+) -> Response:
+    """Ask the live policies about a typical situation."""
+    runtime = web.request.app.state.runtime
+    answer = None
+    if role and sector and relation and subject:
+        try:
+            args: dict[str, Any] = {
+                "role": Role(role),
+                "sector": Sector(sector),
+                "relation": policy.Relation(relation),
+                "consent": policy.ConsentState(consent),
+                "category": None,
+                "action": None,
+            }
+            if subject in {c.value for c in policy.DataCategory}:
+                args["category"] = policy.DataCategory(subject)
+            else:
+                args["action"] = policy.Action(subject)
+        except ValueError:
+            return _error(web, 422, "check: role, sector, relation, subject, consent")
+        answer, error = await _attempt(
+            web,
+            lambda: policy_routes.explain_policy(runtime, web.principal, web.ctx, **args),
+        )
+        if error is not None:
+            return error
+    return web.render(
+        "audit_explain.html",
+        answer=answer,
+        chosen={
+            "role": role,
+            "sector": sector,
+            "relation": relation,
+            "subject": subject,
+            "consent": consent,
+        },
+        roles=[r.value for r in Role],
+        sectors=[s.value for s in Sector],
+        relations=[r.value for r in policy.Relation],
+        subjects=[c.value for c in policy.DataCategory]
+        + [a.value for a in policy.Action if a is not policy.Action.DISCLOSE],
+        consents=[c.value for c in policy.ConsentState],
+    )
