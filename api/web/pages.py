@@ -28,7 +28,7 @@ from api.deps import get_temporal
 from api.schemas import CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from api.web.labels import N_
-from api.web.session import Web, WebDep, redirect
+from api.web.session import Web, WebDep, back_from, redirect
 from services import policy
 from services.case_content import OffenceCategory, ReferralCreate
 from services.errors import DomainError
@@ -89,16 +89,6 @@ STATUS_TITLES = {
 }
 
 
-def _back(path: str) -> str:
-    """Where an error page leads back to: the referral, the form, or home."""
-    parts = path.strip("/").split("/")
-    if len(parts) >= 3 and parts[:2] == ["ui", "referrals"] and parts[2] != "new":
-        return f"/ui/referrals/{parts[2]}"
-    if parts == ["ui", "referrals"]:
-        return "/ui/referrals/new"
-    return "/ui/"
-
-
 def _error(web: Web, status: int, detail: str | None) -> HTMLResponse:
     return web.render(
         "error.html",
@@ -106,7 +96,7 @@ def _error(web: Web, status: int, detail: str | None) -> HTMLResponse:
         title=STATUS_TITLES.get(status, N_("Something went wrong")),
         message=None,
         detail=detail,
-        back=_back(web.request.url.path),
+        back=back_from(web.request.url.path),
     )
 
 

@@ -90,8 +90,23 @@ def language_of(request: Request) -> str:
 
 
 def _here(request: Request) -> str:
+    """The page to come back to (after a language switch or a login)."""
+    if request.method != "GET":
+        return back_from(request.url.path)
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
+
+
+def back_from(path: str) -> str:
+    """The page a form's path belongs to: the referral, the new-referral form, or home."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[:2] == ["ui", "referrals"] and parts[2] != "new":
+        return f"/ui/referrals/{parts[2]}"
+    if parts == ["ui", "referrals"]:
+        return "/ui/referrals/new"
+    if parts[:2] == ["ui", "audit"]:
+        return "/ui/audit"
+    return "/ui/"
 
 
 @dataclass
@@ -188,7 +203,7 @@ async def _check_csrf(request: Request, expected: str, settings: Settings) -> No
 
 async def get_web(request: Request) -> Web:
     """The UI session of a request; raises LoginRequired or CsrfRefused."""
-    next_path = _here(request) if request.method == "GET" else "/ui/"
+    next_path = _here(request)
     sealed = request.cookies.get(SESSION_COOKIE)
     if not sealed:
         raise LoginRequired(next_path)

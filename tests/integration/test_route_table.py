@@ -182,7 +182,10 @@ ROUTES: dict[tuple[str, str], Route] = {
 NO_TOKEN = {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 TOKEN_REQUIRED = {"/codec/encode", "/codec/decode"}  # the Temporal UI's remote codec
 WEB_LOGIN = {"/login", "/auth/callback", "/logout"}  # the browser's OIDC login flow
-OUTSIDE_API = NO_TOKEN | TOKEN_REQUIRED | WEB_LOGIN
+# The role UIs: every /ui route has its own row in test_web_ui.UI_ROUTES (policy action
+# taken, or why none); "/" leads to /ui/, /static holds the UI's CSS and scripts.
+WEB_UI = {"/", "/static/{path}"}
+OUTSIDE_API = NO_TOKEN | TOKEN_REQUIRED | WEB_LOGIN | WEB_UI
 
 
 def _api_routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -200,7 +203,11 @@ def test_every_api_route_is_in_the_table(app: FastAPI) -> None:
 
 
 def test_nothing_outside_the_api_but_the_allowlist(app: FastAPI) -> None:
-    outside = {r.path for r in walk_routes(app) if not r.path.startswith("/api/v1/")}
+    outside = {
+        r.path
+        for r in walk_routes(app)
+        if not r.path.startswith(("/api/v1/", "/ui/"))  # /ui: tests/integration/test_web_ui.py
+    }
     assert outside - OUTSIDE_API == set(), "a route outside /api/v1 that no allowlist names"
     assert NO_TOKEN <= outside, NO_TOKEN - outside
 
@@ -307,7 +314,11 @@ async def test_every_api_route_decides_and_is_audited(
 async def test_allowlisted_routes_outside_the_api_behave(
     app: FastAPI, client: httpx.AsyncClient, minter: TokenMinter, engine: Engine
 ) -> None:
-    outside = {r.path for r in walk_routes(app) if not r.path.startswith("/api/v1/")}
+    outside = {
+        r.path
+        for r in walk_routes(app)
+        if not r.path.startswith(("/api/v1/", "/ui/"))  # /ui: tests/integration/test_web_ui.py
+    }
     for path in sorted(NO_TOKEN & outside):
         resp = await client.get(path)
         assert resp.status_code == 200, (path, resp.status_code)
