@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install chromium lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,20 @@ install: $(STAMP)
 run: install
 	$(BIN)/referral dev-stack
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/integration/browser) drive Debian's chromium through Playwright.
+# As root it is installed when missing; otherwise they skip (and fail under CI=true).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    if [ "$$(id -u)" -eq 0 ]; then \
+	        echo "installing chromium (browser tests)" >&2; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	            apt-get install -y -qq --no-install-recommends chromium; \
+	    else \
+	        echo "chromium is missing: 'sudo apt-get install chromium' for the browser tests" >&2; \
+	    fi; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -25,7 +25,7 @@ from api.policy_routes import router as policy_router
 from api.routes import router
 from api.web import pages as web_pages
 from api.web import session as web_session
-from api.web_auth import CookieSealer
+from api.web_auth import CookieSealer, SessionStore
 from api.web_auth import router as web_auth_router
 from services import telemetry
 from services.runtime import Runtime
@@ -98,6 +98,7 @@ def create_app(
     app.include_router(codec_router)
     app.include_router(web_auth_router)
     app.state.cookie_sealer = CookieSealer(runtime.keyring.pseudonym_key())
+    app.state.sessions = SessionStore(runtime.engine, app.state.cookie_sealer)
     app.include_router(policy_router)
     # The role UIs: pages under /ui, their CSS and scripts under /static (no token needed
     # for either; every page and form requires the web login's session).

@@ -1,8 +1,11 @@
 """Web login: OIDC authorization code with PKCE against Keycloak (client `referral-web`),
 and a sealed session cookie (HttpOnly, Secure, SameSite) that the role UIs build on.
 
-The cookie is sealed with AES-GCM under a key derived from the key ring, so it can be
-neither read nor forged by the browser. On the JSON API, cookie sessions are accepted for
+The cookie holds only a random secret; the session itself (the user's tokens and the CSRF
+token of the UI's forms) is a `web_session` row keyed by the secret's SHA-256 and sealed
+with AES-GCM under a key derived from the key ring. (Tokens in the cookie outgrew the
+4 KiB a browser stores.) The access token is refreshed with the refresh token when it
+expires, until Keycloak ends the session. On the JSON API, cookie sessions are accepted for
 safe (read) requests only: state-changing API requests need a bearer token. The UI under
 `/ui` (api/web) reads the same cookie; its forms carry the session's CSRF token.
 """
@@ -15,6 +18,7 @@ import json
 import os
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,13 +30,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
+from sqlalchemy import Engine, delete
+from sqlmodel import Session, col
 
 from api.auth import TokenValidator
 from services.errors import Unauthenticated
+from services.models import WebSession
 from services.principal import Principal
 from services.settings import Settings
 
 SESSION_COOKIE = "referral_session"
+SESSION_TABLE_AAD = "web_session"
 LOGIN_COOKIE = "referral_login"
 WEB_CLIENT_ID = "referral-web"
 
@@ -163,21 +171,28 @@ async def callback(
     tokens = resp.json()
     validator: TokenValidator = request.app.state.tokens
     await run_in_threadpool(validator.validate, tokens["access_token"])
-    session = {
-        "access_token": tokens["access_token"],
-        "id_token": tokens.get("id_token", ""),
-        "expires_at": time.time() + int(tokens.get("expires_in", 300)),
-        # the synchroniser token of the UI's forms (api/web/csrf.py), one per session
-        "csrf": secrets.token_urlsafe(32),
-    }
+    session = _session_from(tokens)
+    # the synchroniser token of the UI's forms (api/web/session.py), one per session
+    session["csrf"] = secrets.token_urlsafe(32)
+    store: SessionStore = request.app.state.sessions
+    secret = await run_in_threadpool(store.create, session, settings.session_max_age_seconds)
     response = RedirectResponse(str(pending["next"]), status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/auth")
     response.set_cookie(
-        SESSION_COOKIE,
-        _sealer(request).seal(SESSION_COOKIE, session),
-        **_cookie_args(settings, settings.session_max_age_seconds),
+        SESSION_COOKIE, secret, **_cookie_args(settings, settings.session_max_age_seconds)
     )
     return response
+
+
+def _session_from(tokens: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens.get("refresh_token", ""),
+        "id_token": tokens.get("id_token", ""),
+        "expires_at": now + int(tokens.get("expires_in", 300)),
+        "refresh_expires_at": now + int(tokens.get("refresh_expires_in", 0) or 0),
+    }
 
 
 @router.get("/logout")
@@ -185,12 +200,13 @@ async def logout(request: Request) -> RedirectResponse:
     """End the session here and at Keycloak."""
     settings: Settings = request.app.state.settings
     id_token = ""
-    sealed = request.cookies.get(SESSION_COOKIE)
-    if sealed:
-        try:
-            id_token = str(_sealer(request).open(SESSION_COOKIE, sealed).get("id_token", ""))
-        except Unauthenticated:
-            pass
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        store: SessionStore = request.app.state.sessions
+        session = await run_in_threadpool(store.load, secret)
+        if session is not None:
+            id_token = str(session.get("id_token", ""))
+        await run_in_threadpool(store.delete, secret)
     params = {"client_id": WEB_CLIENT_ID, "post_logout_redirect_uri": settings.api_base_url + "/"}
     if id_token:
         params["id_token_hint"] = id_token
@@ -199,15 +215,118 @@ async def logout(request: Request) -> RedirectResponse:
     return response
 
 
+async def current_session(request: Request) -> dict[str, Any] | None:
+    """The request's web session with a fresh access token, or None (log in again).
+
+    An expired access token is refreshed with the refresh token (Keycloak may refuse: the
+    session ended there, or idled out); a session that cannot be refreshed is deleted.
+    """
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret or len(secret) > 128:
+        return None
+    store: SessionStore = request.app.state.sessions
+    session = await run_in_threadpool(store.load, secret)
+    if session is None:
+        return None
+    if float(session.get("expires_at", 0)) > time.time() + 10:
+        return session
+    refreshed = await _refresh(request.app.state.settings, str(session.get("refresh_token", "")))
+    if refreshed is None:
+        await run_in_threadpool(store.delete, secret)
+        return None
+    session = {**session, **refreshed}
+    if not session.get("id_token"):
+        session.pop("id_token", None)
+    await run_in_threadpool(store.save, secret, session)
+    return session
+
+
+async def _refresh(settings: Settings, refresh_token: str) -> dict[str, Any] | None:
+    if not refresh_token:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=15) as client:
+            resp = await client.post(
+                _endpoints(settings)["token"],
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                    "client_id": WEB_CLIENT_ID,
+                },
+            )
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    tokens = resp.json()
+    fresh = _session_from(tokens)
+    if not fresh["refresh_token"]:
+        fresh["refresh_token"] = refresh_token
+    return fresh
+
+
 async def principal_from_session(request: Request) -> Principal | None:
-    """The principal of a valid session cookie on a safe request, else None."""
-    sealed = request.cookies.get(SESSION_COOKIE)
-    if not sealed:
+    """The principal of a valid web session on a safe request, else None."""
+    if not request.cookies.get(SESSION_COOKIE):
         return None
     if request.method not in ("GET", "HEAD"):
         raise Unauthenticated("state-changing requests need a bearer token")
-    session = _sealer(request).open(SESSION_COOKIE, sealed)
-    if float(session.get("expires_at", 0)) < time.time():
+    session = await current_session(request)
+    if session is None:
         raise Unauthenticated("the session has expired: log in again")
     validator: TokenValidator = request.app.state.tokens
     return await run_in_threadpool(validator.validate, str(session["access_token"]))
+
+
+class SessionStore:
+    """Web sessions in the database, sealed; the browser holds only the random secret."""
+
+    def __init__(self, engine: Engine, sealer: CookieSealer) -> None:
+        self._engine = engine
+        self._sealer = sealer
+
+    @staticmethod
+    def _key(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    def create(self, session: dict[str, Any], max_age_seconds: int) -> str:
+        secret = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with Session(self._engine) as db:
+            # expired sessions go as new ones come
+            db.exec(delete(WebSession).where(col(WebSession.expires_at) < now))
+            db.add(
+                WebSession(
+                    id=self._key(secret),
+                    sealed=self._sealer.seal(SESSION_TABLE_AAD, session),
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=max_age_seconds),
+                )
+            )
+            db.commit()
+        return secret
+
+    def load(self, secret: str) -> dict[str, Any] | None:
+        with Session(self._engine) as db:
+            row = db.get(WebSession, self._key(secret))
+        if row is None or row.expires_at < datetime.now(UTC):
+            return None
+        try:
+            return self._sealer.open(SESSION_TABLE_AAD, row.sealed)
+        except Unauthenticated:
+            return None
+
+    def save(self, secret: str, session: dict[str, Any]) -> None:
+        with Session(self._engine) as db:
+            row = db.get(WebSession, self._key(secret))
+            if row is not None:
+                row.sealed = self._sealer.seal(SESSION_TABLE_AAD, session)
+                db.add(row)
+                db.commit()
+
+    def delete(self, secret: str) -> None:
+        with Session(self._engine) as db:
+            row = db.get(WebSession, self._key(secret))
+            if row is not None:
+                db.delete(row)
+                db.commit()

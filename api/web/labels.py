@@ -61,6 +61,11 @@ LABELS: dict[str, str] = {
     "compliance": N_("Compliance facts"),
     "access_log": N_("Access log"),
     # fields
+    "framework_id": N_("Cooperation framework"),
+    "district": N_("Judicial district"),
+    "language": N_("Language of the person"),
+    "target_group": N_("Target group"),
+    "form": N_("The form"),
     "name": N_("Name"),
     "birth_date": N_("Date of birth"),
     "national_number": N_("National register number"),

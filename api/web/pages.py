@@ -28,7 +28,7 @@ from api.deps import get_temporal
 from api.schemas import CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from api.web.labels import N_
-from api.web.session import Web, WebDep, back_from, redirect
+from api.web.session import CSRF_FIELD, Web, WebDep, back_from, redirect
 from services import policy
 from services.case_content import OffenceCategory, ReferralCreate
 from services.errors import DomainError
@@ -187,21 +187,30 @@ def _district(web: Web) -> str:
     return org.district if org is not None else ""
 
 
-@router.get("/referrals/new")
-async def new_referral(web: WebDep) -> Response:
-    """The new-referral form (prosecutor's office)."""
+async def _referral_form(
+    web: Web, values: dict[str, str] | None = None, errors: set[str] | None = None
+) -> HTMLResponse:
     frameworks = await run_in_threadpool(_frameworks, web)
     district = await run_in_threadpool(_district, web)
+    values = values or {"district": district, "language": web.lang}
     return web.render(
         "referral_new.html",
+        422 if errors else 200,
         frameworks=frameworks,
-        district=district,
+        values=values,
+        errors=sorted(errors or ()),
         offences=list(OffenceCategory),
         target_groups=list(TargetGroup),
         # one key per form: sending the same form twice creates one referral
-        idempotency_key=str(uuid.uuid4()),
+        idempotency_key=values.get("idempotency_key") or str(uuid.uuid4()),
         today=date.today().isoformat(),
     )
+
+
+@router.get("/referrals/new")
+async def new_referral(web: WebDep) -> Response:
+    """The new-referral form (prosecutor's office)."""
+    return await _referral_form(web)
 
 
 @router.post("/referrals")
@@ -249,7 +258,11 @@ async def create_referral(
             }
         )
     except ValidationError as exc:
-        return _invalid(web, exc)
+        # the form again, filled in as sent, the fields to correct named
+        sent = {k: v for k, v in (await web.request.form()).items() if isinstance(v, str)}
+        sent.pop(CSRF_FIELD, None)
+        wrong = {str(e["loc"][-1]) for e in exc.errors() if e["loc"]}
+        return await _referral_form(web, sent, wrong or {"form"})
     runtime = web.request.app.state.runtime
     temporal = await get_temporal(web.request)
     scratch = Response()

@@ -10,7 +10,6 @@ token set at login, compared in constant time) and, when the browser sends one, 
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from api.auth import TokenValidator
 from api.deps import get_context
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, Translator, negotiate
 from api.web.labels import N_, label
-from api.web_auth import SESSION_COOKIE, CookieSealer
+from api.web_auth import current_session
 from services.access import RequestContext
 from services.errors import Unauthenticated
 from services.principal import Principal, Role, Sector
@@ -204,15 +203,8 @@ async def _check_csrf(request: Request, expected: str, settings: Settings) -> No
 async def get_web(request: Request) -> Web:
     """The UI session of a request; raises LoginRequired or CsrfRefused."""
     next_path = _here(request)
-    sealed = request.cookies.get(SESSION_COOKIE)
-    if not sealed:
-        raise LoginRequired(next_path)
-    sealer: CookieSealer = request.app.state.cookie_sealer
-    try:
-        session = sealer.open(SESSION_COOKIE, sealed)
-    except Unauthenticated:
-        raise LoginRequired(next_path) from None
-    if float(session.get("expires_at", 0)) < time.time():
+    session = await current_session(request)
+    if session is None:
         raise LoginRequired(next_path)
     validator: TokenValidator = request.app.state.tokens
     try:

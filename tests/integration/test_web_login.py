@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -24,13 +25,13 @@ pytestmark = [pytest.mark.keycloak, pytest.mark.integration]
 
 
 @pytest.fixture
-async def web(
+def web_app(
     keycloak: Any,
     settings: Settings,
     runtime: Runtime,
     dev_server: WorkflowEnvironment,
     worker: Worker,
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> FastAPI:
     web_settings = settings.model_copy(
         update={
             "jwks_url": keycloak.jwks_url,
@@ -38,8 +39,12 @@ async def web(
             "api_base_url": "http://127.0.0.1:8000",  # the realm's registered redirect URIs
         }
     )
-    app = create_app(web_settings, runtime=runtime, temporal=dev_server.client)
-    transport = httpx.ASGITransport(app=app)
+    return create_app(web_settings, runtime=runtime, temporal=dev_server.client)
+
+
+@pytest.fixture
+async def web(web_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=web_app)
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
         yield client
 
@@ -81,7 +86,9 @@ async def _login(web: httpx.AsyncClient, username: str) -> httpx.Response:
     return await web.get(f"/auth/callback?{back.query}")
 
 
-async def test_web_login_with_pkce_gives_a_secure_session(web: httpx.AsyncClient) -> None:
+async def test_web_login_with_pkce_gives_a_secure_session(
+    web: httpx.AsyncClient, web_app: FastAPI
+) -> None:
     finished = await _login(web, "demo-prosecutor-antwerpen")
     assert finished.status_code == 303, finished.text
     assert finished.headers["location"] == "/api/v1/referrals"
@@ -106,9 +113,37 @@ async def test_web_login_with_pkce_gives_a_secure_session(web: httpx.AsyncClient
     for name, val in jar.items():
         web.cookies.set(name, val)
 
+    # the cookie is a random secret: no token in it, and small enough for any browser
+    assert len(value) < 100
+
+    # an expired access token is refreshed with the refresh token, behind the user's back
+    store = web_app.state.sessions
+    session = store.load(value)
+    assert session is not None and session["refresh_token"]
+    old_token = session["access_token"]
+    store.save(value, {**session, "expires_at": 0})
+    assert (await web.get("/api/v1/referrals")).status_code == 200
+    refreshed = store.load(value)
+    assert refreshed is not None and refreshed["access_token"] != old_token
+    assert refreshed["expires_at"] > 0 and refreshed["csrf"] == session["csrf"]
+
+    # a refresh token Keycloak refuses ends the session here too
+    store.save(value, {**refreshed, "expires_at": 0, "refresh_token": "not-a-token"})
+    assert (await web.get("/api/v1/referrals")).status_code == 401
+    assert store.load(value) is None
+
+    web.cookies.clear()
+    assert (await _login(web, "demo-prosecutor-antwerpen")).status_code == 303
+    value = web.cookies[SESSION_COOKIE]
+    assert store.load(value) is not None
     out = await web.get("/logout")
     assert out.status_code == 302 and "/protocol/openid-connect/logout" in out.headers["location"]
+    assert "id_token_hint=" in out.headers["location"]
     assert any(SESSION_COOKIE in c and "Max-Age=0" in c for c in out.headers.get_list("set-cookie"))
+    # logging out ends the session on the server: the old cookie is worth nothing
+    assert store.load(value) is None
+    stolen = {"Cookie": f"{SESSION_COOKIE}={value}"}
+    assert (await web.get("/api/v1/referrals", headers=stolen)).status_code == 401
 
 
 async def test_callback_refuses_a_forged_state(web: httpx.AsyncClient) -> None:

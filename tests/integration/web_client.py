@@ -1,5 +1,5 @@
-"""Drive the role UIs over HTTP without a browser: a session cookie sealed by the app itself
-(as the web login would set it) around a token of the test JWKS, and form posts with the
+"""Drive the role UIs over HTTP without a browser: a web session stored by the app itself
+(as the web login would store it) around a token of the test JWKS, and form posts with the
 page's CSRF token. The browser tests (tests/integration/browser) do the same with
 Chromium and real Keycloak logins."""
 
@@ -27,11 +27,12 @@ class WebUser:
         self.csrf = secrets.token_urlsafe(32)
         session = {
             "access_token": minter.mint(*party),
+            "refresh_token": "",
             "id_token": "",
             "expires_at": time.time() + 600,
             "csrf": self.csrf,
         }
-        cookie = app.state.cookie_sealer.seal(SESSION_COOKIE, session)
+        cookie = app.state.sessions.create(session, 600)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://testserver",
