@@ -73,7 +73,7 @@ def chromium_executable() -> str:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    """`artifacts/test-run` (git-ignored), with `screenshots/` and `traces/` emptied for this run."""
+    """`artifacts/test-run` (git-ignored); `screenshots/` and `traces/` emptied for this run."""
     for sub in ("screenshots", "traces"):
         folder = ARTIFACTS / sub
         shutil.rmtree(folder, ignore_errors=True)  # only this run's files, none of the last
