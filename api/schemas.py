@@ -102,13 +102,19 @@ class ReferralView(BaseModel):
 
 
 class ReferralSummary(BaseModel):
+    """One row of a list: process facts only (outcome and status where the caller may)."""
+
     id: str
     stage: str
     referring_office: str
     offered_provider: str | None = None
     accepted_provider: str | None = None
+    consent_deadline: datetime | None = None
     offer_expires_at: datetime | None = None
+    next_progress_report_due: datetime | None = None
     decision_due: datetime | None = None
+    outcome: str | None = None
+    decision: str | None = None
     created_at: datetime | None = None
 
 

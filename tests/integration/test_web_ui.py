@@ -190,7 +190,12 @@ async def test_one_referral_through_the_three_roles_pages(
             await office.submit(f"/ui/referrals/{rid}/decision", {"decision": "dismissed"})
         )
         justice_pages.append(decided)
-        justice_pages.append(await office.page("/ui/justice"))
+        listed = await office.page("/ui/justice")
+        justice_pages.append(listed)
+        row = re.search(rf'<tr>\s*<td><a href="/ui/referrals/{rid}">.*?</tr>', listed, flags=re.S)
+        assert row is not None
+        # with consent to progress reporting, the office's list shows outcome and decision
+        assert "Completed" in row[0] and "Dismissed" in row[0], row[0]
 
         # the auditor: search, the referral's timeline, verify now, explain
         found = await auditor.page(
