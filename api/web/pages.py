@@ -13,19 +13,19 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Form, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api import auditor, policy_routes, routes
 from api.deps import get_temporal
-from api.schemas import CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
+from api.schemas import Category, CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from api.web.labels import N_
 from api.web.session import CSRF_FIELD, Web, WebDep, back_from, redirect
@@ -52,15 +52,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 ReferralPath = Annotated[uuid.UUID, Path()]
 CARE_STAGES_OFFER = {"offered"}
 CARE_STAGES_ACTIVE = {"accepted", "in_progress"}
-CONSENT_CATEGORIES = [
-    "identity",
-    "contact",
-    "judicial_context",
-    "referral_reason",
-    "clinical",
-    "welfare",
-    "compliance",
-]
+CONSENT_CATEGORIES = list(get_args(Category))
 # Flash messages after a step, by step name.
 DONE = {
     "created": N_("The referral was created. Record the person's consent next."),
@@ -427,42 +419,49 @@ async def rematch(referral_id: ReferralPath, web: WebDep) -> Response:
     )
 
 
-@router.post("/referrals/{referral_id}/decline")
-async def decline(
-    referral_id: ReferralPath, web: WebDep, reason: Annotated[str, Form(max_length=64)]
+async def _form_step(
+    web: Web,
+    referral_id: uuid.UUID,
+    done: str,
+    model: type[BaseModel],
+    data: dict[str, Any],
+    api: Callable[..., Awaitable[Any]],
 ) -> Response:
+    """Validate a step's form as the API's body, then take the step through the API function."""
     try:
-        body = DeclineIn.model_validate({"reason": reason})
+        body = model.model_validate(data)
     except ValidationError as exc:
         return _invalid(web, exc)
     return await _step(
         web,
         referral_id,
-        "declined",
-        lambda rt, tc: routes.decline(referral_id, body, rt, tc, web.principal, web.ctx),
+        done,
+        lambda rt, tc: api(referral_id, body, rt, tc, web.principal, web.ctx),
     )
+
+
+def _text(value: str) -> str | None:
+    return value.strip() or None
+
+
+@router.post("/referrals/{referral_id}/decline")
+async def decline(
+    referral_id: ReferralPath, web: WebDep, reason: Annotated[str, Form(max_length=64)]
+) -> Response:
+    data = {"reason": reason}
+    return await _form_step(web, referral_id, "declined", DeclineIn, data, routes.decline)
 
 
 @router.post("/referrals/{referral_id}/intake")
 async def intake(
     referral_id: ReferralPath,
     web: WebDep,
-    intake_date: Annotated[str, Form(max_length=32)],
+    intake_date: Annotated[str, Form(max_length=10)],
     attended: Annotated[Literal["yes", "no"], Form()] = "yes",
 ) -> Response:
-    try:
-        moment = datetime.combine(date.fromisoformat(intake_date), time(12, 0), tzinfo=UTC)
-        body = IntakeIn.model_validate({"intake_date": moment, "attended": attended == "yes"})
-    except ValidationError as exc:
-        return _invalid(web, exc)
-    except ValueError:
-        return _error(web, 422, "check: intake_date")
-    return await _step(
-        web,
-        referral_id,
-        "intake",
-        lambda rt, tc: routes.record_intake(referral_id, body, rt, tc, web.principal, web.ctx),
-    )
+    # a day from the date field, taken as noon UTC (no time of day is asked)
+    data = {"intake_date": f"{intake_date}T12:00:00+00:00", "attended": attended == "yes"}
+    return await _form_step(web, referral_id, "intake", IntakeIn, data, routes.record_intake)
 
 
 @router.post("/referrals/{referral_id}/progress")
@@ -473,22 +472,12 @@ async def progress(
     clinical_note: Annotated[str, Form(max_length=2000)] = "",
     welfare_note: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    try:
-        body = ProgressIn.model_validate(
-            {
-                "attendance": attendance,
-                "clinical_note": clinical_note.strip() or None,
-                "welfare_note": welfare_note.strip() or None,
-            }
-        )
-    except ValidationError as exc:
-        return _invalid(web, exc)
-    return await _step(
-        web,
-        referral_id,
-        "progress",
-        lambda rt, tc: routes.report_progress(referral_id, body, rt, tc, web.principal, web.ctx),
-    )
+    data = {
+        "attendance": attendance,
+        "clinical_note": _text(clinical_note),
+        "welfare_note": _text(welfare_note),
+    }
+    return await _form_step(web, referral_id, "progress", ProgressIn, data, routes.report_progress)
 
 
 @router.post("/referrals/{referral_id}/close")
@@ -498,34 +487,16 @@ async def close(
     outcome: Annotated[str, Form(max_length=32)],
     clinical_note: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    try:
-        body = CloseIn.model_validate(
-            {"outcome": outcome, "clinical_note": clinical_note.strip() or None}
-        )
-    except ValidationError as exc:
-        return _invalid(web, exc)
-    return await _step(
-        web,
-        referral_id,
-        "closed",
-        lambda rt, tc: routes.close(referral_id, body, rt, tc, web.principal, web.ctx),
-    )
+    data = {"outcome": outcome, "clinical_note": _text(clinical_note)}
+    return await _form_step(web, referral_id, "closed", CloseIn, data, routes.close)
 
 
 @router.post("/referrals/{referral_id}/decision")
 async def decision(
     referral_id: ReferralPath, web: WebDep, decision: Annotated[str, Form(max_length=32)]
 ) -> Response:
-    try:
-        body = DecisionIn.model_validate({"decision": decision})
-    except ValidationError as exc:
-        return _invalid(web, exc)
-    return await _step(
-        web,
-        referral_id,
-        "decided",
-        lambda rt, tc: routes.decide(referral_id, body, rt, tc, web.principal, web.ctx),
-    )
+    data = {"decision": decision}
+    return await _form_step(web, referral_id, "decided", DecisionIn, data, routes.decide)
 
 
 @router.get("/referrals/{referral_id}/access-report")
