@@ -336,9 +336,10 @@ async def test_pages_send_the_security_headers(
 async def test_language_from_the_choice_else_accept_language(
     app: FastAPI, api: httpx.AsyncClient, minter: TokenMinter
 ) -> None:
-    async with WebUser(app, minter, OFFICE) as office:
+    async with WebUser(app, minter, OFFICE, language=None) as office:
         default = await office.page("/ui/justice")
         assert '<html lang="nl">' in default
+        assert "Doorverwijzingen van het parket" in default  # Dutch, from the catalog
         french = await office.page("/ui/justice", headers={"Accept-Language": "fr-BE,fr;q=0.9"})
         assert '<html lang="fr">' in french
         weighted = await office.page(

@@ -23,7 +23,14 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 class WebUser:
     """One logged-in UI user (an organisation and a role)."""
 
-    def __init__(self, app: FastAPI, minter: TokenMinter, party: tuple[str, str]) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        minter: TokenMinter,
+        party: tuple[str, str],
+        *,
+        language: str | None = "en",
+    ) -> None:
         self.csrf = secrets.token_urlsafe(32)
         session = {
             "access_token": minter.mint(*party),
@@ -37,6 +44,8 @@ class WebUser:
             transport=httpx.ASGITransport(app=app),
             base_url="http://testserver",
             cookies={SESSION_COOKIE: cookie},
+            # English pages unless a test asks otherwise (the tests look for English words)
+            headers={"Accept-Language": language} if language else None,
         )
 
     async def __aenter__(self) -> WebUser:

@@ -156,6 +156,11 @@ async def test_one_referral_through_the_three_roles_pages_in_chromium(
     # the language switcher: Dutch, then back
     await office.get_by_role("link", name="Nederlands").click()
     await expect(office.locator("html")).to_have_attribute("lang", "nl")
+    await expect(office.get_by_role("heading", level=1)).to_have_text(
+        "Doorverwijzingen van het parket"
+    )
+    await expect(office.locator("main")).to_contain_text("Seponering")  # the decision, in Dutch
+    await office.screenshot(path=shots / "home-prosecutor-nl.png", full_page=True)
     await _justice_sees(office, justice_pages)
     await office.get_by_role("link", name="English").click()
     await expect(office.locator("html")).to_have_attribute("lang", "en")
