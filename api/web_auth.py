@@ -89,9 +89,17 @@ def _redirect_uri(settings: Settings) -> str:
     return settings.api_base_url.rstrip("/") + "/auth/callback"
 
 
-def _safe_next(target: str | None) -> str:
-    # only local paths: never an open redirect
-    if not target or not target.startswith("/") or target.startswith("//"):
+def safe_next(target: str | None) -> str:
+    """A local path to go on to, or /ui/: never an open redirect (`//x`, `/\\x` and control
+    characters are what browsers may read as another site)."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+        or len(target) > 2000
+    ):
         return "/ui/"
     return target
 
@@ -132,7 +140,7 @@ async def login(request: Request, next: str | None = None) -> RedirectResponse:
         }
     )
     response = RedirectResponse(f"{_endpoints(settings)['auth']}?{query}", status_code=302)
-    pending = {"state": state, "verifier": verifier, "next": _safe_next(next), "at": time.time()}
+    pending = {"state": state, "verifier": verifier, "next": safe_next(next), "at": time.time()}
     response.set_cookie(
         LOGIN_COOKIE,
         _sealer(request).seal(LOGIN_COOKIE, pending),

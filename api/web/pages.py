@@ -29,6 +29,7 @@ from api.schemas import Category, CloseIn, ConsentIn, DecisionIn, DeclineIn, Int
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from api.web.labels import N_
 from api.web.session import CSRF_FIELD, Web, WebDep, back_from, redirect
+from api.web_auth import safe_next
 from services import policy
 from services.case_content import OffenceCategory, ReferralCreate
 from services.errors import DomainError
@@ -115,8 +116,7 @@ def _invalid(web: Web, exc: ValidationError) -> HTMLResponse:
 @router.get("/language/{lang}")
 async def choose_language(lang: str, next: str = "/ui/") -> Response:
     """Remember the chosen language (a preference cookie) and go back."""
-    target = next if next.startswith("/") and not next.startswith("//") else "/ui/"
-    response = redirect(target)
+    response = redirect(safe_next(next))
     if lang in LANGUAGES:
         response.set_cookie(
             LANGUAGE_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax", path="/"

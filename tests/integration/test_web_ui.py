@@ -354,6 +354,9 @@ async def test_language_from_the_choice_else_accept_language(
         # an unknown language or a foreign target changes nothing
         odd = await office.get("/ui/language/xx", params={"next": "https://evil.example/"})
         assert odd.headers["location"] == "/ui/" and "set-cookie" not in odd.headers
+        for target in ("//evil.example/", "/\\evil.example/", "/\tevil", "evil.example"):
+            away = await office.get("/ui/language/en", params={"next": target})
+            assert away.headers["location"] == "/ui/", target
         # the switcher offers the four languages on every page
         for code in ("nl", "fr", "de", "en"):
             assert f'href="/ui/language/{code}?next=' in english
