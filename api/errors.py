@@ -40,9 +40,27 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ][:50]
 
 
-async def _domain(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
-    return problem(exc.status, exc.title, exc.detail, exc.type_slug)
+def describe(exc: Exception) -> tuple[int, str, str, str] | None:
+    """(status, title, detail, type slug) of an error a caller can cause or meet, None for an
+    unexpected one; the JSON problems and the UI's error pages both answer with it."""
+    if isinstance(exc, DomainError):
+        return exc.status, exc.title, exc.detail, exc.type_slug
+    if isinstance(exc, WorkflowUpdateFailedError):
+        cause = exc.cause
+        detail = cause.message if isinstance(cause, ApplicationError) else "the step was refused"
+        return 409, "Step refused", detail, "step-refused"
+    if isinstance(exc, RPCError):
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return 409, "Referral process ended", "the referral's process has ended", "ended"
+        logger.warning("temporal unavailable: %s", exc.status)
+        return 503, "Service unavailable", "the workflow service is unavailable", "unavailable"
+    return None
+
+
+async def _known(_: Request, exc: Exception) -> JSONResponse:
+    described = describe(exc)
+    assert described is not None
+    return problem(*described)
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
@@ -72,21 +90,6 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _update_failed(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, WorkflowUpdateFailedError)
-    cause = exc.cause
-    detail = cause.message if isinstance(cause, ApplicationError) else "the step was refused"
-    return problem(409, "Step refused", detail, "step-refused")
-
-
-async def _rpc(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RPCError)
-    if exc.status is RPCStatusCode.NOT_FOUND:
-        return problem(409, "Referral process ended", "the referral's process has ended", "ended")
-    logger.warning("temporal unavailable: %s", exc.status)
-    return problem(503, "Service unavailable", "the workflow service is unavailable", "unavailable")
-
-
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.error("unexpected error: %s", type(exc).__name__)
     return problem(500, "Internal error", "an unexpected error occurred", "internal")
@@ -94,9 +97,9 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Register every problem+json handler."""
-    app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(DomainError, _known)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(WorkflowUpdateFailedError, _update_failed)
-    app.add_exception_handler(RPCError, _rpc)
+    app.add_exception_handler(WorkflowUpdateFailedError, _known)
+    app.add_exception_handler(RPCError, _known)
     app.add_exception_handler(Exception, _unexpected)

@@ -40,7 +40,6 @@ from services.principal import Principal
 from services.settings import Settings
 
 SESSION_COOKIE = "referral_session"
-SESSION_TABLE_AAD = "web_session"
 LOGIN_COOKIE = "referral_login"
 WEB_CLIENT_ID = "referral-web"
 
@@ -193,13 +192,11 @@ async def callback(
 
 
 def _session_from(tokens: dict[str, Any]) -> dict[str, Any]:
-    now = time.time()
     return {
         "access_token": tokens["access_token"],
         "refresh_token": tokens.get("refresh_token", ""),
         "id_token": tokens.get("id_token", ""),
-        "expires_at": now + int(tokens.get("expires_in", 300)),
-        "refresh_expires_at": now + int(tokens.get("refresh_expires_in", 0) or 0),
+        "expires_at": time.time() + int(tokens.get("expires_in", 300)),
     }
 
 
@@ -242,9 +239,8 @@ async def current_session(request: Request) -> dict[str, Any] | None:
     if refreshed is None:
         await run_in_threadpool(store.delete, secret)
         return None
-    session = {**session, **refreshed}
-    if not session.get("id_token"):
-        session.pop("id_token", None)
+    # Keycloak may leave out a new refresh or id token: the old ones stay
+    session = {**session, **{name: value for name, value in refreshed.items() if value}}
     await run_in_threadpool(store.save, secret, session)
     return session
 
@@ -266,11 +262,7 @@ async def _refresh(settings: Settings, refresh_token: str) -> dict[str, Any] | N
         return None
     if resp.status_code != 200:
         return None
-    tokens = resp.json()
-    fresh = _session_from(tokens)
-    if not fresh["refresh_token"]:
-        fresh["refresh_token"] = refresh_token
-    return fresh
+    return _session_from(resp.json())
 
 
 async def principal_from_session(request: Request) -> Principal | None:
@@ -279,11 +271,23 @@ async def principal_from_session(request: Request) -> Principal | None:
         return None
     if request.method not in ("GET", "HEAD"):
         raise Unauthenticated("state-changing requests need a bearer token")
+    found = await session_principal(request)
+    if found is None:
+        raise Unauthenticated("the session has expired: log in again")
+    return found[0]
+
+
+async def session_principal(request: Request) -> tuple[Principal, dict[str, Any]] | None:
+    """The principal of the request's web session and the session, or None (log in again)."""
     session = await current_session(request)
     if session is None:
-        raise Unauthenticated("the session has expired: log in again")
+        return None
     validator: TokenValidator = request.app.state.tokens
-    return await run_in_threadpool(validator.validate, str(session["access_token"]))
+    try:
+        principal = await run_in_threadpool(validator.validate, str(session["access_token"]))
+    except (Unauthenticated, KeyError):
+        return None
+    return principal, session
 
 
 class SessionStore:
@@ -297,6 +301,11 @@ class SessionStore:
     def _key(secret: str) -> str:
         return hashlib.sha256(secret.encode()).hexdigest()
 
+    @classmethod
+    def _aad(cls, secret: str) -> str:
+        # a sealed session opens only under its own row: rows cannot be swapped
+        return f"web_session:{cls._key(secret)}"
+
     def create(self, session: dict[str, Any], max_age_seconds: int) -> str:
         secret = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
@@ -306,7 +315,7 @@ class SessionStore:
             db.add(
                 WebSession(
                     id=self._key(secret),
-                    sealed=self._sealer.seal(SESSION_TABLE_AAD, session),
+                    sealed=self._sealer.seal(self._aad(secret), session),
                     created_at=now,
                     expires_at=now + timedelta(seconds=max_age_seconds),
                 )
@@ -320,7 +329,7 @@ class SessionStore:
         if row is None or row.expires_at < datetime.now(UTC):
             return None
         try:
-            return self._sealer.open(SESSION_TABLE_AAD, row.sealed)
+            return self._sealer.open(self._aad(secret), row.sealed)
         except Unauthenticated:
             return None
 
@@ -328,7 +337,7 @@ class SessionStore:
         with Session(self._engine) as db:
             row = db.get(WebSession, self._key(secret))
             if row is not None:
-                row.sealed = self._sealer.seal(SESSION_TABLE_AAD, session)
+                row.sealed = self._sealer.seal(self._aad(secret), session)
                 db.add(row)
                 db.commit()
 

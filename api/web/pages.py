@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 
 from api import auditor, policy_routes, routes
 from api.deps import get_temporal
+from api.errors import describe
 from api.schemas import Category, CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from api.web.labels import N_
@@ -67,7 +68,6 @@ DONE = {
     "progress": N_("The progress report was recorded."),
     "closed": N_("The trajectory was closed."),
     "decided": N_("The decision was recorded."),
-    "verified": N_("The audit log was verified."),
     "signed": N_("A new tree head was signed."),
 }
 STATUS_TITLES = {
@@ -97,12 +97,11 @@ async def _attempt(web: Web, call: Callable[[], Awaitable[Any]]) -> tuple[Any, H
     """Run one API function; a refusal becomes an error page with the API's 4xx status."""
     try:
         return await call(), None
-    except DomainError as exc:
-        return None, _error(web, exc.status, exc.detail)
-    except WorkflowUpdateFailedError:
-        return None, _error(web, 409, "the referral's current state does not allow this step")
-    except RPCError:
-        return None, _error(web, 409, "the referral's workflow refused this step")
+    except (DomainError, WorkflowUpdateFailedError, RPCError) as exc:
+        described = describe(exc)
+        assert described is not None
+        status, _title, detail, _slug = described
+        return None, _error(web, status, detail)
 
 
 def _invalid(web: Web, exc: ValidationError) -> HTMLResponse:

@@ -1,4 +1,4 @@
-"""Who is using the UI: the sealed session cookie of the web login, its CSRF token, and the
+"""Who is using the UI: the web login's session (api/web_auth.py), its CSRF token, and the
 language; plus the rendering of pages with their security headers.
 
 Every page needs a valid session; without one the browser is sent to the login, which
@@ -17,17 +17,14 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from api.auth import TokenValidator
 from api.deps import get_context
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, Translator, negotiate
 from api.web.labels import N_, label
-from api.web_auth import current_session
+from api.web_auth import session_principal
 from services.access import RequestContext
-from services.errors import Unauthenticated
 from services.principal import Principal, Role, Sector
 from services.settings import Settings
 
@@ -203,14 +200,10 @@ async def _check_csrf(request: Request, expected: str, settings: Settings) -> No
 async def get_web(request: Request) -> Web:
     """The UI session of a request; raises LoginRequired or CsrfRefused."""
     next_path = _here(request)
-    session = await current_session(request)
-    if session is None:
+    found = await session_principal(request)
+    if found is None:
         raise LoginRequired(next_path)
-    validator: TokenValidator = request.app.state.tokens
-    try:
-        principal = await run_in_threadpool(validator.validate, str(session["access_token"]))
-    except (Unauthenticated, KeyError):
-        raise LoginRequired(next_path) from None
+    principal, session = found
     csrf = str(session.get("csrf", ""))
     if request.method not in ("GET", "HEAD"):
         await _check_csrf(request, csrf, request.app.state.settings)

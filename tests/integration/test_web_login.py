@@ -126,6 +126,7 @@ async def test_web_login_with_pkce_gives_a_secure_session(
     refreshed = store.load(value)
     assert refreshed is not None and refreshed["access_token"] != old_token
     assert refreshed["expires_at"] > 0 and refreshed["csrf"] == session["csrf"]
+    assert refreshed["id_token"] and refreshed["refresh_token"]  # logout still has its hint
 
     # a refresh token Keycloak refuses ends the session here too
     store.save(value, {**refreshed, "expires_at": 0, "refresh_token": "not-a-token"})
