@@ -19,7 +19,7 @@ import httpx
 import typer
 
 from services.policy_cli import app as policy_app
-from services.settings import get_settings
+from services.settings import Settings, get_settings
 
 KEYCLOAK_SCRIPTS = Path(__file__).resolve().parent.parent / "deploy" / "keycloak"
 
@@ -99,14 +99,18 @@ def api() -> None:
     """Run the API server (uvicorn) on the configured host and port."""
     import uvicorn
 
-    settings = get_settings()
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-    )
+    uvicorn.run("api.main:create_app", **uvicorn_options(get_settings()))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `referral api` runs uvicorn (shared with the tests that check its answers)."""
+    return {
+        "factory": True,
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": "warning",
+        "server_header": False,  # no product banner; SecurityHeaders adds the rest
+    }
 
 
 def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -285,7 +289,7 @@ def demo(
     ] = "Demo Person",
     national_number: Annotated[
         str, typer.Option(help="National number of the demo person (invented)")
-    ] = "85.07.30-033.61",
+    ] = "85.07.30-033.28",
     base_url: Annotated[str | None, typer.Option(help="API base URL")] = None,
 ) -> None:
     """Walk one referral through the whole lifecycle over HTTP, against the running stack."""

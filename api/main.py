@@ -8,19 +8,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy import text
 from temporalio.client import Client
 
-from api import errors
+from api import docs, errors
 from api.auditor import report_router
 from api.auditor import router as audit_router
 from api.auth import TokenValidator
 from api.codec import router as codec_router
-from api.middleware import RequestLimits
+from api.middleware import CodecOnlyCors, RequestLimits, SecurityHeaders
 from api.policy_routes import router as policy_router
 from api.routes import router
 from api.web import pages as web_pages
@@ -38,7 +37,6 @@ NO_TOKEN_PATHS = {
     "/docs",
     "/redoc",
     "/openapi.json",
-    "/docs/oauth2-redirect",
 }
 
 
@@ -80,6 +78,8 @@ def create_app(
         version="0.1.0",
         summary="Diversion to care before prosecution: referrals across justice, health, welfare",
         lifespan=lifespan,
+        docs_url=None,  # api/docs.py serves them with pinned assets, under a CSP
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.settings = settings
@@ -92,6 +92,7 @@ def create_app(
         cache_seconds=settings.jwks_cache_seconds,
     )
     errors.install(app)
+    docs.install(app)
     app.include_router(router)
     app.include_router(audit_router)
     app.include_router(report_router)
@@ -110,15 +111,6 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=303)
-
-    # The Temporal UI calls the codec endpoint from the browser, with the user's token.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[settings.temporal_ui_origin],
-        allow_methods=["POST"],
-        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-        allow_credentials=False,
-    )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -162,5 +154,9 @@ def create_app(
         )
 
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    # The Temporal UI calls the codec endpoint from the browser, with the user's token; no
+    # other route is readable from another origin.
+    app.add_middleware(CodecOnlyCors, allow_origin=settings.temporal_ui_origin)
+    app.add_middleware(SecurityHeaders, hsts=settings.hsts_enabled)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app

@@ -6,6 +6,7 @@ import json
 import uuid
 
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PROBLEM
@@ -114,3 +115,68 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+# Answers that are not pages of the role UI (JSON, problem+json, text, redirects) load
+# nothing: they get the strictest policy. The UI pages and the docs set their own.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+class SecurityHeaders:
+    """Headers every answer carries, whatever produced it (a route, an error handler, the
+    static files): no caching of answers that may carry personal data, no content sniffing,
+    no framing, no referrer, and HSTS where the deployment runs behind TLS."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope.get("path", "")).startswith("/static/")
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
+                present = {k.lower() for k, _ in headers}
+                wanted = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", API_CSP.encode()),
+                    # scripts and styles of the UI change only with a release
+                    (b"cache-control", b"no-cache" if static else b"no-store"),
+                ]
+                if self.hsts:
+                    wanted.append((b"strict-transport-security", HSTS.encode()))
+                headers += [(k, v) for k, v in wanted if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, secured_send)
+
+
+class CodecOnlyCors:
+    """CORS for the Temporal UI's origin on the codec endpoint only: every other route
+    answers no preflight and sends no CORS header, so no other site's script may read it."""
+
+    def __init__(self, app: ASGIApp, *, allow_origin: str, prefix: str = "/codec") -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=[allow_origin],
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            allow_credentials=False,
+        )
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -172,7 +172,7 @@ def create(
         framework_id=body.framework_id,
         referring_office=principal.organisation,
         created_by=principal.subject,
-        district=body.district,
+        district=body.district.value,
         target_group=body.referral_reason.target_group.value,
         language=body.language,
         stage=Stage.DRAFT.value,

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = 64 * 1024
+    # Strict-Transport-Security on every answer: on by default in production (behind TLS),
+    # off for plain-http development.
+    hsts: bool | None = None
 
     # Token validation (Keycloak realm `referral`): issuer and audience are always required.
     jwks_url: str = "http://127.0.0.1:8081/realms/referral/protocol/openid-connect/certs"
@@ -98,6 +101,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
+
+    @property
+    def hsts_enabled(self) -> bool:
+        return self.is_production if self.hsts is None else self.hsts
 
 
 @lru_cache

@@ -183,11 +183,23 @@ def redirect(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303, headers={"Cache-Control": "no-store"})
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 async def _check_csrf(request: Request, expected: str, settings: Settings) -> None:
+    # The synchroniser token is the defence; the origin check is the second one. Browsers
+    # send Origin on form POSTs; where it is missing, the Referer (same-origin policy on
+    # our pages) must not name another site either.
+    own = _origin_of(settings.api_base_url)
     origin = request.headers.get("origin")
     if origin is not None:
-        own = urlsplit(settings.api_base_url)
-        if origin != f"{own.scheme}://{own.netloc}":
+        if origin != own:
+            raise CsrfRefused
+    else:
+        referer = request.headers.get("referer")
+        if referer is not None and _origin_of(referer) != own:
             raise CsrfRefused
     form = await request.form()
     sent = form.get(CSRF_FIELD)

@@ -140,6 +140,9 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     status: int | tuple[int, ...] = 422
     secrets: list[str] = field(default_factory=list)
+    # The dotted path of the field the 422 must name in its `errors` (issue 15: "names the
+    # field"), where one field is at fault.
+    names: str | None = None
 
 
 def referral_with(*changes: tuple[str, Any]) -> dict[str, Any]:
@@ -312,6 +315,54 @@ CREATE_CASES = [
     create("language-uppercase", referral_with(("language", "NL"))),
     create("notice-number-chars", referral_with(("judicial_context.notice_number", "AN 12 <b>"))),
     create("deadline-not-a-date", referral_with(("judicial_context.deadline", "soon"))),
+    # plausible shape, impossible content (outside test, issue 15 item 3)
+    create(
+        "national-number-check-digits",
+        referral_with(("identity.national_number", "91.04.17-123.46")),
+        secrets=["91.04.17-123.46"],
+        names="identity.national_number",
+    ),
+    create(
+        "national-number-other-birth-date",
+        # check digits right (97 - 900203123 mod 97 = 42), but born 1991-04-17
+        referral_with(("identity.national_number", "90.02.03-123.42")),
+        secrets=["90.02.03-123.42"],
+        names="identity.national_number",
+    ),
+    create(
+        "name-nul-byte",
+        referral_with(("identity.name", "Zoë\x00Test")),
+        secrets=["Zoë\x00Test"],
+        names="identity.name",
+    ),
+    create(
+        "name-right-to-left-override",
+        referral_with(("identity.name", "Zoë \u202eTest")),
+        secrets=["Zoë \u202eTest"],
+        names="identity.name",
+    ),
+    create(
+        "name-zero-width-space",
+        referral_with(("identity.name", "Zo\u200bë Test")),
+        secrets=["Zo\u200bë Test"],
+        names="identity.name",
+    ),
+    create(
+        "note-bidi-isolate",
+        referral_with(("referral_reason.note", "note \u2066hidden\u2069")),
+        names="referral_reason.note",
+    ),
+    create("district-unknown", referral_with(("district", "atlantis")), names="district"),
+    create(
+        "deadline-in-2000",
+        referral_with(("judicial_context.deadline", "2000-01-01")),
+        names="judicial_context.deadline",
+    ),
+    create(
+        "deadline-far-ahead",
+        referral_with(("judicial_context.deadline", "2099-01-01")),
+        names="judicial_context.deadline",
+    ),
     # lengths
     create("name-too-long", referral_with(("identity.name", LONG_NAME)), secrets=[LONG_NAME]),
     create("name-empty", referral_with(("identity.name", ""))),
@@ -524,6 +575,9 @@ async def test_bad_request_is_refused_and_changes_nothing(
     resp = await _send(client, minter, case, referral_id)
     assert_problem(resp, case.status)
     assert_no_echo(resp, case.secrets)
+    if case.names is not None:
+        named = [".".join(e["loc"][1:]) for e in resp.json()["errors"]]
+        assert case.names in named, f"{case.id}: the problem names {named}, not {case.names}"
     after = await snapshot(engine, temporal, referral_id)
     assert after == before, f"{case.id} changed state: {before} -> {after}"
 

@@ -305,6 +305,14 @@ async def test_a_form_without_the_sessions_csrf_token_changes_nothing(
             headers={"Origin": "https://evil.example"},
         )
         assert resp.status_code == 403
+        # ... and so is one without Origin whose Referer names another site
+        resp = await office.client.post(
+            f"/ui/referrals/{rid}/cancel",
+            data={"csrf_token": office.csrf},
+            headers={"Referer": "https://evil.example/form.html"},
+        )
+        assert "origin" not in {k.lower() for k in resp.request.headers}
+        assert resp.status_code == 403
         page = await office.page(f"/ui/referrals/{rid}")
         assert "stage-awaiting_consent" in page
         # another user's token is not this user's

@@ -80,7 +80,7 @@ async def test_one_referral_through_the_three_roles_pages_in_chromium(
     await office.get_by_role("link", name="New referral").first.click()
     await office.get_by_label("Name").fill(NAME)
     await office.get_by_label("Date of birth").fill("1990-02-03")
-    await office.get_by_label("National register number").fill("90.02.03-123.45")
+    await office.get_by_label("National register number").fill("90.02.03-123.42")
     await office.get_by_label("Phone").fill("+32 470 00 00 00")
     await office.get_by_label("Offence category").select_option("drug_possession")
     await office.get_by_label("Notice number").fill("AN.12.L1.000777-26")
