@@ -1,10 +1,11 @@
-"""The API's documentation pages, served with pinned assets from a package, under a CSP.
+"""The API's documentation page, served with pinned assets from a package, under a CSP.
 
 FastAPI's default `/docs` and `/redoc` load Swagger UI and ReDoc from a CDN (floating
 versions, no integrity hashes) onto the UI's origin, where a tampered file could read the
-personal-data pages with the session cookie. Here the assets come from the pinned
+personal-data pages with the session cookie. Here the Swagger UI assets come from the pinned
 `fastapi-offline` package (its wheel's RECORD carries their hashes), the start-up script is
-a file of ours, and the pages may load nothing from anywhere else.
+a file of ours, and the page may load nothing from anywhere else. ReDoc is not offered: its
+bundle loads its logo from the vendor's CDN, whatever its options.
 """
 
 from __future__ import annotations
@@ -25,14 +26,6 @@ SWAGGER_CSP = (
     "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'none'"
 )
-# ReDoc renders with styled-components, which writes <style> elements at run time, and
-# indexes the document for search in a blob: worker. Scripts still come from here only.
-REDOC_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; font-src 'self'; worker-src blob:; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
-
 _SWAGGER = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Referral engine API</title>
@@ -42,16 +35,6 @@ _SWAGGER = """<!doctype html>
 <div id="swagger-ui" data-openapi-url="/openapi.json"></div>
 <script src="{assets}/swagger-ui-bundle.js"></script>
 <script src="/static/api-docs.js"></script>
-</body></html>
-"""
-
-_REDOC = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Referral engine API</title>
-<link rel="icon" href="{assets}/favicon.png">
-</head><body>
-<redoc spec-url="/openapi.json"></redoc>
-<script src="{assets}/redoc.standalone.js"></script>
 </body></html>
 """
 
@@ -69,12 +52,6 @@ def _page(body: str, csp: str) -> HTMLResponse:
 async def swagger_ui() -> HTMLResponse:
     """Swagger UI for the OpenAPI document."""
     return _page(_SWAGGER, SWAGGER_CSP)
-
-
-@router.get("/redoc")
-async def redoc() -> HTMLResponse:
-    """ReDoc for the OpenAPI document."""
-    return _page(_REDOC, REDOC_CSP)
 
 
 def install(app: FastAPI) -> None:

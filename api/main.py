@@ -35,7 +35,6 @@ NO_TOKEN_PATHS = {
     "/healthz",
     "/readyz",
     "/docs",
-    "/redoc",
     "/openapi.json",
 }
 

@@ -792,7 +792,7 @@ async def test_bad_credentials_are_refused_and_change_nothing(
 # ---- what answers without a token, and what does not -----------------------------------
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/docs"])
 async def test_public_endpoints_answer_without_a_token(
     path: str, client: httpx.AsyncClient
 ) -> None:

@@ -179,12 +179,12 @@ ROUTES: dict[tuple[str, str], Route] = {
 }
 
 # Outside /api/v1: nothing but these.
-NO_TOKEN = {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json"}
+NO_TOKEN = {"/healthz", "/readyz", "/docs", "/openapi.json"}
 TOKEN_REQUIRED = {"/codec/encode", "/codec/decode"}  # the Temporal UI's remote codec
 WEB_LOGIN = {"/login", "/auth/callback", "/logout"}  # the browser's OIDC login flow
 # The role UIs: every /ui route has its own row in test_web_ui.UI_ROUTES (policy action
 # taken, or why none); "/" leads to /ui/, /static holds the UI's CSS and scripts, and
-# /docs-assets the pinned Swagger UI and ReDoc files of /docs and /redoc.
+# /docs-assets the pinned Swagger UI files of /docs.
 WEB_UI = {"/", "/static/{path}", "/docs-assets/{path}"}
 OUTSIDE_API = NO_TOKEN | TOKEN_REQUIRED | WEB_LOGIN | WEB_UI
 
