@@ -35,6 +35,7 @@ from services import policy
 from services.case_content import OffenceCategory, ReferralCreate
 from services.errors import DomainError
 from services.lifecycle import (
+    OPEN_STAGES,
     AcceptInput,
     AttendanceStatus,
     CancelInput,
@@ -54,6 +55,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 ReferralPath = Annotated[uuid.UUID, Path()]
 CARE_STAGES_OFFER = {"offered"}
 CARE_STAGES_ACTIVE = {"accepted", "in_progress"}
+# Open stages as any viewer may see them (the office's coarse `referred_to_care` included).
+OPEN_STAGE_NAMES = {stage.value for stage in OPEN_STAGES} | {"referred_to_care"}
 CONSENT_CATEGORIES = list(get_args(Category))
 # Flash messages after a step, by step name.
 DONE = {
@@ -143,9 +146,19 @@ async def _list(web: Web, limit: int = 100) -> list[dict[str, Any]]:
     return items
 
 
+def _outside_area(web: Web, area: str) -> HTMLResponse | None:
+    """A page of another role's area is not offered: 403 with the 'no work area' page (the
+    API still decides every access; this only keeps each role to its own pages)."""
+    if area in web.areas:
+        return None
+    return web.render("no_area.html", 403)
+
+
 @router.get("/justice")
 async def justice_home(web: WebDep, done: str | None = None) -> Response:
     """The office's referrals with stage, deadlines and outcome."""
+    if (refused := _outside_area(web, "justice")) is not None:
+        return refused
     items, error = await _attempt(web, lambda: _list(web))
     if error is not None:
         return error
@@ -201,6 +214,8 @@ async def _referral_form(
 @router.get("/referrals/new")
 async def new_referral(web: WebDep) -> Response:
     """The new-referral form (prosecutor's office)."""
+    if (refused := _outside_area(web, "justice")) is not None:
+        return refused
     return await _referral_form(web)
 
 
@@ -530,6 +545,8 @@ def _as_report_lang(lang: str) -> Literal["nl", "fr", "de", "en"]:
 @router.get("/care")
 async def care_home(web: WebDep, done: str | None = None) -> Response:
     """The provider's inbox of offers (with the time left to answer) and its active cases."""
+    if (refused := _outside_area(web, "care")) is not None:
+        return refused
     items, error = await _attempt(web, lambda: _list(web))
     if error is not None:
         return error
@@ -540,7 +557,12 @@ async def care_home(web: WebDep, done: str | None = None) -> Response:
     active = [
         i for i in items if i.get("accepted_provider") == mine and i["stage"] in CARE_STAGES_ACTIVE
     ]
-    ended = [i for i in items if i not in offers and i not in active]
+    # only what has ended: a referral still open elsewhere in its lifecycle is not "ended"
+    ended = [
+        i
+        for i in items
+        if i not in offers and i not in active and i["stage"] not in OPEN_STAGE_NAMES
+    ]
     return web.render(
         "care_home.html", offers=offers, active=active, ended=ended, done=DONE.get(done or "")
     )

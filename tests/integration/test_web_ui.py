@@ -520,3 +520,28 @@ async def test_an_expired_session_leads_to_the_login_and_is_forgotten(
         # a form sent on a dead session changes nothing and leads to the login too
         resp = await office.post("/ui/referrals", referral_form(str(uuid.uuid4())))
         assert resp.status_code == 303 and resp.headers["location"].startswith("/login")
+
+
+async def test_each_role_is_offered_its_own_pages_only(
+    app: FastAPI, api: httpx.AsyncClient, minter: TokenMinter
+) -> None:
+    """A page of another role's area answers 403 ('no work area'), not a form whose POST
+    is then refused; and a provider's "ended cases" lists only referrals that ended."""
+    j = Journey(api, minter)
+    await j.create()  # awaiting consent: open, and no provider's case yet
+    async with WebUser(app, minter, CGG) as cgg, WebUser(app, minter, OFFICE) as office:
+        for path in ("/ui/justice", "/ui/referrals/new"):
+            resp = await cgg.get(path)
+            assert resp.status_code == 403, (path, resp.status_code)
+            assert 'name="national_number"' not in resp.text
+        resp = await office.get("/ui/care")
+        assert resp.status_code == 403
+        assert (await office.get("/ui/justice")).status_code == 200
+        assert (await office.get("/ui/referrals/new")).status_code == 200
+        care = await cgg.get("/ui/care")
+        assert care.status_code == 200
+        if 'id="ended-h"' in care.text:
+            ended = care.text.split('id="ended-h"', 1)[1]
+            for open_stage in ("awaiting_consent", "matching", "referred_to_care"):
+                assert f"stage-{open_stage}" not in ended
+        assert f"/ui/referrals/{j.id}" not in care.text
