@@ -14,9 +14,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from services.lifecycle import Stage
+from services.lifecycle import Snapshot, Stage
 from services.models import JusticeMessage, Notification, Offer, StatusHistory
 from services.settings import Settings
 from tests import factories as f
@@ -40,39 +42,79 @@ def _start_worker(
         return subprocess.Popen([referral, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+async def _update_events(handle: WorkflowHandle[ReferralWorkflow, Snapshot]) -> Counter[int]:
+    events = (await handle.fetch_history()).events
+    return Counter(
+        e.event_type
+        for e in events
+        if e.event_type
+        in (
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
+        )
+    )
+
+
+async def _stop_mid_step(
+    handle: WorkflowHandle[ReferralWorkflow, Snapshot],
+    worker: subprocess.Popen[bytes],
+    before: Counter[int],
+) -> bool:
+    """Freeze the worker (SIGSTOP) as soon as the workflow has accepted the new update, then
+    say whether the step was still in flight, i.e. that update had not completed yet."""
+    accepted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    completed = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED
+    for _ in range(2000):
+        if (await _update_events(handle))[accepted] > before[accepted]:
+            worker.send_signal(signal.SIGSTOP)
+            return (await _update_events(handle))[completed] == before[completed]
+        await asyncio.sleep(0.005)
+    raise AssertionError("the worker never accepted the update")
+
+
 async def test_killed_worker_is_replaced_without_duplicates(
     dev_server: WorkflowEnvironment,
     settings: Settings,
     engine: Engine,
     tmp_path: Path,
 ) -> None:
-    queue = f"crash-{uuid.uuid4()}"
+    """The worker dies (SIGKILL) in the middle of the acceptance: after the workflow took the
+    update, before the step completed. The test tries up to five referrals until the kill
+    lands mid-step (a kill after the step would prove nothing) and fails if none did."""
     address = dev_server.client.service_client.config.target_host
     log = tmp_path / "worker.log"
-    referral_id = f.referral_row(engine)
-    handle = await dev_server.client.start_workflow(
-        ReferralWorkflow.run,
-        f.workflow_input(referral_id),
-        id=workflow_id(referral_id),
-        task_queue=queue,
-    )
-    first = _start_worker(settings, address, queue, log)
-    try:
-        await handle.execute_update(ReferralWorkflow.record_consent, f.consent())
-        for _ in range(200):
-            if (await handle.query(ReferralWorkflow.status)).stage is Stage.OFFERED:
-                break
-            await asyncio.sleep(0.05)
-        # kill the worker while it handles the acceptance (activities in flight)
-        accept = asyncio.create_task(
-            handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    for _attempt in range(5):
+        queue = f"crash-{uuid.uuid4()}"
+        referral_id = f.referral_row(engine)
+        handle = await dev_server.client.start_workflow(
+            ReferralWorkflow.run,
+            f.workflow_input(referral_id),
+            id=workflow_id(referral_id),
+            task_queue=queue,
         )
-        await asyncio.sleep(0.2)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    finally:
-        if first.poll() is None:
-            first.kill()
+        first = _start_worker(settings, address, queue, log)
+        try:
+            await handle.execute_update(ReferralWorkflow.record_consent, f.consent())
+            for _ in range(200):
+                if (await handle.query(ReferralWorkflow.status)).stage is Stage.OFFERED:
+                    break
+                await asyncio.sleep(0.05)
+            before = await _update_events(handle)
+            accept = asyncio.create_task(
+                handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+            )
+            in_flight = await _stop_mid_step(handle, first, before)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        if in_flight:
+            break
+        await asyncio.wait_for(accept, timeout=60)  # it completed before the kill: again
+        await handle.terminate("the kill came after the step; trying another referral")
+    else:
+        raise AssertionError("in five tries the worker was never killed in the middle of a step")
     second = _start_worker(settings, address, queue, log)
     try:
         snap = await asyncio.wait_for(accept, timeout=60)
