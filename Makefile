@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install chromium lint bench clean
+.PHONY: run test install chromium keycloak-prerequisites lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-run: install
+run: install keycloak-prerequisites
 	$(BIN)/referral dev-stack
 
 test: install chromium
@@ -31,6 +31,28 @@ chromium:
 	    else \
 	        echo "chromium is missing: 'sudo apt-get install chromium' for the browser tests" >&2; \
 	    fi; }
+
+# Keycloak (the identity provider) runs on Java 17+ and is fetched from Maven Central with
+# mvn (and unzipped). As root the Debian packages are installed when missing; otherwise the
+# exact command is printed and `make run` stops.
+
+keycloak-prerequisites:
+	@missing=""; \
+	java_major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)[."].*/\1/p' | head -1); \
+	if [ -z "$$java_major" ] || [ "$$java_major" -lt 17 ]; then missing="$$missing openjdk-17-jre-headless"; fi; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	command -v unzip >/dev/null 2>&1 || missing="$$missing unzip"; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" -eq 0 ]; then \
+	        echo "installing for Keycloak:$$missing" >&2; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	            apt-get install -y -qq --no-install-recommends $$missing; \
+	    else \
+	        echo "Keycloak needs Java 17+, Maven and unzip. Install them with:" >&2; \
+	        echo "  sudo apt-get install -y$$missing" >&2; \
+	        exit 1; \
+	    fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .
