@@ -271,6 +271,34 @@ async def race_withdrawal_then_progress(r: Recorder) -> Handle:
     return h
 
 
+async def cancelled_in_progress(r: Recorder) -> Handle:
+    """From release 2 the office may cancel during care too."""
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    await h.execute_update(ReferralWorkflow.cancel, CancelInput(actor=f.OFFICE))
+    await r.decide_and_purge(h)
+    return h
+
+
+async def race_offer_expiry_then_decline(r: Recorder) -> Handle:
+    """A decline validated while the offer expires (release 1 failed its workflow task)."""
+    h = await r.start()
+    await r.to_offered(h)
+    await r.race(
+        h,
+        ("notify", "offer_expired"),
+        lambda: r.env.sleep(timedelta(days=5, hours=1)),
+        ReferralWorkflow.decline,
+        f.decline(f.CGG),
+    )
+    await r.until(h, Stage.OFFERED)
+    await h.execute_update(ReferralWorkflow.cancel, CancelInput(actor=f.OFFICE))
+    await r.decide_and_purge(h)
+    return h
+
+
 SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
     fn.__name__: fn
     for fn in (
@@ -287,6 +315,8 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
         race_withdrawal_then_intake,
         race_withdrawal_then_consent,
         race_withdrawal_then_progress,
+        cancelled_in_progress,
+        race_offer_expiry_then_decline,
     )
 }
 
