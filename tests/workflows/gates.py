@@ -32,7 +32,7 @@ from workflows.activities import ReferralActivities, Shredder
 
 # Shorter than the workflow's 30 s start-to-close timeout: a forgotten gate lets go
 # before Temporal would retry the activity.
-HOLD_LIMIT = 20.0
+HOLD_LIMIT = 25.0
 
 
 @dataclass
@@ -66,12 +66,27 @@ class Gates:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: list[Gate] = []
+        self._all: list[Gate] = []
 
     def hold(self, referral_id: UUID, activity_name: str, match: str | None = None) -> Gate:
         gate = Gate(referral_id=referral_id, activity=activity_name, match=match)
         with self._lock:
             self._waiting.append(gate)
+            self._all.append(gate)
         return gate
+
+    def open_all(self, referral_id: UUID) -> None:
+        """Open every gate of a referral (also those never reached) and forget them."""
+        with self._lock:
+            mine = [g for g in self._all if g.referral_id == referral_id]
+            self._waiting = [g for g in self._waiting if g.referral_id != referral_id]
+        for gate in mine:
+            gate.open()
+
+    def timed_out(self, referral_id: UUID) -> bool:
+        """Whether a gate of this referral let go by itself (the test lost control)."""
+        with self._lock:
+            return any(g.timed_out for g in self._all if g.referral_id == referral_id)
 
     def passing(self, referral_id: UUID, activity_name: str, detail: str | None) -> None:
         """Called by an activity before its work: blocks while a matching gate is closed."""
