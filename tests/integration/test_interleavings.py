@@ -45,8 +45,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
-from services.lifecycle import CancelInput, Snapshot, Stage
-from services.models import Consent, JusticeMessage, Referral
+from services.lifecycle import OPEN_STAGES, CancelInput, Snapshot, Stage
+from services.models import Consent, JusticeMessage, Referral, StatusHistory
 from services.referrals import PROCESS_FACTS
 from services.runtime import Runtime
 from services.settings import Settings
@@ -541,6 +541,17 @@ def _notes(race: Race, rid: uuid.UUID) -> set[str]:
     return set(personal) & {"clinical.note", "welfare.note"}
 
 
+def _stages(race: Race, rid: uuid.UUID) -> list[str]:
+    with Session(race.engine) as s:
+        return list(
+            s.exec(
+                select(StatusHistory.stage)
+                .where(StatusHistory.referral_id == rid)
+                .order_by(col(StatusHistory.version))
+            ).all()
+        )
+
+
 def _refused(resp: httpx.Response) -> bool:
     return resp.status_code in (403, 404, 409)
 
@@ -591,6 +602,12 @@ async def check(
         await asyncio.sleep(1)
         snap = await handle.query(ReferralWorkflow.status)
         assert snap.stage is Stage.ACCEPTED, snap
+
+    # an ended referral is never revived: no open stage follows an ended one
+    stages = _stages(race, rid)
+    open_values = {st.value for st in OPEN_STAGES}
+    ended_at = next((i for i, st in enumerate(stages) if st not in open_values), len(stages))
+    assert not [st for st in stages[ended_at:] if st in open_values], stages
 
     withdrawn = case.first == "withdrawal" and first is not None and first.status_code == 200
     facts = _facts(race, rid)
