@@ -510,7 +510,7 @@ _simple_step(
     policy.Action.CANCEL,
     ReferralWorkflow.cancel,
     lambda actor: CancelInput(actor=actor),
-    "Cancel a referral before a provider accepted it (referring office).",
+    "Cancel the referral in any open stage, also during care (referring office).",
 )
 _simple_step(
     "rematch",

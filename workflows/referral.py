@@ -3,16 +3,23 @@
 Deterministic code only: time from `workflow.now()`, I/O in activities. User actions are
 Updates whose validators refuse illegal steps before anything is written to history;
 every state change is projected into SQL by an idempotent activity (keyed by version).
+
+A validator sees the state when the step arrives; the handler then waits for the case's
+lock, and another step or a timer may change the state meanwhile. So every handler checks
+again, under the lock, what its validator checked, and a step that lost such a race is
+refused (`StepRefused`, which fails the Update, never the workflow) and changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from services.lifecycle import (
@@ -51,6 +58,13 @@ with workflow.unsafe.imports_passed_through():
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+
+# Release 1 let a step that lost a race act anyway (reviving a withdrawn referral, or
+# failing the workflow task). The patch is consulted only where the re-check under the lock
+# fails, so a history that never met a race replays as it was, a release-1 history that did
+# replays its old behaviour, and every race from now on, old referral or new, is refused.
+LOST_RACE_PATCH = "refuse-steps-that-lost-a-race"
+LOST_RACE = "the referral changed while this step waited; nothing was done"
 
 _OUTCOME_STAGE = {
     Outcome.COMPLETED: Stage.COMPLETED,
@@ -230,15 +244,19 @@ class ReferralWorkflow:
         await self._notify(f"offer-{self._attempt}", provider, NotificationKind.OFFER)
 
     async def _watch_offer(self, version: int) -> None:
-        assert self._offered_at is not None and self._offer_expires_at is not None
+        if self._offered_at is None or self._offer_expires_at is None or self._offered is None:
+            # Cannot happen (an offer sets all three before the stage); if it did, wait for a
+            # step (cancel, withdrawal) rather than fail the workflow task forever.
+            workflow.logger.warning("offered stage without an open offer")
+            await self._wait_change(version, None)
+            return
         attempt = self._attempt
         reminder_at = self._offered_at + timedelta(seconds=self._inp.timings.acceptance_reminder)
         if self._reminded_attempt < attempt and reminder_at < self._offer_expires_at:
             if not await self._wait_change(version, reminder_at):
                 async with self._lock:
-                    if self._version == version:
+                    if self._version == version and self._offered is not None:
                         self._reminded_attempt = attempt
-                        assert self._offered is not None
                         await self._notify(
                             f"offer-reminder-{attempt}",
                             self._offered,
@@ -258,12 +276,12 @@ class ReferralWorkflow:
 
     async def _progress_report_missed(self) -> None:
         self._missed_reports += 1
-        assert self._accepted is not None
-        await self._notify(
-            f"progress-missed-{self._missed_reports}",
-            self._accepted,
-            NotificationKind.PROGRESS_REPORT_MISSED,
-        )
+        if self._accepted is not None:  # always, in progress; never fail the task over it
+            await self._notify(
+                f"progress-missed-{self._missed_reports}",
+                self._accepted,
+                NotificationKind.PROGRESS_REPORT_MISSED,
+            )
         self._next_report_due = self._after(self._inp.timings.progress_report_interval)
         await self._transition(Stage.IN_PROGRESS, "progress_report_overdue", "report_missed")
 
@@ -304,6 +322,8 @@ class ReferralWorkflow:
     async def record_consent(self, inp: ConsentRecordInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            # after a withdrawal, expiry, cancel or deadline no consent revives the referral
+            self._refuse_if(self._open_problem(inp.actor) or self._consent_problem(inp))
             await workflow.execute_activity_method(
                 ReferralActivities.store_consent,
                 ConsentStoreInput(referral_id=self._inp.referral_id, record=inp),
@@ -327,20 +347,32 @@ class ReferralWorkflow:
     def _validate_record_consent(self, inp: ConsentRecordInput) -> None:
         self._require_open()
         self._require_org(inp.actor, self._inp.referring_office, self._accepted)
+        self._require_unexpired()
         if inp.given and ConsentPurpose.REFERRAL_TO_CARE not in inp.purposes:
             raise ValueError("a consent must include the purpose referral_to_care")
+        problem = self._consent_problem(inp)
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _consent_problem(self, inp: ConsentRecordInput) -> str | None:
         if not inp.given and self._stage is not Stage.AWAITING_CONSENT:
-            raise ValueError("a refusal can only be recorded while consent is awaited")
+            return "a refusal can only be recorded while consent is awaited"
         if inp.valid_until is not None and inp.valid_until <= workflow.now():
-            raise ValueError("the consent's validity has already ended")
+            return "the consent's validity has already ended"
+        return None
 
     @workflow.update
     async def withdraw_consent(self, inp: ConsentWithdrawInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            # a withdrawal that finds the referral ended did nothing: it must not answer 200
+            self._refuse_if(self._open_problem(inp.actor))
             if self._stage not in OPEN_STAGES:
-                return self._snapshot()  # the workflow moved on while we waited for the lock
-            assert self._consent_id is not None
+                return self._snapshot()  # release 1: answered with the ended state
+            if self._consent_id is None:  # the validator saw one; none is ever removed
+                raise ApplicationError(
+                    "there is no consent to withdraw", type="StepRefused", non_retryable=True
+                )
             await workflow.execute_activity_method(
                 ReferralActivities.withdraw_consent,
                 ConsentWithdrawStoreInput(
@@ -360,13 +392,16 @@ class ReferralWorkflow:
     def _validate_withdraw_consent(self, inp: ConsentWithdrawInput) -> None:
         self._require_open()
         self._require_org(inp.actor, self._inp.referring_office, self._accepted)
+        self._require_unexpired()
         if self._consent_id is None:
             raise ValueError("there is no consent to withdraw")
 
     @workflow.update
     async def accept(self, inp: AcceptInput) -> Snapshot:
+        attempt = self._attempt  # the offer the validator saw: an answer is for that one only
         await self._submitted()
         async with self._lock:
+            self._refuse_if(self._offer_problem(inp.actor, attempt))
             self._accepted = self._offered
             self._offer_expires_at = None
             await self._transition(Stage.ACCEPTED, "accepted", "offer_accepted")
@@ -377,12 +412,16 @@ class ReferralWorkflow:
     def _validate_accept(self, inp: AcceptInput) -> None:
         self._require_stage(Stage.OFFERED)
         self._require_org(inp.actor, self._offered)
+        self._require_unexpired()
 
     @workflow.update
     async def decline(self, inp: DeclineInput) -> Snapshot:
+        attempt = self._attempt  # the offer the validator saw: an answer is for that one only
         await self._submitted()
         async with self._lock:
-            assert self._offered is not None
+            self._refuse_if(self._offer_problem(inp.actor, attempt))
+            if self._offered is None:  # release 1 failed its workflow task here, for ever
+                raise ApplicationError(LOST_RACE, type="StepRefused", non_retryable=True)
             self._tried.append(self._offered)
             self._offered = None
             self._offer_expires_at = None
@@ -393,11 +432,13 @@ class ReferralWorkflow:
     def _validate_decline(self, inp: DeclineInput) -> None:
         self._require_stage(Stage.OFFERED)
         self._require_org(inp.actor, self._offered)
+        self._require_unexpired()
 
     @workflow.update
     async def record_intake(self, inp: IntakeInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            self._refuse_if(self._care_problem(Stage.ACCEPTED, inp.actor))
             self._next_report_due = self._after(self._inp.timings.progress_report_interval)
             business = "first_attendance" if inp.attended else "intake_scheduled"
             await self._transition(Stage.IN_PROGRESS, business, "intake")
@@ -409,13 +450,15 @@ class ReferralWorkflow:
     def _validate_intake(self, inp: IntakeInput) -> None:
         self._require_stage(Stage.ACCEPTED)
         self._require_org(inp.actor, self._accepted)
+        self._require_unexpired()
 
     @workflow.update
     async def report_progress(self, inp: ProgressInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            self._refuse_if(self._care_problem(Stage.IN_PROGRESS, inp.actor))
             if self._stage is not Stage.IN_PROGRESS:
-                return self._snapshot()  # ended (e.g. consent withdrawn) while waiting
+                return self._snapshot()  # release 1: answered with the ended state
             self._next_report_due = self._after(self._inp.timings.progress_report_interval)
             await self._transition(Stage.IN_PROGRESS, inp.attendance.value, "progress_report")
             if inp.attendance.value == "attending":
@@ -426,13 +469,15 @@ class ReferralWorkflow:
     def _validate_progress(self, inp: ProgressInput) -> None:
         self._require_stage(Stage.IN_PROGRESS)
         self._require_org(inp.actor, self._accepted)
+        self._require_unexpired()
 
     @workflow.update
     async def close(self, inp: CloseInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            self._refuse_if(self._care_problem(Stage.IN_PROGRESS, inp.actor))
             if self._stage is not Stage.IN_PROGRESS:
-                return self._snapshot()  # ended (e.g. consent withdrawn) while waiting
+                return self._snapshot()  # release 1: answered with the ended state
             stage = _OUTCOME_STAGE[inp.outcome]
             await self._end(
                 stage, "dropped_out" if stage is Stage.FAILED else stage.value, "closed"
@@ -443,11 +488,17 @@ class ReferralWorkflow:
     def _validate_close(self, inp: CloseInput) -> None:
         self._require_stage(Stage.IN_PROGRESS)
         self._require_org(inp.actor, self._accepted)
+        self._require_unexpired()
 
     @workflow.update
     async def decide(self, inp: DecisionInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            self._refuse_if(
+                self._stage_problem(
+                    (Stage.OUTCOME_REPORTED,), inp.actor, self._inp.referring_office
+                )
+            )
             self._decision = inp.decision
             self._decision_due = None
             self._purge_at = self._after(self._inp.timings.retention)
@@ -463,20 +514,28 @@ class ReferralWorkflow:
     async def cancel(self, inp: CancelInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            self._refuse_if(self._stage_problem(OPEN_STAGES, inp.actor, self._inp.referring_office))
             if self._stage not in OPEN_STAGES:
-                return self._snapshot()
+                return self._snapshot()  # release 1: answered with the ended state
             await self._end(Stage.CANCELLED, "cancelled_by_referrer", "cancelled")
             return self._snapshot()
 
     @cancel.validator
     def _validate_cancel(self, inp: CancelInput) -> None:
-        self._require_stage(Stage.AWAITING_CONSENT, Stage.MATCHING, Stage.OFFERED, Stage.ON_HOLD)
+        # In every open stage: the prosecutor may end a diversion at any time, and a cancel
+        # refused only once care started would tell an office without reporting consent
+        # (which sees `referred_to_care`) that care started.
+        self._require_open()
         self._require_org(inp.actor, self._inp.referring_office)
 
     @workflow.update
     async def rematch(self, inp: RematchInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
+            self._refuse_if(
+                self._stage_problem((Stage.ON_HOLD,), inp.actor, self._inp.referring_office)
+                or self._expired_problem()
+            )
             self._tried.clear()
             await self._transition(Stage.MATCHING, "matching", "rematch_requested")
             return self._snapshot()
@@ -485,6 +544,7 @@ class ReferralWorkflow:
     def _validate_rematch(self, inp: RematchInput) -> None:
         self._require_stage(Stage.ON_HOLD)
         self._require_org(inp.actor, self._inp.referring_office)
+        self._require_unexpired()
 
     # ---- internals ------------------------------------------------------------
 
@@ -499,6 +559,51 @@ class ReferralWorkflow:
     def _require_open(self) -> None:
         if self._stage not in OPEN_STAGES:
             raise ValueError(f"not allowed in stage {self._stage.value}: the referral has ended")
+
+    def _require_unexpired(self) -> None:
+        problem = self._expired_problem()
+        if problem is not None:
+            raise ValueError(problem)
+
+    # ---- the re-check under the lock: what the validator checked, on the state now ----------
+
+    def _refuse_if(self, problem: str | None) -> None:
+        """Refuse a step that lost a race while it waited for the lock (it changes nothing).
+
+        Returns only when there is no problem, or when replaying a release-1 history that
+        met one: the caller then goes on as release 1 did."""
+        if problem is not None and workflow.patched(LOST_RACE_PATCH):
+            workflow.logger.info("step refused under the lock: %s", problem)
+            raise ApplicationError(LOST_RACE, type="StepRefused", non_retryable=True)
+
+    def _stage_problem(
+        self, stages: Collection[Stage], actor: Actor, *organisations: str | None
+    ) -> str | None:
+        if self._stage not in stages:
+            return "the stage changed"
+        if actor.organisation not in {org for org in organisations if org is not None}:
+            return "the organisation may no longer take this step"
+        return None
+
+    def _expired_problem(self) -> str | None:
+        # the main loop ends the referral as soon as it holds the lock: nothing may act first
+        return "the consent's validity has ended" if self._consent_expired() else None
+
+    def _open_problem(self, actor: Actor) -> str | None:
+        return (
+            self._stage_problem(OPEN_STAGES, actor, self._inp.referring_office, self._accepted)
+            or self._expired_problem()
+        )
+
+    def _care_problem(self, stage: Stage, actor: Actor) -> str | None:
+        return self._stage_problem((stage,), actor, self._accepted) or self._expired_problem()
+
+    def _offer_problem(self, actor: Actor, attempt: int) -> str | None:
+        if self._attempt != attempt:
+            return "the offer ended"  # expired and re-routed, declined, or offered again
+        return self._stage_problem((Stage.OFFERED,), actor, self._offered) or (
+            self._expired_problem()
+        )
 
     @staticmethod
     def _require_org(actor: Actor, *organisations: str | None) -> None:

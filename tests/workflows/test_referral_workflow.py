@@ -17,7 +17,14 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from services.lifecycle import ComplianceFact, NotificationKind, Outcome, Snapshot, Stage
+from services.lifecycle import (
+    CancelInput,
+    ComplianceFact,
+    NotificationKind,
+    Outcome,
+    Snapshot,
+    Stage,
+)
 from services.models import JusticeMessage, Notification, Offer, Referral, StatusHistory
 from tests import factories as f
 from workflows.binaries import temporal_binary
@@ -401,3 +408,22 @@ async def test_validators_refuse_illegal_steps(
         return
     snap = await handle.query(ReferralWorkflow.status)
     assert snap.stage is Stage.ACCEPTED and snap.version == version + 1
+
+
+@pytest.mark.parametrize("stage", [Stage.ACCEPTED, Stage.IN_PROGRESS])
+async def test_office_may_cancel_during_care(
+    env: WorkflowEnvironment, engine: Engine, task_queue: str, stage: Stage
+) -> None:
+    # a cancel refused only once care started would tell an office without reporting
+    # consent (which sees `referred_to_care`) that care started
+    handle = await start(env, engine, task_queue)
+    await handle.execute_update(ReferralWorkflow.record_consent, f.consent(reporting=False))
+    await wait_for(env, handle, Stage.OFFERED)
+    await handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    if stage is Stage.IN_PROGRESS:
+        await handle.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    snap = await handle.execute_update(ReferralWorkflow.cancel, CancelInput(actor=f.OFFICE))
+    assert snap.stage is Stage.CANCELLED and snap.next_progress_report_due is None
+    snap = await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    assert snap.status.value == "cancelled"
+    assert facts(engine, rid(handle)) == []  # its own cancel: nothing to tell the office
