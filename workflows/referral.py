@@ -304,7 +304,9 @@ class ReferralWorkflow:
     async def submitted(self) -> Snapshot:
         """Answers once the submission is projected: create waits on this, not on SQL."""
         await self._submitted()
-        return self._snapshot()
+        # `run` holds the lock until the submission's projection activity has completed
+        async with self._lock:
+            return self._snapshot()
 
     @workflow.update
     async def record_consent(self, inp: ConsentRecordInput) -> Snapshot:
