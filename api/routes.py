@@ -305,8 +305,6 @@ async def create_referral(
 ) -> dict[str, Any]:
     """Create and submit a referral (prosecutor's office). The Idempotency-Key is required:
     a retry with it returns the same referral, never a second one for the same person."""
-    if idempotency_key is None:
-        raise PreconditionRequired("an Idempotency-Key header is required to create a referral")
     access = open_access(runtime, principal, ctx, AuditEventType.CREATE, "referral.create")
     body_hash = referrals.request_hash(body, runtime.keyring.pseudonym_key())
 
@@ -321,6 +319,9 @@ async def create_referral(
         referrals.active_framework(
             session=session, framework_id=body.framework_id, principal=principal
         )
+        if idempotency_key is None:
+            # decided and audited first; then a retry could never make a second referral
+            raise PreconditionRequired("an Idempotency-Key header is required to create a referral")
         referral = referrals.find_replay(
             session=session,
             organisation=principal.organisation,
