@@ -221,15 +221,24 @@ async def step(
             handle = _KeyedHandle(temporal, referral_id, update_id)
         await run_update(handle, actor_of(principal))
 
+        # Without stored state the view is read from the request pool before the entry is
+        # written; with care notes it is read in the audit writer's transaction, so it shows
+        # them. Either way the audit writer never waits for a request's connection.
+        view = None
+        if after is None:
+            view = await run_in_threadpool(_view_or_gone, runtime, access, referral_id, None)
+
         def store(session: Session) -> dict[str, Any]:
-            if after is not None:
-                referral = referrals.get(session=session, referral_id=referral_id)
-                access.disclose(after(session, referral))
             if keyed:
                 idempotency.answered(
                     session=session, organisation=org, key=str(idempotency_key), status_code=200
                 )
-            return _view_or_gone(runtime, access, referral_id, session if after else None)
+            if after is None:
+                assert view is not None
+                return view
+            referral = referrals.get(session=session, referral_id=referral_id)
+            access.disclose(after(session, referral))
+            return _view_or_gone(runtime, access, referral_id, session)
 
         return await run_in_threadpool(access.finish_with, store)
     except BaseException as error:
