@@ -264,3 +264,38 @@ async def test_a_retried_consent_is_recorded_once_and_its_answer_stored_under_a_
     # a keyed HMAC of the body: not its plain SHA-256, nothing of the body in clear
     assert len(stored.fingerprint) == 64
     assert stored.expires_at > stored.created_at
+
+
+async def test_an_exhausted_pool_answers_503_problem_json_and_records_the_failure(
+    small_pool: tuple[httpx.AsyncClient, Runtime],
+    api: httpx.AsyncClient,
+    minter: TokenMinter,
+    engine: Engine,
+) -> None:
+    client, runtime = small_pool
+    j = Journey(api, minter)
+    await j.create()
+    held = [runtime.engine.connect() for _ in range(2)]  # every pooled connection, and no overflow
+    try:
+        for conn in held:
+            conn.exec_driver_sql("SELECT 1")
+        request_id = new_request_id("exhausted")
+        resp = await asyncio.wait_for(
+            client.get(
+                f"/api/v1/referrals/{j.id}",
+                headers={**minter.headers(*OFFICE), "X-Request-ID": request_id},
+            ),
+            timeout=30,
+        )
+    finally:
+        for conn in held:
+            conn.close()
+    assert_problem(resp, 503)
+    # the audit writer has its own pool: the failed access is on the record, disclosing nothing
+    entries = _entries_of(engine, request_id)
+    assert [(e.action, e.outcome, e.categories) for e in entries] == [
+        ("referral.read", "failed", [])
+    ]
+    # and the pool recovers at once
+    again = await client.get(f"/api/v1/referrals/{j.id}", headers=minter.headers(*OFFICE))
+    assert again.status_code == 200, again.text
