@@ -299,3 +299,49 @@ async def test_an_exhausted_pool_answers_503_problem_json_and_records_the_failur
     # and the pool recovers at once
     again = await client.get(f"/api/v1/referrals/{j.id}", headers=minter.headers(*OFFICE))
     assert again.status_code == 200, again.text
+
+
+async def test_a_create_that_dies_after_starting_its_workflow_leaves_one_run(
+    api: httpx.AsyncClient,
+    minter: TokenMinter,
+    engine: Engine,
+    settings: Settings,
+    dev_server: WorkflowEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_start = api_routes.start_referral
+    started: list[uuid.UUID] = []
+
+    async def start_then_die(**kwargs: Any) -> None:
+        # the workflow starts, then the process dies before it marks the intent done
+        await dev_server.client.start_workflow(
+            "ReferralWorkflow",
+            kwargs["inp"],
+            id=workflow_id(kwargs["inp"].referral_id),
+            task_queue=kwargs["task_queue"],
+        )
+        started.append(kwargs["inp"].referral_id)
+        raise RPCError("injected: crash after start", RPCStatusCode.UNAVAILABLE, b"")
+
+    headers = {**minter.headers(*OFFICE), "Idempotency-Key": f"crash-{uuid.uuid4()}"}
+    with monkeypatch.context() as patch:
+        patch.setattr(api_routes, "start_referral", start_then_die)
+        assert_problem(
+            await api.post("/api/v1/referrals", json=new_referral(), headers=headers), 503
+        )
+    (referral_id,) = started
+    handle = dev_server.client.get_workflow_handle(workflow_id(referral_id))
+    first_run = (await handle.describe()).run_id
+
+    assert (
+        await start_pending(
+            client=dev_server.client, engine=engine, settings=settings, grace=timedelta(0)
+        )
+        >= 1
+    )
+    with Session(engine) as session:
+        row = session.get(WorkflowStart, referral_id)
+        assert row is not None and row.started_at is not None
+    # the reconciler found it running and started nothing: still the first and only run
+    assert (await handle.describe()).run_id == first_run
+    assert real_start is api_routes.start_referral
