@@ -8,6 +8,8 @@ written to the log it reads.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -19,7 +21,7 @@ from sqlmodel import Session
 from api.deps import ContextDep, PrincipalDep, RuntimeDep
 from api.routes import guard, purpose_of
 from services import policy, subject_report
-from services.access import RequestContext
+from services.access import Access, RequestContext
 from services.audit.models import AuditEventType
 from services.audit.offline import public_key_pem
 from services.errors import Forbidden, Unprocessable
@@ -30,27 +32,23 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 report_router = APIRouter(prefix="/api/v1", tags=["referrals"])
 
 
+@contextmanager
 def _auditor(
     runtime: Runtime, principal: Principal, ctx: RequestContext, action: policy.Action, what: str
-) -> None:
-    decision = runtime.gatekeeper.decide(
-        principal=principal,
-        action=action,
-        case=None,
-        consent=None,
-        purpose=purpose_of(principal),
-        ctx=ctx,
-    )
-    if not decision.allowed:
-        raise Forbidden("only auditors may use the audit trail")
-    runtime.gatekeeper.record(
+) -> Iterator[Access]:
+    """One audited access of the audit trail, refused unless the policies allow it."""
+    with runtime.gatekeeper.access(
         principal=principal,
         event_type=AuditEventType.QUERY,
         action=f"audit.{what}",
         purpose=purpose_of(principal),
         ctx=ctx,
-        categories=["access_log"],
-    )
+    ) as access:
+        decision = access.decide(action=action, case=None, consent=None)
+        if not decision.allowed:
+            raise Forbidden("only auditors may use the audit trail")
+        access.disclose(["access_log"])
+        yield access
 
 
 def _entry(e: Any) -> dict[str, Any]:
@@ -69,6 +67,8 @@ def _entry(e: Any) -> dict[str, Any]:
         "purpose_of_use": e.purpose_of_use,
         "request_id": e.request_id,
         "trace_id": e.trace_id,
+        "outcome": e.outcome,
+        "withheld": list(e.withheld or ()),
         "leaf_hash": e.leaf_hash,
     }
 
@@ -91,21 +91,21 @@ async def search_entries(
     """Search the audit trail (auditors)."""
 
     def run() -> dict[str, Any]:
-        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "search")
-        with Session(runtime.engine) as session:
-            rows = runtime.audit.search(
-                session,
-                referral_pseudonym=referral_pseudonym,
-                actor=actor,
-                organisation=organisation,
-                action=action,
-                decision=decision,
-                since=since,
-                until=until,
-                offset=offset,
-                limit=limit,
-            )
-        return {"entries": [_entry(e) for e in rows], "offset": offset, "limit": limit}
+        with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "search"):
+            with Session(runtime.engine) as session:
+                rows = runtime.audit.search(
+                    session,
+                    referral_pseudonym=referral_pseudonym,
+                    actor=actor,
+                    organisation=organisation,
+                    action=action,
+                    decision=decision,
+                    since=since,
+                    until=until,
+                    offset=offset,
+                    limit=limit,
+                )
+            return {"entries": [_entry(e) for e in rows], "offset": offset, "limit": limit}
 
     return await run_in_threadpool(run)
 
@@ -125,8 +125,8 @@ async def tree_heads(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextD
     """The signed tree heads published so far (auditors)."""
 
     def run() -> list[Any]:
-        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "tree_heads")
-        return [_head(h) for h in runtime.audit.tree_heads()]
+        with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "tree_heads"):
+            return [_head(h) for h in runtime.audit.tree_heads()]
 
     return await run_in_threadpool(run)
 
@@ -138,8 +138,8 @@ async def sign_tree_head(
     """Sign a tree head now, over every entry so far (auditors)."""
 
     def run() -> dict[str, Any]:
-        _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "sign_tree_head")
-        return _head(runtime.audit.sign_tree_head())
+        with _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "sign_tree_head"):
+            return _head(runtime.audit.sign_tree_head())
 
     return await run_in_threadpool(run)
 
@@ -155,11 +155,11 @@ async def inclusion_proof(
     """An RFC 6962 inclusion proof of one entry in a tree of `tree_size` (auditors)."""
 
     def run() -> dict[str, Any]:
-        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "inclusion_proof")
-        try:
-            return runtime.audit.inclusion_proof(index, tree_size).__dict__
-        except ValueError as exc:
-            raise Unprocessable(str(exc)) from None
+        with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "inclusion_proof"):
+            try:
+                return runtime.audit.inclusion_proof(index, tree_size).__dict__
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from None
 
     return await run_in_threadpool(run)
 
@@ -175,11 +175,11 @@ async def consistency_proof(
     """An RFC 6962 consistency proof between two tree sizes (auditors)."""
 
     def run() -> dict[str, Any]:
-        _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "consistency_proof")
-        try:
-            return runtime.audit.consistency_proof(first, second).__dict__
-        except ValueError as exc:
-            raise Unprocessable(str(exc)) from None
+        with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "consistency_proof"):
+            try:
+                return runtime.audit.consistency_proof(first, second).__dict__
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from None
 
     return await run_in_threadpool(run)
 
@@ -189,8 +189,8 @@ async def verify(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) 
     """Verify the whole log now: every leaf, every signed head (auditors)."""
 
     def run() -> dict[str, Any]:
-        _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "verify")
-        return runtime.audit.verify().__dict__
+        with _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "verify"):
+            return runtime.audit.verify().__dict__
 
     return await run_in_threadpool(run)
 
@@ -200,8 +200,8 @@ async def public_key(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextD
     """The PEM key that verifies the signed tree heads (auditors)."""
 
     def run() -> str:
-        _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "public_key")
-        return public_key_pem(runtime.keyring.audit_signing_key().public_key())
+        with _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "public_key"):
+            return public_key_pem(runtime.keyring.audit_signing_key().public_key())
 
     return await run_in_threadpool(run)
 
@@ -218,21 +218,23 @@ async def access_report(
     """The person's access report (GDPR art. 15), for the care worker to hand over."""
 
     def run() -> dict[str, Any]:
-        with Session(runtime.engine) as session:
-            guard(session, runtime, principal, ctx, referral_id, policy.Action.ACCESS_REPORT)
-            pseudonym = runtime.gatekeeper.pseudonym(referral_id)
-            assert pseudonym is not None
-            report = subject_report.build(session=session, referral_pseudonym=pseudonym, lang=lang)
-        runtime.gatekeeper.record(
+        with runtime.gatekeeper.access(
             principal=principal,
             event_type=AuditEventType.READ,
             action="referral.access_report",
             purpose=purpose_of(principal),
             ctx=ctx,
             referral_id=referral_id,
-            categories=["access_log"],
-        )
-        return report
+        ) as access:
+            with Session(runtime.engine) as session:
+                guard(session, access, referral_id, policy.Action.ACCESS_REPORT)
+                pseudonym = runtime.gatekeeper.pseudonym(referral_id)
+                assert pseudonym is not None
+                report = subject_report.build(
+                    session=session, referral_pseudonym=pseudonym, lang=lang
+                )
+            access.disclose(["access_log"])
+            return report
 
     report = await run_in_threadpool(run)
     if format == "text":

@@ -62,6 +62,7 @@ async def _run_worker() -> None:
     from services import telemetry
     from services.runtime import Runtime
     from workflows.client import connect
+    from workflows.reconciler import reconcile_until
     from workflows.worker import build_worker
 
     settings = get_settings()
@@ -86,12 +87,16 @@ async def _run_worker() -> None:
             executor=executor,
         ):
             print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
+            reconciler = asyncio.create_task(
+                reconcile_until(stop, client=client, engine=runtime.engine, settings=settings)
+            )
             while not stop.is_set():
                 # tree heads are also signed in quiet periods, not only when entries arrive
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=settings.audit_sth_every_seconds)
                 except TimeoutError:
                     await asyncio.to_thread(runtime.audit.maybe_sign_tree_head)
+            await reconciler
 
 
 @app.command()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.api.common.v1 import Payload, Payloads
@@ -17,6 +16,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from api.deps import ContextDep, PrincipalDep, RuntimeDep
 from services import policy
 from services.access import RequestContext
+from services.audit.models import AuditEventType
 from services.crypto import EncryptionCodec
 from services.errors import Forbidden, Unprocessable
 from services.principal import Principal
@@ -31,19 +31,6 @@ class PayloadsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payloads: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
-
-
-def _authorise(runtime: Runtime, principal: Principal, ctx: RequestContext) -> None:
-    decision = runtime.gatekeeper.decide(
-        principal=principal,
-        action=policy.Action.DECODE_PAYLOADS,
-        case=None,
-        consent=None,
-        purpose="operations",
-        ctx=ctx,
-    )
-    if not decision.allowed:
-        raise Forbidden("you may not decode workflow payloads")
 
 
 def _parse(body: PayloadsBody) -> list[Payload]:
@@ -67,14 +54,23 @@ async def _run(
     *,
     decode: bool,
 ) -> dict[str, Any]:
-    await run_in_threadpool(_authorise, runtime, principal, ctx)
-    codec = EncryptionCodec(runtime.keyring)
-    payloads = _parse(body)
-    try:
-        out = await (codec.decode(payloads) if decode else codec.encode(payloads))
-    except Exception:  # noqa: BLE001 - any failure to decrypt is the caller's input
-        raise Unprocessable("the payloads could not be processed") from None
-    return _dump(out)
+    async with runtime.gatekeeper.access_async(
+        principal=principal,
+        event_type=AuditEventType.READ if decode else AuditEventType.UPDATE,
+        action="codec.decode" if decode else "codec.encode",
+        purpose="operations",
+        ctx=ctx,
+    ) as access:
+        decision = access.decide(action=policy.Action.DECODE_PAYLOADS, case=None, consent=None)
+        if not decision.allowed:
+            raise Forbidden("you may not decode workflow payloads")
+        codec = EncryptionCodec(runtime.keyring)
+        payloads = _parse(body)
+        try:
+            out = await (codec.decode(payloads) if decode else codec.encode(payloads))
+        except Exception:  # noqa: BLE001 - any failure to decrypt is the caller's input
+            raise Unprocessable("the payloads could not be processed") from None
+        return _dump(out)
 
 
 @router.post("/decode")

@@ -8,11 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from services.db import pool_exhausted
 from services.errors import DomainError
 
 PROBLEM = "application/problem+json"
@@ -54,6 +57,10 @@ def describe(exc: Exception) -> tuple[int, str, str, str] | None:
             return 409, "Referral process ended", "the referral's process has ended", "ended"
         logger.warning("temporal unavailable: %s", exc.status)
         return 503, "Service unavailable", "the workflow service is unavailable", "unavailable"
+    if pool_exhausted(exc):
+        # every pooled connection is busy (or a lock wait timed out): try again, never hang
+        logger.warning("database busy: %s", type(exc).__name__)
+        return 503, "Service unavailable", "the database is busy; try again", "unavailable"
     return None
 
 
@@ -91,12 +98,23 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    described = describe(exc)
+    if described is not None:
+        return problem(*described)
     logger.error("unexpected error: %s", type(exc).__name__)
     return problem(500, "Internal error", "an unexpected error occurred", "internal")
 
 
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    if pool_exhausted(exc):
+        return await _known(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     """Register every problem+json handler."""
+    app.add_exception_handler(PoolTimeout, _database)
+    app.add_exception_handler(OperationalError, _database)
     app.add_exception_handler(DomainError, _known)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

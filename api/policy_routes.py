@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from api.deps import ContextDep, PrincipalDep, RuntimeDep
 from api.routes import purpose_of
 from services import policy
+from services.audit.models import AuditEventType
 from services.errors import Forbidden, Unprocessable
 from services.principal import Role, Sector
 
@@ -53,25 +54,25 @@ async def explain_policy(
     """Decide a typical situation with the live policies (auditors and administrators)."""
 
     def answer() -> dict[str, object]:
-        allowed = runtime.gatekeeper.decide(
+        with runtime.gatekeeper.access(
             principal=principal,
-            action=policy.Action.EXPLAIN_POLICY,
-            case=None,
-            consent=None,
+            event_type=AuditEventType.QUERY,
+            action="policy.explain",
             purpose=purpose_of(principal),
             ctx=ctx,
-        )
-        if not allowed.allowed:
-            raise Forbidden("only auditors and administrators may ask the policies to explain")
-        if (category is None) == (action is None):
-            raise Unprocessable("give exactly one of category or action")
-        if action is policy.Action.DISCLOSE:
-            raise Unprocessable("to ask about a disclosure, give the category instead")
-        subject = category.value if category is not None else str(action)
-        decision = policy.explain(role, sector, relation, subject, consent)
-        return {
-            "decision": "ALLOW" if decision.allowed else "DENY",
-            "policy_ids": list(decision.policy_ids),
-        }
+        ) as access:
+            allowed = access.decide(action=policy.Action.EXPLAIN_POLICY, case=None, consent=None)
+            if not allowed.allowed:
+                raise Forbidden("only auditors and administrators may ask the policies to explain")
+            if (category is None) == (action is None):
+                raise Unprocessable("give exactly one of category or action")
+            if action is policy.Action.DISCLOSE:
+                raise Unprocessable("to ask about a disclosure, give the category instead")
+            subject = category.value if category is not None else str(action)
+            decision = policy.explain(role, sector, relation, subject, consent)
+            return {
+                "decision": "ALLOW" if decision.allowed else "DENY",
+                "policy_ids": list(decision.policy_ids),
+            }
 
     return await run_in_threadpool(answer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -11,7 +10,6 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
 from api.schemas import (
@@ -27,11 +25,11 @@ from api.schemas import (
     ReferralView,
 )
 from services import consent as consent_service
-from services import policy, referrals
-from services.access import RequestContext
-from services.audit.models import AuditEventType
+from services import idempotency, policy, referrals
+from services.access import Access, RequestContext
+from services.audit.models import AuditEventType, AuditOutcome
 from services.case_content import ReferralCreate
-from services.errors import Conflict, Forbidden, NotFound, Unprocessable
+from services.errors import Conflict, Forbidden, NotFound, PreconditionRequired, Unprocessable
 from services.lifecycle import (
     AcceptInput,
     Actor,
@@ -50,6 +48,7 @@ from services.lifecycle import (
 from services.models import Referral, utcnow
 from services.principal import Principal, Sector
 from services.runtime import Runtime
+from workflows.reconciler import start_referral
 from workflows.referral import ReferralWorkflow, workflow_id
 
 router = APIRouter(prefix="/api/v1", tags=["referrals"])
@@ -83,81 +82,97 @@ def actor_of(principal: Principal) -> Actor:
 
 def guard(
     session: Session,
-    runtime: Runtime,
-    principal: Principal,
-    ctx: RequestContext,
+    access: Access,
     referral_id: uuid.UUID,
     action: policy.Action,
 ) -> tuple[Referral, policy.CaseFacts, policy.ConsentFacts | None]:
     """Load a referral and authorise `action`; outsiders learn nothing (404, not 403)."""
+    access.referral_id = referral_id
     referral = session.get(Referral, referral_id)
     if referral is None:
-        runtime.gatekeeper.decide(
-            principal=principal,
-            action=action,
-            case=None,
-            consent=None,
-            purpose=purpose_of(principal),
-            ctx=ctx,
-            referral_id=referral_id,
-        )
+        access.decide(action=action, case=None, consent=None)
         raise NotFound("no such referral")
     case = referrals.case_facts(session=session, referral=referral)
     consent = referrals.consent_facts(session=session, referral_id=referral_id)
-    decision = runtime.gatekeeper.decide(
-        principal=principal,
-        action=action,
-        case=case,
-        consent=consent,
-        purpose=purpose_of(principal),
-        ctx=ctx,
-        referral_id=referral_id,
-    )
+    decision = access.decide(action=action, case=case, consent=consent)
     if not decision.allowed:
-        if policy.relation_of(principal, case) in _HIDDEN_RELATIONS:
+        if policy.relation_of(access.principal, case) in _HIDDEN_RELATIONS:
             raise NotFound("no such referral")
         raise Forbidden("you may not take this step on this referral")
     return referral, case, consent
 
 
+def open_access(
+    runtime: Runtime,
+    principal: Principal,
+    ctx: RequestContext,
+    event_type: AuditEventType,
+    action: str,
+    referral_id: uuid.UUID | None = None,
+) -> Access:
+    """A new access of `principal`, recorded as one audit entry when it is finished."""
+    return runtime.gatekeeper.open(
+        principal=principal,
+        event_type=event_type,
+        action=action,
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        referral_id=referral_id,
+    )
+
+
+def project(
+    runtime: Runtime, access: Access, referral_id: uuid.UUID, session: Session | None = None
+) -> dict[str, Any]:
+    """The referral projected for the access's principal; its disclosures fill `access`."""
+    if session is None:
+        # the request's connection goes back to the pool before the audit entry is written
+        with Session(runtime.engine) as own:
+            return project(runtime, access, referral_id, own)
+    referral, case, consent = guard(session, access, referral_id, policy.Action.VIEW_REFERRAL)
+    decisions = access.disclosures(case=case, consent=consent)
+    view, disclosed = referrals.case_view(
+        session=session,
+        vault=runtime.vault,
+        viewer=access.principal,
+        referral=referral,
+        decisions=decisions,
+        consent=consent,
+    )
+    access.disclose(disclosed)
+    return view
+
+
 def view_of(
     runtime: Runtime, principal: Principal, ctx: RequestContext, referral_id: uuid.UUID
 ) -> dict[str, Any]:
-    """The referral projected for `principal`, with its disclosures audited."""
-    with Session(runtime.engine) as session:
-        referral, case, consent = guard(
-            session, runtime, principal, ctx, referral_id, policy.Action.VIEW_REFERRAL
-        )
-        decisions = runtime.gatekeeper.disclosures(
-            principal=principal,
-            case=case,
-            consent=consent,
-            purpose=purpose_of(principal),
-            ctx=ctx,
-            referral_id=referral_id,
-        )
-        view, disclosed = referrals.case_view(
-            session=session,
-            vault=runtime.vault,
-            viewer=principal,
-            referral=referral,
-            decisions=decisions,
-            consent=consent,
-        )
-        runtime.gatekeeper.record(
-            principal=principal,
-            event_type=AuditEventType.READ,
-            action="referral.read",
-            purpose=purpose_of(principal),
-            ctx=ctx,
-            referral_id=referral_id,
-            categories=disclosed,
-        )
-        return view
+    """The referral projected for `principal`: one access, its entry committed first."""
+    with runtime.gatekeeper.access(
+        principal=principal,
+        event_type=AuditEventType.READ,
+        action="referral.read",
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        referral_id=referral_id,
+    ) as access:
+        return project(runtime, access, referral_id)
 
 
 def _handle(temporal: Client, referral_id: uuid.UUID) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
     return temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(referral_id))
+
+
+class _KeyedHandle(WorkflowHandle[ReferralWorkflow, Snapshot]):
+    """A workflow handle whose updates carry the step's idempotent update id: Temporal runs
+    an update with a known id once and answers its first result again."""
+
+    def __init__(self, client: Client, referral_id: uuid.UUID, update_id: str) -> None:
+        super().__init__(client, workflow_id(referral_id), result_type=Snapshot)
+        self._update_id = update_id
+
+    async def execute_update(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("id", self._update_id)
+        return await super().execute_update(*args, **kwargs)
 
 
 async def step(
@@ -170,41 +185,121 @@ async def step(
     action: policy.Action,
     run_update: Callable[[WorkflowHandle[ReferralWorkflow, Snapshot], Actor], Any],
     after: Callable[[Session, Referral], list[str]] | None = None,
+    idempotency_key: str | None = None,
+    body: Any = None,
 ) -> dict[str, Any]:
-    """Authorise, ask the workflow (its validator may refuse: 409), audit, answer the view."""
+    """Authorise, ask the workflow (its validator may refuse: 409), answer the view; one
+    audit entry, committed with the step's stored state and its stored answer. With an
+    Idempotency-Key, a retry repeats the first answer and the workflow takes the step once."""
+    keyed = idempotency_key is not None
+    org = principal.organisation
+    if keyed:
+        assert idempotency_key is not None
+        secret = runtime.keyring.pseudonym_key()
+        print_ = idempotency.fingerprint(secret, purpose=f"{action.value}:{referral_id}", body=body)
+        claimed = await run_in_threadpool(
+            _claim, runtime, org, idempotency_key, print_, referral_id, action.value
+        )
+        if claimed.replay_status is not None:
+            # the step was taken: answer as the first time, the view read afresh (and audited)
+            replay = open_access(
+                runtime, principal, ctx, AuditEventType.READ, f"referral.{action.value}.replay"
+            )
+            return await run_in_threadpool(_answer, runtime, replay, referral_id, None)
+    access = open_access(
+        runtime, principal, ctx, AuditEventType.UPDATE, f"referral.{action.value}", referral_id
+    )
+    try:
+        await run_in_threadpool(_authorise, runtime, access, referral_id, action)
+        handle = _handle(temporal, referral_id)
+        if keyed:
+            update_id = idempotency.update_id(
+                runtime.keyring.pseudonym_key(),
+                organisation=org,
+                idempotency_key=str(idempotency_key),
+            )
+            handle = _KeyedHandle(temporal, referral_id, update_id)
+        await run_update(handle, actor_of(principal))
 
-    def authorise() -> None:
-        with Session(runtime.engine) as session:
-            guard(session, runtime, principal, ctx, referral_id, action)
+        # Without stored state the view is read from the request pool before the entry is
+        # written; with care notes it is read in the audit writer's transaction, so it shows
+        # them. Either way the audit writer never waits for a request's connection.
+        view = None
+        if after is None:
+            view = await run_in_threadpool(_view_or_gone, runtime, access, referral_id, None)
 
-    await run_in_threadpool(authorise)
-    await run_update(_handle(temporal, referral_id), actor_of(principal))
+        def store(session: Session) -> dict[str, Any]:
+            if keyed:
+                idempotency.answered(
+                    session=session, organisation=org, key=str(idempotency_key), status_code=200
+                )
+            if after is None:
+                assert view is not None
+                return view
+            referral = referrals.get(session=session, referral_id=referral_id)
+            access.disclose(after(session, referral))
+            return _view_or_gone(runtime, access, referral_id, session)
 
-    def record() -> None:
-        categories: list[str] = []
-        if after is not None:
-            with Session(runtime.engine) as session:
-                referral = referrals.get(session=session, referral_id=referral_id)
-                categories = after(session, referral)
-        runtime.gatekeeper.record(
-            principal=principal,
-            event_type=AuditEventType.UPDATE,
-            action=f"referral.{action.value}",
-            purpose=purpose_of(principal),
-            ctx=ctx,
+        return await run_in_threadpool(access.finish_with, store)
+    except BaseException as error:
+        await run_in_threadpool(access.abandon, error)
+        if keyed:
+            await run_in_threadpool(_release, runtime, org, str(idempotency_key))
+        raise
+
+
+def _claim(
+    runtime: Runtime, org: str, key: str, print_: str, referral_id: uuid.UUID, action: str
+) -> idempotency.Claim:
+    with Session(runtime.engine) as session:
+        return idempotency.claim(
+            session=session,
+            organisation=org,
+            key=key,
+            fingerprint=print_,
             referral_id=referral_id,
-            categories=categories,
+            action=action,
+            ttl_seconds=runtime.settings.idempotency_ttl_seconds,
         )
 
-    await run_in_threadpool(record)
+
+def _release(runtime: Runtime, org: str, key: str) -> None:
+    with Session(runtime.engine) as session:
+        idempotency.release(session=session, organisation=org, key=key)
+
+
+def _authorise(
+    runtime: Runtime, access: Access, referral_id: uuid.UUID, action: policy.Action
+) -> None:
+    with Session(runtime.engine) as session:
+        guard(session, access, referral_id, action)
+
+
+def _view_or_gone(
+    runtime: Runtime, access: Access, referral_id: uuid.UUID, session: Session | None
+) -> dict[str, Any]:
     try:
-        return await run_in_threadpool(view_of, runtime, principal, ctx, referral_id)
+        return project(runtime, access, referral_id, session)
     except NotFound:
         # e.g. a provider that just declined: the step happened, the case is no longer its own
         return {"id": str(referral_id), "stage": "no_longer_visible"}
 
 
+def _answer(
+    runtime: Runtime, access: Access, referral_id: uuid.UUID, session: Session | None
+) -> dict[str, Any]:
+    try:
+        view = _view_or_gone(runtime, access, referral_id, session)
+    except BaseException as error:
+        access.abandon(error)
+        raise
+    access.finish()
+    return view
+
+
 # ---- create, list, read ----------------------------------------------------------------
+
+_STORED_CATEGORIES = ("identity", "contact", "judicial_context", "referral_reason")
 
 
 @router.post("/referrals", status_code=201, response_model=ReferralView)
@@ -217,89 +312,78 @@ async def create_referral(
     ctx: ContextDep,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    """Create and submit a referral (prosecutor's office); honours Idempotency-Key."""
+    """Create and submit a referral (prosecutor's office). The Idempotency-Key is required:
+    a retry with it returns the same referral, never a second one for the same person."""
+    access = open_access(runtime, principal, ctx, AuditEventType.CREATE, "referral.create")
+    body_hash = referrals.request_hash(body, runtime.keyring.pseudonym_key())
 
-    def prepare() -> tuple[Referral, bool, Any]:
-        with Session(runtime.engine) as session:
-            case = referrals.draft_case(
-                session=session, principal=principal, framework_id=body.framework_id
-            )
-            decision = runtime.gatekeeper.decide(
+    def store(session: Session) -> tuple[Referral, bool, Any]:
+        # the referral, its start intent and this access's audit entry: one transaction
+        case = referrals.draft_case(
+            session=session, principal=principal, framework_id=body.framework_id
+        )
+        decision = access.decide(action=policy.Action.CREATE_REFERRAL, case=case, consent=None)
+        if not decision.allowed:
+            raise Forbidden("you may not create referrals under this framework")
+        referrals.active_framework(
+            session=session, framework_id=body.framework_id, principal=principal
+        )
+        if idempotency_key is None:
+            # decided and audited first; then a retry could never make a second referral
+            raise PreconditionRequired("an Idempotency-Key header is required to create a referral")
+        referral = referrals.find_replay(
+            session=session,
+            organisation=principal.organisation,
+            key=str(idempotency_key),
+            body_hash=body_hash,
+        )
+        replayed = referral is not None
+        if referral is None:
+            referral = referrals.create(
+                session=session,
+                vault=runtime.vault,
+                pseudonymizer=runtime.pseudonymizer,
                 principal=principal,
-                action=policy.Action.CREATE_REFERRAL,
-                case=case,
-                consent=None,
-                purpose=purpose_of(principal),
-                ctx=ctx,
+                body=body,
+                idempotency_key=idempotency_key,
+                body_hash=body_hash,
             )
-            if not decision.allowed:
-                raise Forbidden("you may not create referrals under this framework")
-            referrals.active_framework(
-                session=session, framework_id=body.framework_id, principal=principal
-            )
-            replayed = False
-            referral = None
-            if idempotency_key is not None:
-                referral = referrals.find_replay(
-                    session=session,
-                    organisation=principal.organisation,
-                    key=idempotency_key,
-                    body_hash=referrals.request_hash(body),
-                )
-                replayed = referral is not None
-            if referral is None:
-                referral = referrals.create(
-                    session=session,
-                    vault=runtime.vault,
-                    pseudonymizer=runtime.pseudonymizer,
-                    principal=principal,
-                    body=body,
-                    idempotency_key=idempotency_key,
-                )
-                runtime.gatekeeper.record(
-                    principal=principal,
-                    event_type=AuditEventType.CREATE,
-                    action="referral.create",
-                    purpose=purpose_of(principal),
-                    ctx=ctx,
-                    referral_id=referral.id,
-                    categories=["identity", "contact", "judicial_context", "referral_reason"],
-                )
-            wf_input = referrals.workflow_input(
-                session=session, referral=referral, settings=runtime.settings
-            )
-            return referral, replayed, wf_input
+            access.disclose(_STORED_CATEGORIES)
+        access.referral_id = referral.id
+        wf_input = referrals.workflow_input(
+            session=session, referral=referral, settings=runtime.settings
+        )
+        return referral, replayed, wf_input
 
-    referral, replayed, wf_input = await run_in_threadpool(prepare)
+    try:
+        referral, replayed, wf_input = await run_in_threadpool(access.finish_with, store)
+    except BaseException as error:
+        await run_in_threadpool(access.abandon, error)
+        raise
     if referral.stage == "draft":
-        # also on a replay: a crash between storing and starting must not lose the referral
-        try:
-            await temporal.start_workflow(
-                ReferralWorkflow.run,
-                wf_input,
-                id=workflow_id(referral.id),
-                task_queue=runtime.settings.temporal_task_queue,
-            )
-        except WorkflowAlreadyStartedError:
-            pass
-        await _until_submitted(runtime, referral.id)
+        # also on a replay: the reconciler starts it too, whichever comes first
+        await start_referral(
+            client=temporal,
+            engine=runtime.engine,
+            task_queue=runtime.settings.temporal_task_queue,
+            inp=wf_input,
+        )
+        # answers stay consistent: wait until the workflow has projected the submission
+        await _handle(temporal, referral.id).execute_update(ReferralWorkflow.submitted)
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return await run_in_threadpool(view_of, runtime, principal, ctx, referral.id)
+    return await run_in_threadpool(_answer_created, runtime, access, referral.id)
 
 
-async def _until_submitted(runtime: Runtime, referral_id: uuid.UUID) -> None:
-    """Wait briefly for the workflow to project its submission (answers stay consistent)."""
-
-    def version() -> int:
-        with Session(runtime.engine) as session:
-            return referrals.get(session=session, referral_id=referral_id).version
-
-    for _ in range(100):
-        if await run_in_threadpool(version) > 0:
-            return
-        await asyncio.sleep(0.05)
+def _answer_created(runtime: Runtime, access: Access, referral_id: uuid.UUID) -> dict[str, Any]:
+    """The created referral's view; a category the create's entry does not name (none in
+    practice) gets an entry of its own before it leaves."""
+    recorded = set(access.disclosed)
+    view = project(runtime, access, referral_id)
+    if not set(access.disclosed) <= recorded:
+        runtime.gatekeeper.audit.append([access.event(AuditOutcome.SUCCESS)])
+    return view
 
 
 @router.get("/referrals", response_model=ReferralPage)
@@ -313,33 +397,28 @@ async def list_referrals(
     """The caller's organisation's referrals, newest first, paged."""
 
     def load() -> dict[str, Any]:
-        decision = runtime.gatekeeper.decide(
-            principal=principal,
-            action=policy.Action.LIST_REFERRALS,
-            case=None,
-            consent=None,
-            purpose=purpose_of(principal),
-            ctx=ctx,
-        )
-        if not decision.allowed:
-            raise Forbidden("you may not list referrals")
-        with Session(runtime.engine) as session:
-            rows, total = referrals.list_visible(
-                session=session, principal=principal, offset=offset, limit=limit
-            )
-            items = []
-            for row in rows:
-                reporting = row.referring_office != principal.organisation or row.reporting_consent
-                process = referrals.process_view(row, compliance=reporting)
-                items.append(ReferralSummary.model_validate(process).model_dump())
-        runtime.gatekeeper.record(
+        with runtime.gatekeeper.access(
             principal=principal,
             event_type=AuditEventType.QUERY,
             action="referral.list",
             purpose=purpose_of(principal),
             ctx=ctx,
-        )
-        return {"items": items, "total": total, "offset": offset, "limit": limit}
+        ) as access:
+            decision = access.decide(action=policy.Action.LIST_REFERRALS, case=None, consent=None)
+            if not decision.allowed:
+                raise Forbidden("you may not list referrals")
+            with Session(runtime.engine) as session:
+                rows, total = referrals.list_visible(
+                    session=session, principal=principal, offset=offset, limit=limit
+                )
+                items = []
+                for row in rows:
+                    reporting = (
+                        row.referring_office != principal.organisation or row.reporting_consent
+                    )
+                    process = referrals.process_view(row, compliance=reporting)
+                    items.append(ReferralSummary.model_validate(process).model_dump())
+            return {"items": items, "total": total, "offset": offset, "limit": limit}
 
     return await run_in_threadpool(load)
 
@@ -363,6 +442,7 @@ async def record_consent(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Record the person's consent (or refusal); a new version each time."""
     missing = consent_service.check_form(
@@ -403,6 +483,8 @@ async def record_consent(
         referral_id=referral_id,
         action=policy.Action.RECORD_CONSENT,
         run_update=run,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
     )
 
 
@@ -413,6 +495,7 @@ async def withdraw_consent(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Withdraw consent: effective at once, the referral is cancelled."""
 
@@ -432,6 +515,7 @@ async def withdraw_consent(
         referral_id=referral_id,
         action=policy.Action.WITHDRAW_CONSENT,
         run_update=run,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -442,22 +526,21 @@ async def list_consents(
     """Every consent version of a referral (no personal content)."""
 
     def load() -> list[dict[str, Any]]:
-        with Session(runtime.engine) as session:
-            guard(session, runtime, principal, ctx, referral_id, policy.Action.VIEW_REFERRAL)
-            rows = consent_service.list_for(session=session, referral_id=referral_id)
-            out = [
-                ConsentView.model_validate({**r.model_dump(), "id": str(r.id)}).model_dump()
-                for r in rows
-            ]
-        runtime.gatekeeper.record(
+        with runtime.gatekeeper.access(
             principal=principal,
             event_type=AuditEventType.READ,
             action="consent.list",
             purpose=purpose_of(principal),
             ctx=ctx,
             referral_id=referral_id,
-        )
-        return out
+        ) as access:
+            with Session(runtime.engine) as session:
+                guard(session, access, referral_id, policy.Action.VIEW_REFERRAL)
+                rows = consent_service.list_for(session=session, referral_id=referral_id)
+                return [
+                    ConsentView.model_validate({**r.model_dump(), "id": str(r.id)}).model_dump()
+                    for r in rows
+                ]
 
     return await run_in_threadpool(load)
 
@@ -474,6 +557,7 @@ def _simple_step(
         temporal: TemporalDep,
         principal: PrincipalDep,
         ctx: ContextDep,
+        idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
             return await handle.execute_update(update, make(actor))
@@ -486,6 +570,7 @@ def _simple_step(
             referral_id=referral_id,
             action=action,
             run_update=run,
+            idempotency_key=idempotency_key,
         )
 
     endpoint.__doc__ = doc
@@ -529,6 +614,7 @@ async def decline(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Decline the offer with a reason code; the referral goes to the next provider."""
 
@@ -545,6 +631,8 @@ async def decline(
         referral_id=referral_id,
         action=policy.Action.DECLINE,
         run_update=run,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
     )
 
 
@@ -556,6 +644,7 @@ async def record_intake(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Record the intake (accepted provider); the trajectory is in progress."""
 
@@ -573,6 +662,8 @@ async def record_intake(
         referral_id=referral_id,
         action=policy.Action.RECORD_INTAKE,
         run_update=run,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
     )
 
 
@@ -597,6 +688,7 @@ async def report_progress(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """A progress report: attendance (a compliance fact) and care notes (never to justice)."""
 
@@ -619,6 +711,8 @@ async def report_progress(
         referral_id=referral_id,
         action=policy.Action.REPORT_PROGRESS,
         run_update=run,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
         after=_notes_saver(runtime, body.clinical_note, body.welfare_note),
     )
 
@@ -631,6 +725,7 @@ async def close(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Close the trajectory with an outcome; justice gets only the compliance fact."""
 
@@ -650,6 +745,8 @@ async def close(
         referral_id=referral_id,
         action=policy.Action.CLOSE,
         run_update=run,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
         after=_notes_saver(runtime, body.clinical_note, None),
     )
 
@@ -662,6 +759,7 @@ async def decide(
     temporal: TemporalDep,
     principal: PrincipalDep,
     ctx: ContextDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """The prosecutor's decision after the outcome; the referral is closed."""
 
@@ -678,4 +776,6 @@ async def decide(
         referral_id=referral_id,
         action=policy.Action.DECIDE,
         run_update=run,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(mode="json"),
     )

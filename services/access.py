@@ -1,15 +1,35 @@
-"""Every access decision in one place: Cedar decides, the audit log records, allow or deny."""
+"""Every access decision in one place: Cedar decides, the audit log records, allow or deny.
+
+One access, one audit entry (IHE BALP): a request opens an `Access`, its decisions and
+disclosures fill it, and `finish` writes one entry with the decision, the deciding policies,
+the categories disclosed and withheld, and the outcome. The entry is committed before the
+answer leaves; a refused or failed access is recorded too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
 from uuid import UUID
+
+from sqlmodel import Session
 
 from services import policy
 from services.audit.log import AuditLog
-from services.audit.models import AuditDecision, AuditEvent, AuditEventType, pseudonymise_referral
+from services.audit.models import (
+    AuditDecision,
+    AuditEvent,
+    AuditEventType,
+    AuditOutcome,
+    pseudonymise_referral,
+)
+from services.errors import DomainError
 from services.principal import Principal
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -20,8 +40,109 @@ class RequestContext:
     trace_id: str | None = None
 
 
+def outcome_of(error: BaseException | None) -> AuditOutcome:
+    """The outcome of an access that ended with `error` (None: it succeeded)."""
+    if error is None:
+        return AuditOutcome.SUCCESS
+    if isinstance(error, DomainError) and error.status < 500:
+        return AuditOutcome.REFUSED
+    return AuditOutcome.FAILED
+
+
+@dataclass
+class Access:
+    """One access being served: what was decided and disclosed, written once by `finish`."""
+
+    gatekeeper: Gatekeeper
+    principal: Principal
+    event_type: AuditEventType
+    action: str
+    purpose: str
+    ctx: RequestContext
+    referral_id: UUID | None = None
+    decision: AuditDecision | None = None
+    policy_ids: set[str] = field(default_factory=set)
+    disclosed: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
+    finished: bool = False
+
+    def decide(
+        self,
+        *,
+        action: policy.Action,
+        case: policy.CaseFacts | None,
+        consent: policy.ConsentFacts | None,
+    ) -> policy.Decision:
+        """Authorise `action`; the first decision is the access's, later ones add policies."""
+        decision = policy.authorize(self.principal, action, case, consent)
+        if self.decision is None:
+            self.decision = AuditDecision.PERMIT if decision.allowed else AuditDecision.DENY
+        self.policy_ids.update(decision.policy_ids)
+        return decision
+
+    def disclosures(
+        self, *, case: policy.CaseFacts, consent: policy.ConsentFacts | None
+    ) -> dict[policy.DataCategory, policy.Decision]:
+        """Per-category disclosure decisions; the denied ones are recorded as withheld."""
+        decisions = policy.disclosable_categories(self.principal, case, consent)
+        for category, decision in decisions.items():
+            self.policy_ids.update(decision.policy_ids)
+            if not decision.allowed and category.value not in self.withheld:
+                self.withheld.append(category.value)
+        return decisions
+
+    def disclose(self, categories: Iterable[str]) -> None:
+        """Record categories the answer (or the stored state) carries."""
+        for category in categories:
+            if category not in self.disclosed:
+                self.disclosed.append(category)
+
+    def event(self, outcome: AuditOutcome) -> AuditEvent:
+        """The one audit event of this access."""
+        principal = self.principal
+        return AuditEvent(
+            event_type=self.event_type,
+            actor_subject=principal.subject,
+            actor_organisation=principal.organisation,
+            actor_role=",".join(sorted(r.value for r in principal.roles))[:64] or "none",
+            action=self.action,
+            referral_pseudonym=self.gatekeeper.pseudonym(self.referral_id),
+            # nothing is disclosed by an access that did not succeed
+            categories=tuple(self.disclosed) if outcome is AuditOutcome.SUCCESS else (),
+            decision=self.decision,
+            policy_ids=tuple(sorted(self.policy_ids)),
+            purpose_of_use=self.purpose,
+            request_id=self.ctx.request_id,
+            trace_id=self.ctx.trace_id,
+            outcome=outcome,
+            withheld=tuple(self.withheld),
+        )
+
+    def finish(self, outcome: AuditOutcome = AuditOutcome.SUCCESS) -> None:
+        """Write the access's one entry (blocking; committed when this returns)."""
+        if self.finished:
+            return
+        self.gatekeeper.audit.append([self.event(outcome)])
+        self.finished = True
+
+    def finish_with(self, write: Callable[[Session], T]) -> T:
+        """Store `write`'s state and this access's entry in one transaction (blocking)."""
+        if self.finished:
+            raise RuntimeError("this access has already been recorded")
+        result = self.gatekeeper.audit.append_with(
+            write, lambda _: [self.event(AuditOutcome.SUCCESS)]
+        )
+        self.finished = True
+        return result
+
+    def abandon(self, error: BaseException) -> None:
+        """Record an access that ended with `error`, unless it was recorded already."""
+        if not self.finished:
+            self.finish(outcome_of(error))
+
+
 class Gatekeeper:
-    """Asks the policies and writes every decision and access to the audit log."""
+    """Asks the policies and writes one audit entry per access, whatever the decision."""
 
     def __init__(self, *, audit: AuditLog, pseudonym_key: bytes) -> None:
         self.audit = audit
@@ -33,72 +154,7 @@ class Gatekeeper:
             return None
         return pseudonymise_referral(referral_id, self._pseudonym_key)
 
-    def decide(
-        self,
-        *,
-        principal: Principal,
-        action: policy.Action,
-        case: policy.CaseFacts | None,
-        consent: policy.ConsentFacts | None,
-        purpose: str,
-        ctx: RequestContext,
-        referral_id: UUID | None = None,
-    ) -> policy.Decision:
-        """Authorise one action and record the decision, whatever it is."""
-        decision = policy.authorize(principal, action, case, consent)
-        self._append(
-            principal=principal,
-            event_type=(
-                AuditEventType.AUTHORIZATION_PERMIT
-                if decision.allowed
-                else AuditEventType.AUTHORIZATION_DENY
-            ),
-            action=action.value,
-            referral_id=referral_id,
-            categories=(),
-            decision=AuditDecision.PERMIT if decision.allowed else AuditDecision.DENY,
-            policy_ids=decision.policy_ids,
-            purpose=purpose,
-            ctx=ctx,
-        )
-        return decision
-
-    def disclosures(
-        self,
-        *,
-        principal: Principal,
-        case: policy.CaseFacts,
-        consent: policy.ConsentFacts | None,
-        purpose: str,
-        ctx: RequestContext,
-        referral_id: UUID,
-    ) -> dict[policy.DataCategory, policy.Decision]:
-        """Per-category disclosure decisions, recorded as one permit and one deny entry."""
-        decisions = policy.disclosable_categories(principal, case, consent)
-        allowed = [c for c, d in decisions.items() if d.allowed]
-        denied = [c for c, d in decisions.items() if not d.allowed]
-        for granted, cats in ((True, allowed), (False, denied)):
-            if not cats:
-                continue
-            ids = sorted({pid for c in cats for pid in decisions[c].policy_ids})
-            self._append(
-                principal=principal,
-                event_type=(
-                    AuditEventType.AUTHORIZATION_PERMIT
-                    if granted
-                    else AuditEventType.AUTHORIZATION_DENY
-                ),
-                action="disclose",
-                referral_id=referral_id,
-                categories=[c.value for c in cats],
-                decision=AuditDecision.PERMIT if granted else AuditDecision.DENY,
-                policy_ids=ids,
-                purpose=purpose,
-                ctx=ctx,
-            )
-        return decisions
-
-    def record(
+    def open(
         self,
         *,
         principal: Principal,
@@ -107,49 +163,68 @@ class Gatekeeper:
         purpose: str,
         ctx: RequestContext,
         referral_id: UUID | None = None,
-        categories: Iterable[str] = (),
-    ) -> None:
-        """Record an access that happened (create, read, query, update, disclosure)."""
-        self._append(
+    ) -> Access:
+        """A new access; its owner must `finish` (or `abandon`) it before answering."""
+        return Access(
+            gatekeeper=self,
             principal=principal,
             event_type=event_type,
             action=action,
-            referral_id=referral_id,
-            categories=categories,
-            decision=None,
-            policy_ids=(),
             purpose=purpose,
             ctx=ctx,
+            referral_id=referral_id,
         )
 
-    def _append(
+    @contextmanager
+    def access(
         self,
         *,
         principal: Principal,
         event_type: AuditEventType,
         action: str,
-        referral_id: UUID | None,
-        categories: Iterable[str],
-        decision: AuditDecision | None,
-        policy_ids: Iterable[str],
         purpose: str,
         ctx: RequestContext,
-    ) -> None:
-        self.audit.append(
-            [
-                AuditEvent(
-                    event_type=event_type,
-                    actor_subject=principal.subject,
-                    actor_organisation=principal.organisation,
-                    actor_role=",".join(sorted(r.value for r in principal.roles))[:64] or "none",
-                    action=action,
-                    referral_pseudonym=self.pseudonym(referral_id),
-                    categories=tuple(categories),
-                    decision=decision,
-                    policy_ids=tuple(policy_ids),
-                    purpose_of_use=purpose,
-                    request_id=ctx.request_id,
-                    trace_id=ctx.trace_id,
-                )
-            ]
+        referral_id: UUID | None = None,
+    ) -> Iterator[Access]:
+        """An access recorded when the block ends: success, refused (4xx) or failed."""
+        record = self.open(
+            principal=principal,
+            event_type=event_type,
+            action=action,
+            purpose=purpose,
+            ctx=ctx,
+            referral_id=referral_id,
         )
+        try:
+            yield record
+        except BaseException as error:
+            record.abandon(error)
+            raise
+        record.finish()
+
+    @asynccontextmanager
+    async def access_async(
+        self,
+        *,
+        principal: Principal,
+        event_type: AuditEventType,
+        action: str,
+        purpose: str,
+        ctx: RequestContext,
+        referral_id: UUID | None = None,
+    ) -> AsyncIterator[Access]:
+        """`access` for a block that awaits; the entry is written off the event loop."""
+        record = self.open(
+            principal=principal,
+            event_type=event_type,
+            action=action,
+            purpose=purpose,
+            ctx=ctx,
+            referral_id=referral_id,
+        )
+        try:
+            yield record
+        except BaseException as error:
+            await asyncio.to_thread(record.abandon, error)
+            raise
+        await asyncio.to_thread(record.finish)

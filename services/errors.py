@@ -51,3 +51,11 @@ class Unavailable(DomainError):
     status = 503
     title = "Service unavailable"
     type_slug = "unavailable"
+
+
+class PreconditionRequired(DomainError):
+    """A request that must carry a precondition (e.g. an Idempotency-Key) lacks it."""
+
+    status = 428
+    title = "Precondition required"
+    type_slug = "precondition-required"

@@ -208,6 +208,39 @@ class IdempotencyRecord(SQLModel, table=True):
     )
 
 
+class WorkflowStart(SQLModel, table=True):
+    """The intent to start a referral's workflow, stored with the referral (an outbox row):
+    the worker's reconciler starts every workflow whose intent is still pending."""
+
+    __tablename__ = "workflow_start"
+
+    referral_id: uuid.UUID = Field(primary_key=True, foreign_key="referral.id")
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    started_at: datetime | None = _ts(nullable=True, index=True)
+    attempts: int = 0
+
+
+class StepAnswer(SQLModel, table=True):
+    """The first answer to a step with an Idempotency-Key; a retry gets it again. The body
+    is known only by its keyed fingerprint (HMAC), never stored or hashed in clear."""
+
+    __tablename__ = "step_answer"
+
+    organisation: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=200)
+    fingerprint: str = Field(max_length=64)
+    referral_id: uuid.UUID
+    action: str = Field(max_length=64)
+    # None while the first request is still being served
+    status_code: int | None = None
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+
+
 class WebSession(SQLModel, table=True):
     """A browser session of the web login. The cookie holds only a random secret; the row
     is keyed by its SHA-256 and holds the user's tokens sealed (AES-GCM), so neither a

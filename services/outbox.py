@@ -1,20 +1,53 @@
-"""Idempotent side effects of the lifecycle: offers, notifications, the channel to justice."""
+"""Idempotent side effects of the lifecycle: workflow start intents, offers, notifications,
+the channel to justice."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from uuid import UUID
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from services.lifecycle import ComplianceFact, ConsentPurpose, NotificationKind
-from services.models import Consent, JusticeMessage, Notification, Offer, utcnow
+from services.models import (
+    Consent,
+    JusticeMessage,
+    Notification,
+    Offer,
+    WorkflowStart,
+    utcnow,
+)
 
 # Every message on the channel to justice carries this notice (shared professional secrecy).
 NO_REDISCLOSURE_NOTICE = (
     "Compliance information shared under a cooperation framework with the person's consent. "
     "It may not be disclosed further or used for any other purpose."
 )
+
+
+def intend_start(*, session: Session, referral_id: UUID) -> None:
+    """Store the intent to start a referral's workflow, in the transaction that stores it."""
+    session.add(WorkflowStart(referral_id=referral_id))
+
+
+def pending_starts(*, session: Session, older_than: datetime, limit: int = 100) -> list[UUID]:
+    """Referrals whose workflow start is still pending (stored before `older_than`)."""
+    rows = session.exec(
+        select(WorkflowStart.referral_id)
+        .where(WorkflowStart.started_at == None, WorkflowStart.created_at < older_than)  # noqa: E711
+        .order_by(col(WorkflowStart.created_at))
+        .limit(limit)
+    ).all()
+    return list(rows)
+
+
+def mark_started(*, session: Session, referral_id: UUID) -> None:
+    """Record that the referral's workflow is running (or ran): nothing left to start."""
+    row = session.get(WorkflowStart, referral_id)
+    if row is not None and row.started_at is None:
+        row.started_at = utcnow()
+        row.attempts += 1
+        session.add(row)
 
 
 def create_offer(

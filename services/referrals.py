@@ -4,6 +4,7 @@ facts of a referral, and the per-category projection of what a caller may see.""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from datetime import date, datetime
@@ -13,7 +14,7 @@ from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services import policy
+from services import outbox, policy
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer
 from services.errors import Conflict, NotFound, Unprocessable
@@ -49,10 +50,11 @@ _COARSE_STAGE = {
 }
 
 
-def request_hash(body: ReferralCreate) -> str:
-    """A stable hash of a create request, to tell a replay from a reused key."""
+def request_hash(body: ReferralCreate, key: bytes) -> str:
+    """A keyed fingerprint of a create request (HMAC: the body is personal data), to tell a
+    replay from a reused key."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, b"create-request:" + canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def framework_members(*, session: Session, framework_id: uuid.UUID) -> frozenset[str]:
@@ -159,8 +161,10 @@ def create(
     principal: Principal,
     body: ReferralCreate,
     idempotency_key: str | None,
+    body_hash: str,
 ) -> Referral:
-    """Store a new referral (draft) with its personal fields sealed; commits."""
+    """Store a new referral (draft) with its personal fields sealed and the intent to start
+    its workflow; flushed, the caller commits (with the audit entry)."""
     office = session.exec(
         select(Organisation).where(Organisation.code == principal.organisation)
     ).first()
@@ -194,14 +198,14 @@ def create(
             IdempotencyRecord(
                 organisation=principal.organisation,
                 key=idempotency_key,
-                request_hash=request_hash(body),
+                request_hash=body_hash,
                 referral_id=referral_id,
             )
         )
+    outbox.intend_start(session=session, referral_id=referral_id)
     try:
-        session.commit()
+        session.flush()
     except IntegrityError:
-        session.rollback()
         raise Conflict("a request with this Idempotency-Key is being processed") from None
     return referral
 

@@ -34,10 +34,23 @@ def audit_key_id(keyring: KeyRing) -> str:
     return "ed25519:" + hashlib.sha256(public).hexdigest()[:16]
 
 
+def request_engine(settings: Settings) -> Engine:
+    """The engine requests and activities use, with the pool limits of the settings."""
+    return make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds,
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
     engine: Engine
+    # The audit writer's own small pool: an append never waits for a request's connection.
+    audit_engine: Engine
     keyring: KeyRing
     vault: PersonalDataVault
     pseudonymizer: Pseudonymizer
@@ -47,14 +60,22 @@ class Runtime:
     def close(self) -> None:
         """Release the database connections (CLI commands and workers end with this)."""
         self.engine.dispose()
+        self.audit_engine.dispose()
 
     @classmethod
     def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
         """Everything a process needs, from the settings."""
-        engine = engine or make_engine(settings.database_url)
+        engine = engine or request_engine(settings)
+        audit_engine = make_engine(
+            settings.database_url,
+            pool_size=settings.audit_pool_size,
+            max_overflow=0,
+            pool_timeout=settings.audit_pool_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         keyring = load_keyring(settings)
         audit = AuditLog(
-            engine,
+            audit_engine,
             keyring.audit_signing_key(),
             audit_key_id(keyring),
             sth_every_entries=settings.audit_sth_every_entries,
@@ -63,6 +84,7 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
+            audit_engine=audit_engine,
             keyring=keyring,
             vault=PersonalDataVault(keyring),
             pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),

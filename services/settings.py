@@ -32,6 +32,20 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
 
     database_url: str = "sqlite:///.data/referral.db"
+    # The request pool: a request that cannot get a connection within `db_pool_timeout_seconds`
+    # is answered 503, never left hanging. The audit writer has its own small pool, so an
+    # audit append never waits for a connection a request holds.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # PostgreSQL statement_timeout and SQLite busy timeout (a lock wait ends in an error).
+    db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    audit_pool_size: int = Field(default=2, ge=1)
+    audit_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The worker's reconciler starts every workflow whose start intent is still pending.
+    reconcile_every_seconds: float = Field(default=5.0, gt=0)
+    # Stored answers of steps, replayed for a retry with the same Idempotency-Key.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"

@@ -78,7 +78,8 @@ def build(*, session: Session, referral_pseudonym: str, lang: str) -> dict[str, 
             at=format_datetime(e.recorded_at, format="medium", locale=lang),
         )
         for e in entries
-        if e.event_type in _SHOWN
+        # refused and failed accesses disclosed nothing: they stay in the auditor's view
+        if e.event_type in _SHOWN and e.outcome in (None, "success")
     ]
     by_org: dict[str, list[ReportRow]] = defaultdict(list)
     for row in rows:

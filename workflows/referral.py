@@ -319,6 +319,14 @@ class ReferralWorkflow:
         return self._snapshot()
 
     @workflow.update
+    async def submitted(self) -> Snapshot:
+        """Answers once the submission is projected: create waits on this, not on SQL."""
+        await self._submitted()
+        # `run` holds the lock until the submission's projection activity has completed
+        async with self._lock:
+            return self._snapshot()
+
+    @workflow.update
     async def record_consent(self, inp: ConsentRecordInput) -> Snapshot:
         await self._submitted()
         async with self._lock:

@@ -6,10 +6,10 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # One well-known key, so every process appending to the same PostgreSQL log serialises.
 ADVISORY_LOCK_KEY = 0x61756469745F6C67  # "audit_lg"
@@ -85,6 +86,12 @@ class _PendingAppend:
     entries: list[AuditEntry] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
+
+
+def _audit_index_clash(error: IntegrityError) -> bool:
+    """Whether an integrity error is two writers taking the same audit index."""
+    text_ = str(error.orig).lower()
+    return "audit_entry" in text_
 
 
 def _head_record(head: Mapping[Any, Any]) -> dict[str, Any]:
@@ -170,6 +177,19 @@ class AuditLog:
             raise pending.error
         return pending.entries
 
+    def append_with(
+        self, write: Callable[[Session], T], events: Callable[[T], Sequence[AuditEvent]]
+    ) -> T:
+        """Run `write` (state changes, flushed, not committed) and append the `events` it
+        leads to in ONE transaction of the audit writer: both are stored, or neither."""
+        with self._write_lock:
+            result, entries = self._write_entries_with(write, events)
+        try:
+            self._maybe_sign_tree_head()
+        except Exception:
+            logger.exception("signing the audit tree head failed")
+        return result
+
     def _flush(self, batch: list[_PendingAppend]) -> None:
         events = [event for pending in batch for event in pending.events]
         try:
@@ -186,27 +206,42 @@ class AuditLog:
             pending.done = True
 
     def _write_entries(self, events: list[AuditEvent]) -> list[AuditEntry]:
+        return self._write_entries_with(lambda _: None, lambda _: events)[1]
+
+    def _write_entries_with(
+        self, write: Callable[[Session], T], make_events: Callable[[T], Sequence[AuditEvent]]
+    ) -> tuple[T, list[AuditEntry]]:
         for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
             with self._write_lock, self._engine.connect() as conn:
                 self._lock_database(conn)
                 start = self._sync(conn)
-                recorded_at = datetime.now(UTC)
-                entries = [
-                    new_entry(event, index=start + offset, recorded_at=recorded_at)
-                    for offset, event in enumerate(events)
-                ]
                 try:
-                    conn.execute(insert(ENTRY_TABLE), [self._row(e) for e in entries])
+                    # The state joins the audit writer's transaction, taken under the append
+                    # lock: on SQLite no second writer can deadlock with it.
+                    with Session(bind=conn, expire_on_commit=False) as session:
+                        result = write(session)
+                        session.flush()
+                    events = list(make_events(result))
+                    recorded_at = datetime.now(UTC)
+                    entries = [
+                        new_entry(event, index=start + offset, recorded_at=recorded_at)
+                        for offset, event in enumerate(events)
+                    ]
+                    if entries:
+                        conn.execute(insert(ENTRY_TABLE), [self._row(e) for e in entries])
                     conn.commit()
-                except IntegrityError:
+                except IntegrityError as error:
+                    conn.rollback()
+                    if not _audit_index_clash(error) or attempt == MAX_APPEND_ATTEMPTS:
+                        raise
                     # The primary key on `index` caught a writer the locks did not
                     # serialise (e.g. another process without them): resync and retry.
-                    conn.rollback()
-                    if attempt == MAX_APPEND_ATTEMPTS:
-                        raise
                     continue
+                except BaseException:
+                    conn.rollback()
+                    raise
             self._publish(start, [bytes.fromhex(e.leaf_hash) for e in entries])
-            return entries
+            return result, entries
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod

@@ -51,6 +51,10 @@ HASHED_FIELDS = (
     "request_id",
     "trace_id",
 )
+# Entries since one-entry-per-access (migration 0006) also hash the outcome of the access and
+# the categories withheld; older entries keep the fields above, so they still verify.
+ACCESS_FIELDS = ("outcome", "withheld")
+HASHED_FIELDS_V2 = HASHED_FIELDS + ACCESS_FIELDS
 
 
 class AuditEventType(StrEnum):
@@ -76,6 +80,16 @@ class AuditDecision(StrEnum):
     DENY = "deny"
 
 
+class AuditOutcome(StrEnum):
+    """How an access ended (IHE BALP EventOutcomeIndicator, in words)."""
+
+    SUCCESS = "success"
+    # refused by a decision or a rule of the process (4xx): nothing was disclosed or changed
+    REFUSED = "refused"
+    # the access broke off (5xx, unavailable service): nothing was disclosed
+    FAILED = "failed"
+
+
 class AuditEvent(BaseModel):
     """What a caller asks to record; the log assigns index, id and time."""
 
@@ -94,6 +108,8 @@ class AuditEvent(BaseModel):
     purpose_of_use: str = PydanticField(min_length=1, max_length=64)
     request_id: str | None = PydanticField(default=None, max_length=128)
     trace_id: str | None = PydanticField(default=None, max_length=128)
+    outcome: AuditOutcome | None = None
+    withheld: tuple[str, ...] = ()
 
 
 class AuditEntry(SQLModel, table=True):
@@ -131,6 +147,13 @@ class AuditEntry(SQLModel, table=True):
     )
     trace_id: str | None = Field(
         default=None, sa_column=Column("trace_id", String(128), nullable=True)
+    )
+    # Null on entries written before one-entry-per-access (see ACCESS_FIELDS).
+    outcome: str | None = Field(
+        default=None, sa_column=Column("outcome", String(16), nullable=True)
+    )
+    withheld: list[str] | None = Field(
+        default=None, sa_column=Column("withheld", JSON, nullable=True)
     )
     # Derivable from the fields above; stored so proofs need not re-serialise every entry.
     leaf_hash: str = Field(sa_column=Column("leaf_hash", String(64), nullable=False))
@@ -175,10 +198,10 @@ def entry_fields(entry: AuditEntry | Mapping[Any, Any]) -> dict[str, Any]:
     values: Mapping[Any, Any] = (
         entry
         if isinstance(entry, Mapping)
-        else {name: getattr(entry, name) for name in HASHED_FIELDS}
+        else {name: getattr(entry, name) for name in HASHED_FIELDS_V2}
     )
     decision = values["decision"]
-    return {
+    fields = {
         "index": values["index"],
         "id": str(values["id"]),
         "recorded_at": format_timestamp(values["recorded_at"]),
@@ -195,6 +218,11 @@ def entry_fields(entry: AuditEntry | Mapping[Any, Any]) -> dict[str, Any]:
         "request_id": values["request_id"],
         "trace_id": values["trace_id"],
     }
+    outcome = values.get("outcome")
+    if outcome is not None:
+        fields["outcome"] = str(outcome)
+        fields["withheld"] = list(values.get("withheld") or ())
+    return fields
 
 
 def canonical_bytes(entry: AuditEntry) -> bytes:
@@ -225,6 +253,8 @@ def new_entry(event: AuditEvent, *, index: int, recorded_at: datetime) -> AuditE
         purpose_of_use=event.purpose_of_use,
         request_id=event.request_id,
         trace_id=event.trace_id,
+        outcome=None if event.outcome is None else event.outcome.value,
+        withheld=None if event.outcome is None else list(event.withheld),
         leaf_hash="",
     )
     entry.leaf_hash = compute_leaf_hash(entry).hex()

@@ -12,9 +12,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.audit import merkle
-from services.audit.models import HASHED_FIELDS, canonical_json, tree_head_bytes
+from services.audit.models import HASHED_FIELDS, HASHED_FIELDS_V2, canonical_json, tree_head_bytes
 
-ENTRY_FIELDS = frozenset(HASHED_FIELDS)
+# An entry has the fields of its format: before or since one-entry-per-access.
+ENTRY_FIELD_SETS = (frozenset(HASHED_FIELDS), frozenset(HASHED_FIELDS_V2))
 
 KeyLookup = Callable[[str], Ed25519PublicKey | None]
 
@@ -38,7 +39,7 @@ def _entry_leaf_hash(position: int, record: Mapping[str, Any]) -> tuple[bytes | 
         return None, f"entry at position {position} has no valid index"
     if index != position:
         return None, f"expected entry {position} but found entry {index} (deleted or reordered)"
-    if set(fields) != ENTRY_FIELDS:
+    if set(fields) not in ENTRY_FIELD_SETS:
         return None, f"entry {position} has unexpected or missing fields"
     try:
         computed = merkle.leaf_hash(canonical_json(fields))

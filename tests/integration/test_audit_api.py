@@ -96,6 +96,8 @@ ENTRY_KEYS = {
     "purpose_of_use",
     "request_id",
     "trace_id",
+    "outcome",
+    "withheld",
     "leaf_hash",
 }
 
@@ -135,20 +137,17 @@ async def _walked(api: httpx.AsyncClient, minter: TokenMinter) -> Journey:
 async def test_every_audit_route_refuses_case_parties_and_logs_the_refusal(
     api: httpx.AsyncClient, minter: TokenMinter, engine: Engine, party: tuple[str, str]
 ) -> None:
-    for method, path, params, action, _ in AUDIT_ROUTES:
+    for method, path, params, _, recorded in AUDIT_ROUTES:
         before = _last_index(engine)
         resp = await api.request(method, path, params=params, headers=minter.headers(*party))
         _assert_problem(resp, 403)
         new = _entries_after(engine, before)
-        denies = [
-            e
-            for e in new
-            if e.event_type == "authorization_deny"
-            and e.action == action
-            and e.actor_organisation == party[0]
-        ]
-        assert denies, (path, [(e.event_type, e.action) for e in new])
-        assert not [e for e in new if e.event_type == "query"], path
+        # one entry for the refused access: a deny, refused, nothing disclosed
+        mine = [e for e in new if e.actor_organisation == party[0]]
+        assert [(e.action, e.decision, e.outcome) for e in mine] == [
+            (recorded, "deny", "refused")
+        ], (path, [(e.event_type, e.action, e.outcome) for e in new])
+        assert mine[0].categories == [], path
 
 
 async def test_every_auditor_query_is_itself_audited(
@@ -161,13 +160,13 @@ async def test_every_auditor_query_is_itself_audited(
         resp = await api.request(method, path, params=params, headers=minter.headers(*AUDITOR))
         assert resp.status_code == 200, (path, resp.text)
         new = [e for e in _entries_after(engine, before) if e.actor_organisation == AUDITOR[0]]
-        permits = [e for e in new if e.event_type == "authorization_permit" and e.action == action]
-        assert permits, (path, [(e.event_type, e.action) for e in new])
-        assert AUDIT_POLICY in permits[0].policy_ids
-        assert permits[0].purpose_of_use == "audit"
-        queries = [e for e in new if e.event_type == "query" and e.action == recorded]
-        assert queries, (path, [(e.event_type, e.action) for e in new])
-        assert queries[0].actor_role == "auditor"
+        # one access, one entry: the permit, its policy, the query and its outcome together
+        assert [(e.event_type, e.action) for e in new] == [("query", recorded)], (path, action)
+        entry = new[0]
+        assert (entry.decision, entry.outcome) == ("permit", "success")
+        assert AUDIT_POLICY in entry.policy_ids
+        assert entry.purpose_of_use == "audit"
+        assert entry.actor_role == "auditor"
 
     # ... and the auditor can find those records through the API itself
     mine = await api.get(
@@ -200,16 +199,14 @@ async def test_search_returns_metadata_only_and_filters_and_pages(
         entries: list[dict[str, Any]] = resp.json()["entries"]
         return entries
 
+    # an outsider's refused look is on the record too (a deny, refused)
+    await api.get(f"/api/v1/referrals/{j.id}", headers=minter.headers(*OTHER_OFFICE))
     everything = await search(referral_pseudonym=pseudonym, limit=500)
     assert len(everything) >= 6
     assert all(set(e) == ENTRY_KEYS for e in everything), everything[0].keys()
     assert [e["index"] for e in everything] == sorted(e["index"] for e in everything)
-    assert {e["event_type"] for e in everything} >= {
-        "authorization_permit",
-        "create",
-        "read",
-        "update",
-    }
+    assert {e["event_type"] for e in everything} >= {"create", "read", "update"}
+    assert {e["outcome"] for e in everything} >= {"success"}
 
     # every filter narrows, and only to what it names
     permits = await search(referral_pseudonym=pseudonym, decision="permit", limit=500)

@@ -233,14 +233,15 @@ async def test_every_question_is_audited_allow_or_deny(
     )
     assert refused.status_code == 403
 
-    (permit,) = [e for e in _audit(engine, auditor) if e.action == "explain_policy"]
-    assert permit.decision == "permit" and permit.event_type == "authorization_permit"
+    (permit,) = [e for e in _audit(engine, auditor) if e.action == "policy.explain"]
+    assert permit.decision == "permit" and permit.event_type == "query"
+    assert permit.outcome == "success"
     assert permit.policy_ids == ["audit.permit-explain-policy"]
     assert permit.actor_organisation == "dpo-office" and permit.referral_pseudonym is None
     assert permit.purpose_of_use == "audit"
 
-    (deny,) = [e for e in _audit(engine, prosecutor) if e.action == "explain_policy"]
-    assert deny.decision == "deny" and deny.event_type == "authorization_deny"
+    (deny,) = [e for e in _audit(engine, prosecutor) if e.action == "policy.explain"]
+    assert deny.decision == "deny" and deny.outcome == "refused"
     assert deny.actor_organisation == "parket-antwerpen"
 
 

@@ -240,26 +240,26 @@ def _check_audit(
     problems = []
     subject = _subject(spec.party)
     mine = [e for e in entries if e.actor_subject == subject]
-    decisions = [e for e in mine if e.event_type in (PERMIT, DENY) and e.action == spec.action]
-    if not decisions:
-        seen = [(e.event_type, e.action) for e in entries]
-        return [f"{key}: no authorisation decision on {spec.action!r} was audited; saw {seen}"]
-    for e in decisions:
-        if e.event_type == PERMIT and (e.decision != "permit" or not e.policy_ids):
-            problems.append(f"{key}: a permit without its policy ids: {e.policy_ids}")
-        if e.event_type == DENY and e.decision != "deny":
-            problems.append(f"{key}: a deny entry recorded as {e.decision!r}")
-    kinds = {e.event_type for e in decisions}
+    # one access, one entry (IHE BALP): the decision, its policies and the outcome together
+    if len(mine) != 1:
+        seen = [(e.event_type, e.action, e.decision, e.outcome) for e in mine]
+        return [f"{key}: expected one audit entry for {spec.action!r}; saw {seen}"]
+    entry = mine[0]
+    if entry.decision not in ("permit", "deny"):
+        problems.append(f"{key}: no authorisation decision recorded: {entry.decision!r}")
+    if entry.decision == "permit" and not entry.policy_ids:
+        problems.append(f"{key}: a permit without its policy ids")
     if resp.status_code < 300:
-        if PERMIT not in kinds:
-            problems.append(f"{key}: answered {resp.status_code} without a permit")
-        if spec.access is not None and not any(
-            (e.event_type, e.action) == spec.access for e in mine
-        ):
-            seen = [(e.event_type, e.action) for e in mine]
-            problems.append(f"{key}: no {spec.access} access recorded; saw {seen}")
-    elif resp.status_code in (403, 404) and DENY not in kinds:
-        problems.append(f"{key}: refused with {resp.status_code} but no deny was audited")
+        if entry.decision != "permit" or entry.outcome != "success":
+            problems.append(
+                f"{key}: answered {resp.status_code} as {entry.decision, entry.outcome}"
+            )
+        if spec.access is not None and (entry.event_type, entry.action) != spec.access:
+            problems.append(f"{key}: no {spec.access} access recorded; saw {entry.action!r}")
+    elif resp.status_code in (403, 404) and (entry.decision, entry.outcome) != ("deny", "refused"):
+        problems.append(f"{key}: refused with {resp.status_code} but recorded {entry.decision!r}")
+    elif resp.status_code >= 400 and entry.outcome == "success":
+        problems.append(f"{key}: answered {resp.status_code} but recorded a success")
     return problems
 
 
@@ -336,7 +336,9 @@ async def test_allowlisted_routes_outside_the_api_behave(
         )
         assert_problem(resp, 403)
         entries = audit_entries_after(engine, before, request_id=request_id)
-        assert [(e.event_type, e.action) for e in entries] == [(DENY, "decode_payloads")]
+        assert [(e.action, e.decision, e.outcome) for e in entries] == [
+            (path.strip("/").replace("/", "."), "deny", "refused")
+        ]
     if "/auth/callback" in outside:
         assert_problem(await client.get("/auth/callback?code=x&state=y"), 401)
     for path in sorted({"/login", "/logout"} & outside):

@@ -4,6 +4,7 @@ cookie with secure flags, read-only cookie sessions, logout."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from html import unescape
 from typing import Any
@@ -101,7 +102,11 @@ async def test_web_login_with_pkce_gives_a_secure_session(
     assert listed.status_code == 200, listed.text
 
     # a session cookie alone may not change anything (no CSRF-able writes)
-    created = await web.post("/api/v1/referrals", json=new_referral())
+    created = await web.post(
+        "/api/v1/referrals",
+        json=new_referral(),
+        headers={"Idempotency-Key": f"web-{uuid.uuid4()}"},
+    )
     assert created.status_code == 401
 
     # a tampered cookie is refused
