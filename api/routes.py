@@ -10,10 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
+from api.errors import describe
 from api.schemas import (
     CloseIn,
     ConsentIn,
@@ -31,7 +33,7 @@ from services import policy, referrals
 from services.access import RequestContext
 from services.audit.models import AuditEventType
 from services.case_content import ReferralCreate
-from services.errors import Conflict, Forbidden, NotFound, Unprocessable
+from services.errors import Conflict, Forbidden, NotFound, StepRefused, Unprocessable
 from services.lifecycle import (
     AcceptInput,
     Actor,
@@ -156,6 +158,36 @@ def view_of(
         return view
 
 
+def refusal(
+    runtime: Runtime,
+    principal: Principal,
+    ctx: RequestContext,
+    referral_id: uuid.UUID,
+    exc: Exception,
+) -> StepRefused | None:
+    """The refusal of a step as `principal` may read it, None if `exc` is no refusal.
+
+    Why a step is refused names the stage ("not allowed in stage in_progress"). Only a caller
+    to whom the stage may be disclosed (the compliance category, decided as for the detail
+    view) reads why; every other caller reads the same words whatever the hidden stage."""
+    described = describe(exc)
+    if described is None or described[0] != StepRefused.status:
+        return None
+    with Session(runtime.engine) as session:
+        referral = referrals.get(session=session, referral_id=referral_id)
+        decisions = runtime.gatekeeper.disclosures(
+            principal=principal,
+            case=referrals.case_facts(session=session, referral=referral),
+            consent=referrals.consent_facts(session=session, referral_id=referral_id),
+            purpose=purpose_of(principal),
+            ctx=ctx,
+            referral_id=referral_id,
+        )
+    if referrals.may_see_stage(decisions):
+        return StepRefused(described[2])
+    return StepRefused(StepRefused.UNSEEN)
+
+
 def _handle(temporal: Client, referral_id: uuid.UUID) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
     return temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(referral_id))
 
@@ -178,7 +210,13 @@ async def step(
             guard(session, runtime, principal, ctx, referral_id, action)
 
     await run_in_threadpool(authorise)
-    await run_update(_handle(temporal, referral_id), actor_of(principal))
+    try:
+        await run_update(_handle(temporal, referral_id), actor_of(principal))
+    except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
+        refused = await run_in_threadpool(refusal, runtime, principal, ctx, referral_id, exc)
+        if refused is None:
+            raise
+        raise refused from None
 
     def record() -> None:
         categories: list[str] = []
@@ -327,11 +365,17 @@ async def list_referrals(
             rows, total = referrals.list_visible(
                 session=session, principal=principal, offset=offset, limit=limit
             )
-            items = []
-            for row in rows:
-                reporting = row.referring_office != principal.organisation or row.reporting_consent
-                process = referrals.process_view(row, compliance=reporting)
-                items.append(ReferralSummary.model_validate(process).model_dump())
+            # the detail view's decisions and projection, row by row: a row never says more
+            decisions = runtime.gatekeeper.list_disclosures(
+                principal=principal,
+                cases=referrals.list_facts(session=session, rows=rows),
+                purpose=purpose_of(principal),
+                ctx=ctx,
+            )
+            items = [
+                ReferralSummary.model_validate(row).model_dump()
+                for row in referrals.list_rows(session=session, rows=rows, decisions=decisions)
+            ]
         runtime.gatekeeper.record(
             principal=principal,
             event_type=AuditEventType.QUERY,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -97,6 +97,81 @@ class Gatekeeper:
                 ctx=ctx,
             )
         return decisions
+
+    def list_disclosures(
+        self,
+        *,
+        principal: Principal,
+        cases: Sequence[tuple[policy.CaseFacts, policy.ConsentFacts | None]],
+        purpose: str,
+        ctx: RequestContext,
+    ) -> list[dict[policy.DataCategory, policy.Decision]]:
+        """The disclosure decisions of each row of a list, as `disclosures` takes them for one
+        referral, recorded as one permit and one deny entry for the whole page (not one per
+        row: the list itself is one query entry)."""
+        decided = [
+            policy.disclosable_categories(principal, case, consent) for case, consent in cases
+        ]
+        for granted in (True, False):
+            cats = sorted(
+                {c.value for row in decided for c, d in row.items() if d.allowed is granted}
+            )
+            if not cats:
+                continue
+            ids = sorted(
+                {
+                    pid
+                    for row in decided
+                    for d in row.values()
+                    if d.allowed is granted
+                    for pid in d.policy_ids
+                }
+            )
+            self._append(
+                principal=principal,
+                event_type=(
+                    AuditEventType.AUTHORIZATION_PERMIT
+                    if granted
+                    else AuditEventType.AUTHORIZATION_DENY
+                ),
+                action="disclose",
+                referral_id=None,
+                categories=cats,
+                decision=AuditDecision.PERMIT if granted else AuditDecision.DENY,
+                policy_ids=ids,
+                purpose=purpose,
+                ctx=ctx,
+            )
+        return decided
+
+    def decided(
+        self,
+        *,
+        principal: Principal,
+        action: str,
+        decision: policy.Decision,
+        categories: Iterable[str],
+        purpose: str,
+        ctx: RequestContext,
+        referral_id: UUID | None = None,
+    ) -> None:
+        """Record a decision taken outside a request (e.g. at send time on the justice
+        channel), with the policies that decided it."""
+        self._append(
+            principal=principal,
+            event_type=(
+                AuditEventType.AUTHORIZATION_PERMIT
+                if decision.allowed
+                else AuditEventType.AUTHORIZATION_DENY
+            ),
+            action=action,
+            referral_id=referral_id,
+            categories=categories,
+            decision=AuditDecision.PERMIT if decision.allowed else AuditDecision.DENY,
+            policy_ids=decision.policy_ids,
+            purpose=purpose,
+            ctx=ctx,
+        )
 
     def record(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from services.models import (
     JusticeMessage,
     Organisation,
     Referral,
+    StatusHistory,
     utcnow,
 )
 from services.principal import Principal
@@ -256,6 +258,35 @@ def list_visible(
     return list(rows), int(total)
 
 
+def list_facts(
+    *, session: Session, rows: Sequence[Referral]
+) -> list[tuple[policy.CaseFacts, policy.ConsentFacts | None]]:
+    """The policy facts of each listed referral, as `case_facts` and `consent_facts` give
+    them for the detail view."""
+    # the same functions as the detail view's, so both decide on the same facts
+    return [
+        (
+            case_facts(session=session, referral=row),
+            consent_facts(session=session, referral_id=row.id),
+        )
+        for row in rows
+    ]
+
+
+def list_rows(
+    *,
+    session: Session,
+    rows: Sequence[Referral],
+    decisions: Sequence[Mapping[policy.DataCategory, policy.Decision]],
+) -> list[dict[str, Any]]:
+    """Each row projected with its own disclosure decisions, by the detail view's projection."""
+    history = status_history(session=session, referral_ids=[row.id for row in rows])
+    return [
+        process_view(row, decisions=decided, history=history[row.id])
+        for row, decided in zip(rows, decisions, strict=True)
+    ]
+
+
 def store_care_notes(
     *,
     session: Session,
@@ -278,8 +309,73 @@ def _iso(value: datetime | date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def process_view(referral: Referral, *, compliance: bool) -> dict[str, Any]:
-    """The process state; coarse unless the caller may see compliance facts."""
+def allowed_categories(decisions: Mapping[policy.DataCategory, policy.Decision]) -> frozenset[str]:
+    """The names of the categories the decisions let flow."""
+    return frozenset(cat.value for cat, d in decisions.items() if d.allowed)
+
+
+def may_see_stage(decisions: Mapping[policy.DataCategory, policy.Decision]) -> bool:
+    """Whether the exact stage may reach the caller: it is a compliance fact."""
+    return policy.DataCategory.COMPLIANCE.value in allowed_categories(decisions)
+
+
+# Transitions that keep the stage and change only what is visible to every party of the
+# case (the consent versions are listed to all of them).
+_VISIBLE_REASONS = frozenset({"consent_amended"})
+
+
+def seen_updated_at(
+    *, referral: Referral, history: Sequence[StatusHistory], allowed: frozenset[str]
+) -> datetime:
+    """When what the caller may see last changed. A caller without the compliance category
+    sees accepted and in_progress alike; were `updated_at` to move on intake or a progress
+    report, it would tell them care started. Care notes move it only for those who may read
+    them (`store_care_notes` stamps the record, not the status history)."""
+    if {"clinical", "welfare"} & allowed:
+        return referral.updated_at
+    compliance = "compliance" in allowed
+    seen_at = referral.created_at
+    previous: str | None = None
+    for row in sorted(history, key=lambda r: r.version):
+        seen = row.stage if compliance else _COARSE_STAGE.get(row.stage, row.stage)
+        if (
+            compliance
+            or seen != previous
+            or row.stage not in _COARSE_STAGE
+            or row.reason in _VISIBLE_REASONS
+        ):
+            seen_at = row.at
+        previous = seen
+    return seen_at
+
+
+def status_history(
+    *, session: Session, referral_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, list[StatusHistory]]:
+    """The status history of each referral (one row per version), in one query."""
+    ids = list(referral_ids)
+    out: dict[uuid.UUID, list[StatusHistory]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    rows = session.exec(
+        select(StatusHistory)
+        .where(col(StatusHistory.referral_id).in_(ids))
+        .order_by(col(StatusHistory.version))
+    ).all()
+    for row in rows:
+        out[row.referral_id].append(row)
+    return out
+
+
+def process_view(
+    referral: Referral,
+    *,
+    decisions: Mapping[policy.DataCategory, policy.Decision],
+    history: Sequence[StatusHistory],
+) -> dict[str, Any]:
+    """The process state as the caller's disclosure decisions let it see it: the one
+    projection behind both the list rows and the detail view."""
+    allowed = allowed_categories(decisions)
     view: dict[str, Any] = {
         "id": str(referral.id),
         "framework_id": str(referral.framework_id),
@@ -293,10 +389,10 @@ def process_view(referral: Referral, *, compliance: bool) -> dict[str, Any]:
         "decision_due": _iso(referral.decision_due),
         "decision": referral.decision,
         "created_at": _iso(referral.created_at),
-        "updated_at": _iso(referral.updated_at),
+        "updated_at": _iso(seen_updated_at(referral=referral, history=history, allowed=allowed)),
         "purged": referral.purged_at is not None,
     }
-    if compliance:
+    if "compliance" in allowed:
         view.update(
             {
                 "stage": referral.stage,
@@ -355,7 +451,8 @@ def case_view(
 ) -> tuple[dict[str, Any], list[str]]:
     """The referral projected per data category, and the categories actually disclosed."""
     allowed = {cat.value: d for cat, d in decisions.items() if d.allowed}
-    view = process_view(referral, compliance="compliance" in allowed)
+    history = status_history(session=session, referral_ids=[referral.id])[referral.id]
+    view = process_view(referral, decisions=decisions, history=history)
     content: dict[str, dict[str, Any]] = {}
     wanted = {
         name: token
