@@ -362,19 +362,33 @@ async def list_referrals(
         if not decision.allowed:
             raise Forbidden("you may not list referrals")
         with Session(runtime.engine) as session:
-            rows, total = referrals.list_visible(
-                session=session, principal=principal, offset=offset, limit=limit
+            rows = referrals.list_candidates(session=session, principal=principal)
+            facts = referrals.list_facts(session=session, rows=rows)
+            # the rows the caller may view (the detail view's decision), and what of each:
+            # the detail view's disclosure decisions and projection, so a row never says more
+            views = runtime.gatekeeper.list_authorizations(
+                principal=principal,
+                action=policy.Action.VIEW_REFERRAL,
+                cases=facts,
+                purpose=purpose_of(principal),
+                ctx=ctx,
             )
-            # the detail view's decisions and projection, row by row: a row never says more
+            viewable = [
+                (row, fact) for row, fact, v in zip(rows, facts, views, strict=True) if v.allowed
+            ]
+            total = len(viewable)
+            page = viewable[offset : offset + limit]
             decisions = runtime.gatekeeper.list_disclosures(
                 principal=principal,
-                cases=referrals.list_facts(session=session, rows=rows),
+                cases=[fact for _, fact in page],
                 purpose=purpose_of(principal),
                 ctx=ctx,
             )
             items = [
                 ReferralSummary.model_validate(row).model_dump()
-                for row in referrals.list_rows(session=session, rows=rows, decisions=decisions)
+                for row in referrals.list_rows(
+                    session=session, rows=[row for row, _ in page], decisions=decisions
+                )
             ]
         runtime.gatekeeper.record(
             principal=principal,

@@ -98,6 +98,39 @@ class Gatekeeper:
             )
         return decisions
 
+    def list_authorizations(
+        self,
+        *,
+        principal: Principal,
+        action: policy.Action,
+        cases: Sequence[tuple[policy.CaseFacts, policy.ConsentFacts | None]],
+        purpose: str,
+        ctx: RequestContext,
+    ) -> list[policy.Decision]:
+        """`action` decided on each row of a list, as `decide` decides it on one referral,
+        recorded as one permit and one deny entry for the whole list."""
+        decided = [policy.authorize(principal, action, case, consent) for case, consent in cases]
+        for granted in (True, False):
+            rows = [d for d in decided if d.allowed is granted]
+            if not rows:
+                continue
+            self._append(
+                principal=principal,
+                event_type=(
+                    AuditEventType.AUTHORIZATION_PERMIT
+                    if granted
+                    else AuditEventType.AUTHORIZATION_DENY
+                ),
+                action=action.value,
+                referral_id=None,
+                categories=(),
+                decision=AuditDecision.PERMIT if granted else AuditDecision.DENY,
+                policy_ids=sorted({pid for d in rows for pid in d.policy_ids}),
+                purpose=purpose,
+                ctx=ctx,
+            )
+        return decided
+
     def list_disclosures(
         self,
         *,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -242,20 +242,15 @@ def visible_filter(principal: Principal) -> Any:
     )
 
 
-def list_visible(
-    *, session: Session, principal: Principal, offset: int, limit: int
-) -> tuple[list[Referral], int]:
-    """One page of the caller's organisation's referrals, newest first, and the total."""
-    where = visible_filter(principal)
-    total = session.exec(select(func.count()).select_from(Referral).where(where)).one()
+def list_candidates(*, session: Session, principal: Principal) -> list[Referral]:
+    """Every referral of the caller's organisation (tenancy), newest first. Which of them the
+    caller may view, and so the page and the total, Cedar decides row by row."""
     rows = session.exec(
         select(Referral)
-        .where(where)
+        .where(visible_filter(principal))
         .order_by(col(Referral.created_at).desc(), col(Referral.id))
-        .offset(offset)
-        .limit(limit)
     ).all()
-    return list(rows), int(total)
+    return list(rows)
 
 
 def list_facts(
