@@ -78,12 +78,17 @@ def draft_case(
     )
 
 
-def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
-    """What the policies need to know about an existing referral."""
+def case_facts(
+    *, session: Session, referral: Referral, members: frozenset[str] | None = None
+) -> policy.CaseFacts:
+    """What the policies need to know about an existing referral (`members`: its framework's,
+    when the caller loaded them already)."""
+    if members is None:
+        members = framework_members(session=session, framework_id=referral.framework_id)
     return policy.CaseFacts(
         referral_id=str(referral.id),
         framework_id=str(referral.framework_id),
-        framework_members=framework_members(session=session, framework_id=referral.framework_id),
+        framework_members=members,
         referring_office=referral.referring_office,
         offered_provider=referral.offered_provider,
         accepted_provider=referral.accepted_provider,
@@ -102,7 +107,11 @@ def consent_facts(
     *, session: Session, referral_id: uuid.UUID, at: datetime | None = None
 ) -> policy.ConsentFacts | None:
     """The consent as it stands at `at` (now): expiry is evaluated here, at every access."""
-    consent = current_consent(session=session, referral_id=referral_id)
+    return facts_of(current_consent(session=session, referral_id=referral_id), at=at)
+
+
+def facts_of(consent: Consent | None, *, at: datetime | None = None) -> policy.ConsentFacts | None:
+    """The policy facts of one consent version as it stands at `at` (now)."""
     if consent is None:
         return None
     at = at or utcnow()
@@ -258,11 +267,25 @@ def list_facts(
 ) -> list[tuple[policy.CaseFacts, policy.ConsentFacts | None]]:
     """The policy facts of each listed referral, as `case_facts` and `consent_facts` give
     them for the detail view."""
-    # the same functions as the detail view's, so both decide on the same facts
+    # the same facts as the detail view's (`case_facts`, `consent_facts`), loaded in a few
+    # queries for the whole list rather than a few per row
+    members: dict[uuid.UUID, frozenset[str]] = {}
+    for framework_id in {row.framework_id for row in rows}:
+        members[framework_id] = framework_members(session=session, framework_id=framework_id)
+    consents: dict[uuid.UUID, Consent] = {}
+    ids = [row.id for row in rows]
+    for start in range(0, len(ids), 500):
+        for consent in session.exec(
+            select(Consent)
+            .where(col(Consent.referral_id).in_(ids[start : start + 500]))
+            .order_by(col(Consent.version))
+        ).all():
+            consents[consent.referral_id] = consent  # the highest version wins
+    at = utcnow()
     return [
         (
-            case_facts(session=session, referral=row),
-            consent_facts(session=session, referral_id=row.id),
+            case_facts(session=session, referral=row, members=members[row.framework_id]),
+            facts_of(consents.get(row.id), at=at),
         )
         for row in rows
     ]
