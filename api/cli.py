@@ -85,6 +85,7 @@ async def _run_worker() -> None:
             engine=runtime.engine,
             shredder=runtime.vault,
             executor=executor,
+            gatekeeper=runtime.gatekeeper,
         ):
             print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
             reconciler = asyncio.create_task(

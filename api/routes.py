@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
+from api.errors import describe
 from api.schemas import (
     CloseIn,
     ConsentIn,
@@ -29,7 +31,14 @@ from services import idempotency, policy, referrals
 from services.access import Access, RequestContext
 from services.audit.models import AuditEventType, AuditOutcome
 from services.case_content import ReferralCreate
-from services.errors import Conflict, Forbidden, NotFound, PreconditionRequired, Unprocessable
+from services.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionRequired,
+    StepRefused,
+    Unprocessable,
+)
 from services.lifecycle import (
     AcceptInput,
     Actor,
@@ -158,6 +167,29 @@ def view_of(
         return project(runtime, access, referral_id)
 
 
+def refusal(
+    runtime: Runtime, access: Access, referral_id: uuid.UUID, exc: Exception
+) -> StepRefused | None:
+    """The refusal of a step as the caller may read it, None if `exc` is no refusal.
+
+    Why a step is refused names the stage ("not allowed in stage in_progress"). Only a caller
+    to whom the stage may be disclosed (the compliance category, decided as for the detail
+    view, within this step's access) reads why; every other caller reads the same words
+    whatever the hidden stage."""
+    described = describe(exc)
+    if described is None or described[0] != StepRefused.status:
+        return None
+    with Session(runtime.engine) as session:
+        referral = referrals.get(session=session, referral_id=referral_id)
+        decisions = access.disclosures(
+            case=referrals.case_facts(session=session, referral=referral),
+            consent=referrals.consent_facts(session=session, referral_id=referral_id),
+        )
+    if referrals.may_see_stage(decisions):
+        return StepRefused(described[2])
+    return StepRefused(StepRefused.UNSEEN)
+
+
 def _handle(temporal: Client, referral_id: uuid.UUID) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
     return temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(referral_id))
 
@@ -219,7 +251,13 @@ async def step(
                 idempotency_key=str(idempotency_key),
             )
             handle = _KeyedHandle(temporal, referral_id, update_id)
-        await run_update(handle, actor_of(principal))
+        try:
+            await run_update(handle, actor_of(principal))
+        except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
+            refused = await run_in_threadpool(refusal, runtime, access, referral_id, exc)
+            if refused is None:
+                raise
+            raise refused from None
 
         # Without stored state the view is read from the request pool before the entry is
         # written; with care notes it is read in the audit writer's transaction, so it shows
@@ -408,16 +446,26 @@ async def list_referrals(
             if not decision.allowed:
                 raise Forbidden("you may not list referrals")
             with Session(runtime.engine) as session:
-                rows, total = referrals.list_visible(
-                    session=session, principal=principal, offset=offset, limit=limit
-                )
-                items = []
-                for row in rows:
-                    reporting = (
-                        row.referring_office != principal.organisation or row.reporting_consent
+                rows = referrals.list_candidates(session=session, principal=principal)
+                facts = referrals.list_facts(session=session, rows=rows)
+                # the rows the caller may view (the detail view's decision), and what of each:
+                # the detail view's disclosure decisions and projection, so a row never says
+                # more
+                views = access.decide_each(action=policy.Action.VIEW_REFERRAL, cases=facts)
+                viewable = [
+                    (row, fact)
+                    for row, fact, v in zip(rows, facts, views, strict=True)
+                    if v.allowed
+                ]
+                total = len(viewable)
+                page = viewable[offset : offset + limit]
+                decisions = access.disclosures_each(cases=[fact for _, fact in page])
+                items = [
+                    ReferralSummary.model_validate(row).model_dump()
+                    for row in referrals.list_rows(
+                        session=session, rows=[row for row, _ in page], decisions=decisions
                     )
-                    process = referrals.process_view(row, compliance=reporting)
-                    items.append(ReferralSummary.model_validate(process).model_dump())
+                ]
             return {"items": items, "total": total, "offset": offset, "limit": limit}
 
     return await run_in_threadpool(load)

@@ -116,6 +116,7 @@ class ReferralSummary(BaseModel):
     outcome: str | None = None
     decision: str | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class ReferralPage(BaseModel):

@@ -9,7 +9,7 @@ answer leaves; a refused or failed access is recorded too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -90,6 +90,42 @@ class Access:
             if not decision.allowed and category.value not in self.withheld:
                 self.withheld.append(category.value)
         return decisions
+
+    def decide_each(
+        self,
+        *,
+        action: policy.Action,
+        cases: Sequence[tuple[policy.CaseFacts, policy.ConsentFacts | None]],
+    ) -> list[policy.Decision]:
+        """`action` decided on each row of a list, as `decide` decides it on one referral;
+        the rows' policies join this access's entry (the list is one access)."""
+        decided = [
+            policy.authorize(self.principal, action, case, consent) for case, consent in cases
+        ]
+        for decision in decided:
+            self.policy_ids.update(decision.policy_ids)
+        return decided
+
+    def disclosures_each(
+        self, *, cases: Sequence[tuple[policy.CaseFacts, policy.ConsentFacts | None]]
+    ) -> list[dict[policy.DataCategory, policy.Decision]]:
+        """The disclosure decisions of each row of a list, as `disclosures` takes them for
+        one referral; a category withheld on any row is recorded as withheld."""
+        decided = [
+            policy.disclosable_categories(self.principal, case, consent) for case, consent in cases
+        ]
+        for row in decided:
+            for category, decision in row.items():
+                self.policy_ids.update(decision.policy_ids)
+                if not decision.allowed and category.value not in self.withheld:
+                    self.withheld.append(category.value)
+        return decided
+
+    def decided(self, decision: policy.Decision) -> None:
+        """Adopt a decision taken elsewhere (e.g. at send time on the justice channel)."""
+        if self.decision is None:
+            self.decision = AuditDecision.PERMIT if decision.allowed else AuditDecision.DENY
+        self.policy_ids.update(decision.policy_ids)
 
     def disclose(self, categories: Iterable[str]) -> None:
         """Record categories the answer (or the stored state) carries."""

@@ -35,6 +35,15 @@ class Conflict(DomainError):
     type_slug = "conflict"
 
 
+class StepRefused(Conflict):
+    """A lifecycle step refused in the referral's current state (e.g. lost to a withdrawal)."""
+
+    title = "Step refused"
+    type_slug = "step-refused"
+    # What a caller reads who may not see the stage: the same words whatever it is.
+    UNSEEN = "this step is not possible on this referral now"
+
+
 class Unprocessable(DomainError):
     status = 422
     title = "Unprocessable request"

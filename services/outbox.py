@@ -3,51 +3,28 @@ the channel to justice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from services.lifecycle import ComplianceFact, ConsentPurpose, NotificationKind
-from services.models import (
-    Consent,
-    JusticeMessage,
-    Notification,
-    Offer,
-    WorkflowStart,
-    utcnow,
-)
+from services import policy
+from services.access import Gatekeeper, RequestContext
+from services.audit.models import AuditEventType, AuditOutcome
+from services.lifecycle import ComplianceFact, NotificationKind
+from services.models import JusticeMessage, Notification, Offer, Referral, utcnow
+from services.principal import Principal, Role, Sector
+from services.referrals import PROCESS_FACTS, case_facts, consent_facts
+
+# The purpose of use recorded with each decision and message on the channel.
+CHANNEL_PURPOSE = "judicial_follow_up"
 
 # Every message on the channel to justice carries this notice (shared professional secrecy).
 NO_REDISCLOSURE_NOTICE = (
     "Compliance information shared under a cooperation framework with the person's consent. "
     "It may not be disclosed further or used for any other purpose."
 )
-
-
-def intend_start(*, session: Session, referral_id: UUID) -> None:
-    """Store the intent to start a referral's workflow, in the transaction that stores it."""
-    session.add(WorkflowStart(referral_id=referral_id))
-
-
-def pending_starts(*, session: Session, older_than: datetime, limit: int = 100) -> list[UUID]:
-    """Referrals whose workflow start is still pending (stored before `older_than`)."""
-    rows = session.exec(
-        select(WorkflowStart.referral_id)
-        .where(WorkflowStart.started_at == None, WorkflowStart.created_at < older_than)  # noqa: E711
-        .order_by(col(WorkflowStart.created_at))
-        .limit(limit)
-    ).all()
-    return list(rows)
-
-
-def mark_started(*, session: Session, referral_id: UUID) -> None:
-    """Record that the referral's workflow is running (or ran): nothing left to start."""
-    row = session.get(WorkflowStart, referral_id)
-    if row is not None and row.started_at is None:
-        row.started_at = utcnow()
-        row.attempts += 1
-        session.add(row)
 
 
 def create_offer(
@@ -72,20 +49,24 @@ def notify(
     return True
 
 
-def reporting_consent_active(*, session: Session, referral_id: UUID, at: datetime) -> bool:
-    """Whether an active consent covers progress reporting to justice at `at`."""
-    consents = session.exec(
-        select(Consent).where(Consent.referral_id == referral_id, Consent.status == "active")
-    ).all()
-    for consent in consents:
-        if ConsentPurpose.PROGRESS_REPORTING_TO_JUSTICE.value not in consent.purposes:
-            continue
-        if consent.withdrawn_at is not None and consent.withdrawn_at <= at:
-            continue
-        if consent.valid_until is not None and consent.valid_until <= at:
-            continue
-        return True
-    return False
+def channel_reader(recipient: str) -> Principal:
+    """The referring office as the reader of the channel to justice: its prosecutors."""
+    return Principal(
+        subject=f"justice-channel:{recipient}",
+        organisation=recipient,
+        sector=Sector.JUSTICE,
+        roles=frozenset({Role.PROSECUTOR}),
+    )
+
+
+@dataclass(frozen=True)
+class JusticeSend:
+    """What the channel did with one fact: the fact it sent (None: nothing), and Cedar's
+    decision when the fact needed one."""
+
+    reader: Principal
+    sent: ComplianceFact | None
+    decision: policy.Decision | None
 
 
 def report_to_justice(
@@ -96,22 +77,66 @@ def report_to_justice(
     recipient: str,
     fact: ComplianceFact,
     needs_reporting_consent: bool,
-) -> bool:
-    """Put one typed compliance fact on the channel to the referring office."""
+) -> JusticeSend | None:
+    """Put one typed fact on the channel to the referring office, if it may flow now; None
+    when it was sent before (a retry).
+
+    Process facts (consent withdrawn, expired or not given, no provider, ended without
+    reporting consent) always reach the office. Any other fact is compliance data: Cedar
+    decides at send time, on the consent as it stands now (its purposes and categories),
+    as for the office's view of the case. The outcome (`needs_reporting_consent=False`)
+    that may not flow still tells the office that the referral ended, not how."""
     if session.get(JusticeMessage, key) is not None:
-        return False
-    if needs_reporting_consent and not reporting_consent_active(
-        session=session, referral_id=referral_id, at=utcnow()
-    ):
-        # consent is checked at every disclosure, not only when the workflow decided to send
-        return False
+        return None
+    reader = channel_reader(recipient)
+    fact = ComplianceFact(fact)
+    decision = None
+    if fact.value not in PROCESS_FACTS:
+        referral = session.get(Referral, referral_id)
+        if referral is None:
+            return JusticeSend(reader=reader, sent=None, decision=None)
+        decision = policy.may_disclose(
+            reader,
+            policy.DataCategory.COMPLIANCE,
+            case_facts(session=session, referral=referral),
+            consent_facts(session=session, referral_id=referral_id, at=utcnow()),
+        )
+        if not decision.allowed:
+            if needs_reporting_consent:
+                return JusticeSend(reader=reader, sent=None, decision=decision)
+            fact = ComplianceFact.ENDED_WITHOUT_REPORTING_CONSENT
     session.add(
         JusticeMessage(
             key=key,
             referral_id=referral_id,
             recipient=recipient,
-            fact=ComplianceFact(fact).value,
+            fact=fact.value,
             notice=NO_REDISCLOSURE_NOTICE,
         )
     )
-    return True
+    return JusticeSend(reader=reader, sent=fact, decision=decision)
+
+
+def audit_send(
+    *, gatekeeper: Gatekeeper, referral_id: UUID, send: JusticeSend, committed: bool
+) -> None:
+    """One entry per message on the channel (IHE BALP: privacy disclosure at the source):
+    the decision that let it go or held it back, and what went."""
+    access = gatekeeper.open(
+        principal=send.reader,
+        event_type=AuditEventType.DISCLOSURE_SOURCE,
+        action="justice_channel.send",
+        purpose=CHANNEL_PURPOSE,
+        ctx=RequestContext(),
+        referral_id=referral_id,
+    )
+    if send.decision is not None:
+        access.decided(send.decision)
+    if send.decision is not None and not send.decision.allowed:
+        access.withheld.append(policy.DataCategory.COMPLIANCE.value)
+    if send.sent is not None and committed:
+        if send.sent.value not in PROCESS_FACTS:
+            access.disclose([policy.DataCategory.COMPLIANCE.value])
+        access.finish()
+    else:
+        access.finish(AuditOutcome.REFUSED)

@@ -7,14 +7,15 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services import outbox, policy
+from services import policy, start_intents
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer
 from services.errors import Conflict, NotFound, Unprocessable
@@ -34,6 +35,7 @@ from services.models import (
     JusticeMessage,
     Organisation,
     Referral,
+    StatusHistory,
     utcnow,
 )
 from services.principal import Principal
@@ -78,12 +80,17 @@ def draft_case(
     )
 
 
-def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
-    """What the policies need to know about an existing referral."""
+def case_facts(
+    *, session: Session, referral: Referral, members: frozenset[str] | None = None
+) -> policy.CaseFacts:
+    """What the policies need to know about an existing referral (`members`: its framework's,
+    when the caller loaded them already)."""
+    if members is None:
+        members = framework_members(session=session, framework_id=referral.framework_id)
     return policy.CaseFacts(
         referral_id=str(referral.id),
         framework_id=str(referral.framework_id),
-        framework_members=framework_members(session=session, framework_id=referral.framework_id),
+        framework_members=members,
         referring_office=referral.referring_office,
         offered_provider=referral.offered_provider,
         accepted_provider=referral.accepted_provider,
@@ -102,7 +109,11 @@ def consent_facts(
     *, session: Session, referral_id: uuid.UUID, at: datetime | None = None
 ) -> policy.ConsentFacts | None:
     """The consent as it stands at `at` (now): expiry is evaluated here, at every access."""
-    consent = current_consent(session=session, referral_id=referral_id)
+    return facts_of(current_consent(session=session, referral_id=referral_id), at=at)
+
+
+def facts_of(consent: Consent | None, *, at: datetime | None = None) -> policy.ConsentFacts | None:
+    """The policy facts of one consent version as it stands at `at` (now)."""
     if consent is None:
         return None
     at = at or utcnow()
@@ -202,7 +213,7 @@ def create(
                 referral_id=referral_id,
             )
         )
-    outbox.intend_start(session=session, referral_id=referral_id)
+    start_intents.intend_start(session=session, referral_id=referral_id)
     try:
         session.flush()
     except IntegrityError:
@@ -244,20 +255,58 @@ def visible_filter(principal: Principal) -> Any:
     )
 
 
-def list_visible(
-    *, session: Session, principal: Principal, offset: int, limit: int
-) -> tuple[list[Referral], int]:
-    """One page of the caller's organisation's referrals, newest first, and the total."""
-    where = visible_filter(principal)
-    total = session.exec(select(func.count()).select_from(Referral).where(where)).one()
+def list_candidates(*, session: Session, principal: Principal) -> list[Referral]:
+    """Every referral of the caller's organisation (tenancy), newest first. Which of them the
+    caller may view, and so the page and the total, Cedar decides row by row."""
     rows = session.exec(
         select(Referral)
-        .where(where)
+        .where(visible_filter(principal))
         .order_by(col(Referral.created_at).desc(), col(Referral.id))
-        .offset(offset)
-        .limit(limit)
     ).all()
-    return list(rows), int(total)
+    return list(rows)
+
+
+def list_facts(
+    *, session: Session, rows: Sequence[Referral]
+) -> list[tuple[policy.CaseFacts, policy.ConsentFacts | None]]:
+    """The policy facts of each listed referral, as `case_facts` and `consent_facts` give
+    them for the detail view."""
+    # the same facts as the detail view's (`case_facts`, `consent_facts`), loaded in a few
+    # queries for the whole list rather than a few per row
+    members: dict[uuid.UUID, frozenset[str]] = {}
+    for framework_id in {row.framework_id for row in rows}:
+        members[framework_id] = framework_members(session=session, framework_id=framework_id)
+    consents: dict[uuid.UUID, Consent] = {}
+    ids = [row.id for row in rows]
+    for start in range(0, len(ids), 500):
+        for consent in session.exec(
+            select(Consent)
+            .where(col(Consent.referral_id).in_(ids[start : start + 500]))
+            .order_by(col(Consent.version))
+        ).all():
+            consents[consent.referral_id] = consent  # the highest version wins
+    at = utcnow()
+    return [
+        (
+            case_facts(session=session, referral=row, members=members[row.framework_id]),
+            facts_of(consents.get(row.id), at=at),
+        )
+        for row in rows
+    ]
+
+
+def list_rows(
+    *,
+    session: Session,
+    rows: Sequence[Referral],
+    decisions: Sequence[Mapping[policy.DataCategory, policy.Decision]],
+) -> list[dict[str, Any]]:
+    """Each row projected with its own disclosure decisions, by the detail view's projection."""
+    history = status_history(session=session, referral_ids=[row.id for row in rows])
+    return [
+        process_view(row, decisions=decided, history=history[row.id])
+        for row, decided in zip(rows, decisions, strict=True)
+    ]
 
 
 def store_care_notes(
@@ -282,8 +331,73 @@ def _iso(value: datetime | date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def process_view(referral: Referral, *, compliance: bool) -> dict[str, Any]:
-    """The process state; coarse unless the caller may see compliance facts."""
+def allowed_categories(decisions: Mapping[policy.DataCategory, policy.Decision]) -> frozenset[str]:
+    """The names of the categories the decisions let flow."""
+    return frozenset(cat.value for cat, d in decisions.items() if d.allowed)
+
+
+def may_see_stage(decisions: Mapping[policy.DataCategory, policy.Decision]) -> bool:
+    """Whether the exact stage may reach the caller: it is a compliance fact."""
+    return policy.DataCategory.COMPLIANCE.value in allowed_categories(decisions)
+
+
+# Transitions that keep the stage and change only what is visible to every party of the
+# case (the consent versions are listed to all of them).
+_VISIBLE_REASONS = frozenset({"consent_amended"})
+
+
+def seen_updated_at(
+    *, referral: Referral, history: Sequence[StatusHistory], allowed: frozenset[str]
+) -> datetime:
+    """When what the caller may see last changed. A caller without the compliance category
+    sees accepted and in_progress alike; were `updated_at` to move on intake or a progress
+    report, it would tell them care started. Care notes move it only for those who may read
+    them (`store_care_notes` stamps the record, not the status history)."""
+    if {"clinical", "welfare"} & allowed:
+        return referral.updated_at
+    compliance = "compliance" in allowed
+    seen_at = referral.created_at
+    previous: str | None = None
+    for row in sorted(history, key=lambda r: r.version):
+        seen = row.stage if compliance else _COARSE_STAGE.get(row.stage, row.stage)
+        if (
+            compliance
+            or seen != previous
+            or row.stage not in _COARSE_STAGE
+            or row.reason in _VISIBLE_REASONS
+        ):
+            seen_at = row.at
+        previous = seen
+    return seen_at
+
+
+def status_history(
+    *, session: Session, referral_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, list[StatusHistory]]:
+    """The status history of each referral (one row per version), in one query."""
+    ids = list(referral_ids)
+    out: dict[uuid.UUID, list[StatusHistory]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    rows = session.exec(
+        select(StatusHistory)
+        .where(col(StatusHistory.referral_id).in_(ids))
+        .order_by(col(StatusHistory.version))
+    ).all()
+    for row in rows:
+        out[row.referral_id].append(row)
+    return out
+
+
+def process_view(
+    referral: Referral,
+    *,
+    decisions: Mapping[policy.DataCategory, policy.Decision],
+    history: Sequence[StatusHistory],
+) -> dict[str, Any]:
+    """The process state as the caller's disclosure decisions let it see it: the one
+    projection behind both the list rows and the detail view."""
+    allowed = allowed_categories(decisions)
     view: dict[str, Any] = {
         "id": str(referral.id),
         "framework_id": str(referral.framework_id),
@@ -297,10 +411,10 @@ def process_view(referral: Referral, *, compliance: bool) -> dict[str, Any]:
         "decision_due": _iso(referral.decision_due),
         "decision": referral.decision,
         "created_at": _iso(referral.created_at),
-        "updated_at": _iso(referral.updated_at),
+        "updated_at": _iso(seen_updated_at(referral=referral, history=history, allowed=allowed)),
         "purged": referral.purged_at is not None,
     }
-    if compliance:
+    if "compliance" in allowed:
         view.update(
             {
                 "stage": referral.stage,
@@ -359,7 +473,8 @@ def case_view(
 ) -> tuple[dict[str, Any], list[str]]:
     """The referral projected per data category, and the categories actually disclosed."""
     allowed = {cat.value: d for cat, d in decisions.items() if d.allowed}
-    view = process_view(referral, compliance="compliance" in allowed)
+    history = status_history(session=session, referral_ids=[referral.id])[referral.id]
+    view = process_view(referral, decisions=decisions, history=history)
     content: dict[str, dict[str, Any]] = {}
     wanted = {
         name: token

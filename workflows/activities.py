@@ -12,6 +12,7 @@ from sqlmodel import Session
 from temporalio import activity
 
 from services import consent, matching, outbox, projection
+from services.access import Gatekeeper
 from services.db import session_scope
 from services.lifecycle import (
     ComplianceReportInput,
@@ -39,9 +40,13 @@ class Shredder(Protocol):
 class ReferralActivities:
     """The referral workflow's I/O; one instance per worker, sharing the engine."""
 
-    def __init__(self, *, engine: Engine, shredder: Shredder | None) -> None:
+    def __init__(
+        self, *, engine: Engine, shredder: Shredder | None, gatekeeper: Gatekeeper | None = None
+    ) -> None:
         self._engine = engine
         self._shredder = shredder
+        # records the justice channel's decisions and messages (None: unit tests without audit)
+        self._gatekeeper = gatekeeper
 
     def _idempotent(self, work: Callable[[Session], bool]) -> bool:
         # A concurrent retry may win the insert race; the unique key then makes ours a no-op.
@@ -99,16 +104,31 @@ class ReferralActivities:
 
     @activity.defn
     def report_to_justice(self, inp: ComplianceReportInput) -> ComplianceReportResult:
-        created = self._idempotent(
-            lambda s: outbox.report_to_justice(
-                session=s,
+        sends: list[outbox.JusticeSend] = []
+
+        def send(session: Session) -> bool:
+            sent = outbox.report_to_justice(
+                session=session,
                 key=inp.key,
                 referral_id=inp.referral_id,
                 recipient=inp.recipient,
                 fact=inp.fact,
                 needs_reporting_consent=inp.needs_reporting_consent,
             )
-        )
+            if sent is None:
+                return False  # sent before: decided and recorded then
+            sends.append(sent)
+            return sent.sent is not None
+
+        created = self._idempotent(send)
+        if sends and self._gatekeeper is not None:
+            # after the commit: a message is recorded as disclosed only once it exists
+            outbox.audit_send(
+                gatekeeper=self._gatekeeper,
+                referral_id=inp.referral_id,
+                send=sends[0],
+                committed=created,
+            )
         return ComplianceReportResult(created=bool(created))
 
     @activity.defn

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from services import outbox, referrals
+from services import referrals, start_intents
 from services.lifecycle import ReferralWorkflowInput
 from services.models import utcnow
 from services.settings import Settings
@@ -44,13 +44,13 @@ async def start_referral(
 
 def _mark_started(engine: Engine, referral_id: uuid.UUID) -> None:
     with Session(engine) as session:
-        outbox.mark_started(session=session, referral_id=referral_id)
+        start_intents.mark_started(session=session, referral_id=referral_id)
         session.commit()
 
 
 def _pending(engine: Engine, settings: Settings, grace: timedelta) -> list[ReferralWorkflowInput]:
     with Session(engine) as session:
-        ids = outbox.pending_starts(session=session, older_than=utcnow() - grace)
+        ids = start_intents.pending_starts(session=session, older_than=utcnow() - grace)
         return [
             referrals.workflow_input(
                 session=session,

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from services.access import Gatekeeper
 from workflows.activities import ReferralActivities, Shredder
 from workflows.referral import ReferralWorkflow
 
@@ -19,9 +20,11 @@ def build_worker(
     engine: Engine,
     shredder: Shredder | None,
     executor: ThreadPoolExecutor,
+    gatekeeper: Gatekeeper | None = None,
 ) -> Worker:
-    """A worker for the referral workflow; the caller owns the executor's lifetime."""
-    activities = ReferralActivities(engine=engine, shredder=shredder)
+    """A worker for the referral workflow; the caller owns the executor's lifetime. The
+    gatekeeper records the justice channel's decisions (a deployed worker always has one)."""
+    activities = ReferralActivities(engine=engine, shredder=shredder, gatekeeper=gatekeeper)
     return Worker(
         client,
         task_queue=task_queue,

@@ -88,6 +88,7 @@ async def worker(
         engine=runtime.engine,
         shredder=runtime.vault,
         executor=activity_executor,
+        gatekeeper=runtime.gatekeeper,
     )
     async with worker:
         yield worker

@@ -5,7 +5,9 @@ purposes, the offered providers accepting or declining, intake, progress reports
 clinical and welfare notes, close with a random outcome, the prosecutor's decision; and
 a consent withdrawal at a random point), drives it through the real API, Temporal and
 database, and then has every caller call every GET endpoint of the API that concerns a
-referral (discovered from the app's routes, so new ones are covered) and the list.
+referral (discovered from the app's routes, so new ones are covered) and the list, and then
+send every POST step about the referral (also discovered from the routes), with a valid
+body. Steps that succeed move the test's own record of the case as the lifecycle says.
 
 Callers: every role x organisation of `tests/tokens.SECTORS`, plus an organisation
 outside the cooperation framework (`elsewhere-care`, unknown to the engine; `dpo-office`,
@@ -20,7 +22,16 @@ Properties, for every response:
   its id absent from every answer, including lists;
 - clinical and welfare notes reach only the care team, with an active consent to
   care-team sharing that names the category;
-- nothing else than 200, 403 or 404 (no error leaks anything either).
+- nothing else than 200, 403 or 404 for a GET, and also 409 (a refused step) for a POST;
+- these hold for every field of every answer: the body, the headers, the timestamps;
+- a caller who may not see the stage (the `compliance` category: the referring office
+  with a consent to reporting that names it, or the care team with a consent naming it)
+  sees neither the stage nor a status, outcome or report deadline; a step refused to it
+  reads the same words whatever the hidden stage, and the same error answer for the same
+  step and the same view across every example;
+- a list row of the referral is, field by field, the caller's detail view of it;
+- while the office may not see compliance, an intake or a progress report changes nothing
+  in its view or list row (not even `updated_at`).
 
 pytest-asyncio runs `@given` async tests (it drives each example on the session loop),
 so each example is a real coroutine against the real stack.
@@ -41,6 +52,7 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from services.errors import StepRefused
 from services.principal import Role
 from tests.integration.journey import (
     CLINICAL_NOTE,
@@ -175,6 +187,23 @@ class CaseState:
             parties.add(self.offered)
         return parties
 
+    def sees_stage(self, caller: Caller) -> bool:
+        """Whether the compliance category (which carries the exact stage) reaches `caller`."""
+        roles = set(caller.roles)
+        if caller.auditor or "admin" in roles or self.withdrawn:
+            return False
+        if "compliance" not in self.categories:
+            return False
+        if caller.sector == "justice" and JUSTICE_ROLES & roles:
+            return (
+                caller.organisation == REFERRER and "progress_reporting_to_justice" in self.purposes
+            )
+        return (
+            caller.sector in ("health", "welfare")
+            and bool(CARE_ROLES & roles)
+            and caller.organisation == self.accepted
+        )
+
     def may_see(self, caller: Caller, category: str) -> bool:
         """Whether `category` (clinical/welfare) may reach `caller` in this state."""
         return (
@@ -196,6 +225,10 @@ async def run_plan(j: Journey, plan: list[Step]) -> CaseState:
         if currently_in_test_context():
             note(f"step {step}")
         care = (state.accepted or "", "intake_coordinator")
+        # intake and progress are care facts: unless the office may see compliance, nothing
+        # it is shown may move with them
+        hidden = step.kind in ("intake", "progress") and not state.sees_stage(OFFICE_CALLER)
+        before = await office_answers(j) if hidden else None
         if step.kind == "consent":
             purposes, categories = step.arg
             body = consent_body(purposes=list(purposes), categories=list(categories))
@@ -244,7 +277,20 @@ async def run_plan(j: Journey, plan: list[Step]) -> CaseState:
             await j.step(OFFICE, "decision", {"decision": step.arg})
         else:  # pragma: no cover - the plans only hold the kinds above
             raise AssertionError(step)
+        if before is not None:
+            assert await office_answers(j) == before, f"the office's answers moved on {step}"
     return state
+
+
+OFFICE_CALLER = Caller(REFERRER, ("prosecutor",), "justice")
+
+
+async def office_answers(j: Journey) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The office's view of the case and its list row, whole."""
+    view = await j.view(OFFICE)
+    listed = await j.call(OFFICE, "GET", "/api/v1/referrals?limit=100")
+    row = next(r for r in listed["items"] if r["id"] == j.id)
+    return view, row
 
 
 # -------------------------------------------------------------- the checks ---
@@ -272,11 +318,33 @@ def content_of(body: Any) -> dict[str, Any]:
     return dict(content) if isinstance(content, dict) else {}
 
 
-def check(state: CaseState, caller: Caller, path: str, resp: httpx.Response) -> None:
-    where = f"{caller} GET {path} -> {resp.status_code}"
-    text = resp.text
+def views_in(body: Any, referral_id: str) -> list[dict[str, Any]]:
+    """The referral as an answer shows it: the view itself, or its rows in a list."""
+    if not isinstance(body, dict):
+        return []
+    if body.get("id") == referral_id:
+        return [body]
+    items = body.get("items")
+    if isinstance(items, list):
+        return [i for i in items if isinstance(i, dict) and i.get("id") == referral_id]
+    return []
+
+
+# What only the compliance category shows: the exact stages, and these fields.
+HIDDEN_STAGES = {"accepted", "in_progress", "completed", "failed", "not_started"}
+STAGE_FIELDS = ("status", "business_status", "outcome", "next_progress_report_due")
+REFUSED = ("Step refused", "urn:referral:problem:step-refused")
+# (caller, step, what the caller sees of the case) -> the error answers it got, across examples
+ERROR_ANSWERS: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+
+
+def check(state: CaseState, caller: Caller, method: str, path: str, resp: httpx.Response) -> None:
+    where = f"{caller} {method} {path} -> {resp.status_code}"
+    # every field of the answer: the body and every header
+    text = resp.text + "\n" + "\n".join(f"{k}: {v}" for k, v in resp.headers.items())
     is_list = "?" in path
-    assert resp.status_code in (200, 403, 404), f"{where}: {text[:300]}"
+    allowed = (200, 403, 404) if method == "GET" else (200, 403, 404, 409)
+    assert resp.status_code in allowed, f"{where}: {text[:300]}"
     body = resp.json() if resp.status_code == 200 else None
     content = content_of(body)
 
@@ -299,6 +367,18 @@ def check(state: CaseState, caller: Caller, path: str, resp: httpx.Response) -> 
         if secret in text or category in content:
             assert state.may_see(caller, category), f"{where}: {category} reached {caller}"
 
+    if resp.status_code == 409:
+        problem = resp.json()
+        assert (problem["title"], problem["type"]) == REFUSED, f"{where}: {text[:300]}"
+    if not state.sees_stage(caller):
+        for view in views_in(body, state.id):
+            assert view["stage"] not in HIDDEN_STAGES, f"{where}: the stage reached {caller}"
+            for name in STAGE_FIELDS:
+                assert view.get(name) is None, f"{where}: {name} reached {caller}"
+            assert "compliance" not in content_of(view), f"{where}: compliance reached {caller}"
+        if resp.status_code == 409:
+            assert resp.json()["detail"] == StepRefused.UNSEEN, f"{where}: {text[:300]}"
+
 
 async def check_everyone(
     api: httpx.AsyncClient,
@@ -310,13 +390,172 @@ async def check_everyone(
     paths = referral_get_paths(app, state.id)
     assert len(paths) >= 3, paths  # the view, the consents, the list (at least)
     limit = asyncio.Semaphore(8)
+    answers: dict[tuple[Caller, str], httpx.Response] = {}
 
     async def one(caller: Caller, path: str) -> None:
         async with limit:
             resp = await api.get(path, headers=caller.headers(minter))
-        check(state, caller, path, resp)
+        check(state, caller, "GET", path, resp)
+        answers[(caller, path)] = resp
 
     await asyncio.gather(*(one(c, p) for c in callers for p in paths))
+
+    # a list row is the detail view, field by field
+    view_path, list_path = f"/api/v1/referrals/{state.id}", "/api/v1/referrals?limit=100"
+    seen: dict[Caller, tuple[Any, ...]] = {}
+    for caller in callers:
+        view, listed = answers[(caller, view_path)], answers[(caller, list_path)]
+        rows = views_in(listed.json(), state.id) if listed.status_code == 200 else []
+        if view.status_code != 200:
+            assert not rows, f"{caller}: listed, but the view answers {view.status_code}"
+            seen[caller] = (view.status_code,)
+            continue
+        body = view.json()
+        if listed.status_code == 200:
+            assert len(rows) == 1, f"{caller}: the view answers, the list has {len(rows)} rows"
+            for key, value in rows[0].items():
+                assert body.get(key) == value, (
+                    f"{caller}: {key} list={value!r} view={body.get(key)!r}"
+                )
+        seen[caller] = (body["stage"], body["offered_provider"], body["accepted_provider"])
+    await post_everything(api, app, minter, state, callers, seen)
+
+
+def referral_post_steps(app: FastAPI) -> list[str]:
+    """Every POST step about one referral (from the OpenAPI document)."""
+    prefix = "/api/v1/referrals/{referral_id}/"
+    return sorted(
+        path.removeprefix(prefix)
+        for path, operations in app.openapi()["paths"].items()
+        if "post" in operations and path.startswith(prefix)
+    )
+
+
+# The order the steps are sent in: those that end the case or change its parties last.
+STEP_ORDER = [
+    "decision",
+    "rematch",
+    "intake",
+    "progress",
+    "consent",
+    "accept",
+    "decline",
+    "close",
+    "cancel",
+    "consent/withdraw",
+]
+
+
+def step_body(state: CaseState, step: str) -> Any:
+    """A valid body for `step`: what is refused is the step, never the request's form."""
+    if step == "consent":
+        if not state.purposes:  # no consent yet: record the person's refusal
+            return {"given": False, "evidence_hash": "sha256:" + "cd" * 32}
+        return consent_body(purposes=list(state.purposes), categories=list(state.categories))
+    return {
+        "decline": {"reason": "no_capacity"},
+        "intake": {"intake_date": datetime.now(UTC).isoformat(), "attended": True},
+        "progress": {
+            "attendance": "attending",
+            "clinical_note": CLINICAL_NOTE,
+            "welfare_note": WELFARE_NOTE,
+        },
+        "close": {"outcome": "completed", "clinical_note": CLINICAL_NOTE},
+        "decision": {"decision": "dismissed"},
+    }.get(step)
+
+
+async def after_success(j: Journey, state: CaseState, caller: Caller, step: str) -> None:
+    """Move the test's record of the case as the lifecycle says a step moves it."""
+    if step == "accept":
+        assert caller.organisation == state.offered, f"{caller} accepted an offer to another"
+        state.accepted = state.offered
+    elif step == "decline":
+        assert state.offered is not None and caller.organisation == state.offered
+        state.declined.append(state.offered)
+        rest = [p for p in PROVIDERS if p not in state.declined]
+        state.offered = rest[0] if rest else None
+        await j.wait_stage("offered" if rest else "on_hold")
+    elif step == "rematch":
+        state.declined.clear()
+        state.offered = PROVIDERS[0]
+        await j.wait_stage("offered")
+    elif step == "consent/withdraw":
+        state.withdrawn = state.ended = True
+        await j.wait_stage("outcome_reported")
+    elif step in ("close", "cancel") or (step == "consent" and not state.purposes):
+        state.ended = True
+        await j.wait_stage("outcome_reported")
+
+
+# Steps that change who the parties are: sent by one caller after the other. Every other
+# step goes out from all organisations at once, one caller of an organisation after another
+# (only one organisation's steps can move the parties, and a success by another one only
+# ends the case).
+ONE_BY_ONE = {"accept", "decline", "rematch"}
+
+
+async def send_step(
+    api: httpx.AsyncClient,
+    minter: TokenMinter,
+    j: Journey,
+    state: CaseState,
+    step: str,
+    group: list[Caller],
+) -> list[tuple[Caller, httpx.Response]]:
+    """`group` sends `step`, one caller after the other; each answer is checked."""
+    sent = []
+    for caller in group:
+        resp = await api.post(
+            f"/api/v1/referrals/{state.id}/{step}",
+            json=step_body(state, step),
+            headers=caller.headers(minter),
+        )
+        if resp.status_code == 200:
+            await after_success(j, state, caller, step)
+        check(state, caller, "POST", step, resp)
+        sent.append((caller, resp))
+    return sent
+
+
+async def post_everything(
+    api: httpx.AsyncClient,
+    app: FastAPI,
+    minter: TokenMinter,
+    state: CaseState,
+    callers: list[Caller],
+    seen: dict[Caller, tuple[Any, ...]],
+) -> None:
+    """Every caller sends every POST step (a success moves the case, and the test's record)."""
+    steps = referral_post_steps(app)
+    assert set(steps) <= set(STEP_ORDER), steps  # a new step needs a body and an order here
+    j = Journey(api, minter)
+    j.id = state.id
+    moved = False
+    for step in [s for s in STEP_ORDER if s in steps]:
+        if step in ONE_BY_ONE:
+            sent = await send_step(api, minter, j, state, step, callers)
+        else:
+            by_org: dict[str, list[Caller]] = {}
+            for caller in callers:
+                by_org.setdefault(caller.organisation, []).append(caller)
+            groups = await asyncio.gather(
+                *(send_step(api, minter, j, state, step, group) for group in by_org.values())
+            )
+            sent = [answer for group in groups for answer in group]
+        succeeded = any(resp.status_code == 200 for _, resp in sent)
+        errors = [(caller, resp) for caller, resp in sent if resp.status_code != 200]
+        moved = moved or succeeded
+        if moved:
+            continue
+        # the same error answer for the same step and the same view, whatever the view hides
+        for caller, resp in errors:
+            if state.sees_stage(caller):
+                continue
+            problem = resp.json()
+            answers = ERROR_ANSWERS.setdefault((caller, step, seen[caller]), set())
+            answers.add((resp.status_code, problem["title"], problem["detail"], problem["type"]))
+            assert len(answers) == 1, f"{caller} POST {step}: {answers} for one view"
 
 
 # --------------------------------------------------------------- the test ---
@@ -359,6 +598,18 @@ TWO_HATS = [
 @example(
     plan=[FULL[0], Step("decline"), Step("accept"), *FULL[2:5], Step("close", "failed")],
     extra=TWO_HATS,
+)
+# Reporting to justice without the compliance category: the office sees neither care start
+# nor its outcome, in the view, the list, the timestamps or the refusals.
+@example(
+    plan=[
+        Step(
+            "consent", (tuple(ALL_PURPOSES), tuple(c for c in ALL_CATEGORIES if c != "compliance"))
+        ),
+        *FULL[1:4],
+        Step("close", "failed"),
+    ],
+    extra=[],
 )
 async def test_no_secret_crosses_the_lines(
     api: httpx.AsyncClient,
