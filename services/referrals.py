@@ -316,9 +316,31 @@ def store_care_notes(
     referral: Referral,
     notes: dict[str, str],
 ) -> list[str]:
-    """Seal the latest clinical/welfare notes into the record; returns their categories."""
+    """Seal the latest clinical/welfare notes into the record; returns their categories.
+
+    Consent is checked again here, in the transaction that stores the notes, with the
+    consent row locked: a withdrawal that took effect after the workflow took the report,
+    but before this, leaves no note behind (and one still to come waits for this commit)."""
     if not notes:
         return []
+    consents = session.exec(
+        select(Consent)
+        .where(Consent.referral_id == referral.id)
+        .order_by(col(Consent.version).desc())
+        .with_for_update()
+    ).all()
+    now = utcnow()
+    current = next(iter(consents), None)
+    if (
+        current is None
+        or current.status != ConsentStatus.ACTIVE.value
+        or current.withdrawn_at is not None
+        or (current.valid_until is not None and current.valid_until <= now)
+    ):
+        raise Conflict(
+            "the person's consent ended before these care notes could be stored; "
+            "the notes were not recorded"
+        )
     sealed = vault.seal_record(session=session, referral_id=referral.id, fields=notes)
     referral.personal = {**referral.personal, **sealed}
     referral.updated_at = utcnow()

@@ -1,22 +1,33 @@
-"""A progress report racing a consent withdrawal never reaches justice after the withdrawal.
+"""A progress report with care notes against a consent withdrawal, in each of the three
+orders they can take, each one made to happen (not left to luck):
 
-Both HTTP calls are sent at once (asyncio.gather) on fresh referrals that are in
-progress with reporting consent. Whichever the workflow serialises first, the channel
-to justice (`justice_message`) holds no compliance fact dated after the consent's
-`withdrawn_at`, and the office's view after the withdrawal shows no `attending` fact
-dated after it.
+- report first: the report is answered before the withdrawal is sent. Its fact and notes
+  stay; the withdrawal then ends the referral.
+- withdrawal first: the withdrawal is answered before the report is sent. The report is
+  refused and stores nothing.
+- interleaved: the workflow takes the report, then, before the API stores the report's
+  notes (a test gate holds it there), the withdrawal takes effect. The notes must not be
+  stored after the consent that allowed them ended: the report is refused (409) for them.
+
+After each: the office gets `consent_withdrawn` exactly once; no compliance fact and no care
+note is dated after the withdrawal; the office's view shows no care content.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from services.access import Access
 from services.models import Consent, JusticeMessage, Referral
 from services.referrals import PROCESS_FACTS
 from tests.integration.journey import (
@@ -29,22 +40,52 @@ from tests.integration.journey import (
 )
 from tests.tokens import TokenMinter
 
-ROUNDS = 10
+pytestmark = pytest.mark.integration
+
+REPORT = {"attendance": "attending", "clinical_note": CLINICAL_NOTE, "welfare_note": WELFARE_NOTE}
+NOTES = {"clinical.note", "welfare.note"}
 
 
-def _withdrawn_at(engine: Engine, referral_id: uuid.UUID) -> datetime:
+class NotesGate:
+    """Holds the progress step of one referral just before the API stores its notes (after
+    the workflow took the report), until released."""
+
+    def __init__(self) -> None:
+        self.referral_id: uuid.UUID | None = None
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def finish_with(access: Access, write: Callable[..., Any]) -> Any:
+            if access.action == "referral.report_progress" and access.referral_id == (
+                self.referral_id
+            ):
+                self.reached.set()
+                assert self.release.wait(timeout=60), "the gate was never released"
+            return original(access, write)
+
+        return finish_with
+
+
+@pytest.fixture
+def notes_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[NotesGate]:
+    gate = NotesGate()
+    monkeypatch.setattr(Access, "finish_with", gate.wrap(Access.finish_with))
+    yield gate
+    gate.release.set()
+
+
+def _withdrawn_at(engine: Engine, referral_id: uuid.UUID) -> datetime | None:
     with Session(engine) as session:
-        rows = session.exec(
-            select(Consent)
+        stamps = session.exec(
+            select(Consent.withdrawn_at)
             .where(Consent.referral_id == referral_id)
             .where(col(Consent.withdrawn_at).is_not(None))
         ).all()
-    assert rows, "the withdrawal was not recorded"
-    stamps = [row.withdrawn_at for row in rows if row.withdrawn_at is not None]
-    return min(stamps)
+    return min(stamps) if stamps else None
 
 
-def _messages(engine: Engine, referral_id: uuid.UUID) -> list[JusticeMessage]:
+def _facts(engine: Engine, referral_id: uuid.UUID) -> list[JusticeMessage]:
     with Session(engine) as session:
         return list(
             session.exec(
@@ -55,68 +96,76 @@ def _messages(engine: Engine, referral_id: uuid.UUID) -> list[JusticeMessage]:
         )
 
 
-async def test_progress_racing_a_withdrawal_is_never_disclosed_after_it(
-    api: httpx.AsyncClient, minter: TokenMinter, engine: Engine
+def _notes(engine: Engine, referral_id: uuid.UUID) -> set[str]:
+    with Session(engine) as session:
+        return set(session.get_one(Referral, referral_id).personal) & NOTES
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(600):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+def _post(
+    api: httpx.AsyncClient, minter: TokenMinter, party: tuple[str, str], path: str, body: Any
+) -> Any:
+    return api.post(path, json=body, headers=minter.headers(*party))
+
+
+@pytest.mark.parametrize("order", ["report-first", "withdrawal-first", "interleaved"])
+@pytest.mark.parametrize("withdrawer", [OFFICE, CGG_WORKER], ids=["office", "care-worker"])
+async def test_progress_against_a_withdrawal_in_every_order(
+    order: str,
+    withdrawer: tuple[str, str],
+    api: httpx.AsyncClient,
+    minter: TokenMinter,
+    engine: Engine,
+    notes_gate: NotesGate,
 ) -> None:
-    # per round: the progress call's status, and whether its fact went first (both happen)
-    outcomes: list[tuple[int, bool]] = []
-    for round_ in range(ROUNDS):
-        j = Journey(api, minter)
-        await j.to_in_progress(reporting=True)
-        rid = uuid.UUID(str(j.id))
-        # who withdraws alternates: the person tells the office, or their care worker
-        withdrawer = OFFICE if round_ % 2 == 0 else CGG_WORKER
-        progress, withdraw = await asyncio.gather(
-            api.post(
-                f"/api/v1/referrals/{rid}/progress",
-                json={
-                    "attendance": "attending",
-                    "clinical_note": CLINICAL_NOTE,
-                    "welfare_note": WELFARE_NOTE,
-                },
-                headers=minter.headers(*CGG),
-            ),
-            api.post(
-                f"/api/v1/referrals/{rid}/consent/withdraw", headers=minter.headers(*withdrawer)
-            ),
-        )
-        # 200: the report took effect before the withdrawal; 409: the referral had ended when
-        # the report arrived or while it waited for the case's lock
-        assert progress.status_code in (200, 409), progress.text
-        assert withdraw.status_code == 200, withdraw.text
+    j = Journey(api, minter)
+    await j.to_in_progress(reporting=True)
+    rid = uuid.UUID(str(j.id))
+    progress_url = f"/api/v1/referrals/{rid}/progress"
+    withdraw_url = f"/api/v1/referrals/{rid}/consent/withdraw"
 
-        office = await j.wait_stage("outcome_reported")
-        withdrawn_at = _withdrawn_at(engine, rid)
+    if order == "report-first":
+        progress = await _post(api, minter, CGG, progress_url, REPORT)
+        withdraw = await _post(api, minter, withdrawer, withdraw_url, None)
+    elif order == "withdrawal-first":
+        withdraw = await _post(api, minter, withdrawer, withdraw_url, None)
+        progress = await _post(api, minter, CGG, progress_url, REPORT)
+    else:
+        notes_gate.referral_id = rid
+        report = asyncio.create_task(_post(api, minter, CGG, progress_url, REPORT))
+        # the workflow took the report (its fact is on the channel); the notes wait
+        await _until(notes_gate.reached.is_set, "the report reached the notes")
+        assert "attending" in [m.fact for m in _facts(engine, rid)]
+        withdrawal = asyncio.create_task(_post(api, minter, withdrawer, withdraw_url, None))
+        await _until(lambda: _withdrawn_at(engine, rid) is not None, "the withdrawal took effect")
+        notes_gate.release.set()
+        progress, withdraw = await report, await withdrawal
 
-        messages = _messages(engine, rid)
-        late = [
-            (m.fact, m.created_at.isoformat())
-            for m in messages
-            if m.fact not in PROCESS_FACTS and m.created_at > withdrawn_at
-        ]
-        assert not late, (
-            f"round {round_}: compliance facts created after the withdrawal at "
-            f"{withdrawn_at.isoformat()}: {late}"
-        )
-        assert "consent_withdrawn" in {m.fact for m in messages}
-        # care notes are kept only when the report took effect before the consent ended
-        with Session(engine) as session:
-            sealed = set(session.get_one(Referral, rid).personal)
-        if progress.status_code == 409:
-            assert not sealed & {"clinical.note", "welfare.note"}, (round_, sorted(sealed))
-        else:
-            assert {"clinical.note", "welfare.note"} <= sealed, (round_, sorted(sealed))
-        outcomes.append((progress.status_code, "attending" in {m.fact for m in messages}))
+    assert withdraw.status_code == 200, withdraw.text
+    expected = 200 if order == "report-first" else 409
+    assert progress.status_code == expected, progress.text
+    await j.wait_stage("outcome_reported")
+    withdrawn_at = _withdrawn_at(engine, rid)
+    assert withdrawn_at is not None
 
-        # the office's own view after the withdrawal: the process fact, nothing dated later
-        assert "compliance" not in office["content"]
-        shown = list(office.get("process_facts") or [])
-        shown += office["content"].get("compliance", {}).get("facts", [])
-        assert "consent_withdrawn" in {f["fact"] for f in shown}
-        for fact in shown:
-            if fact["fact"] == "attending":
-                assert datetime.fromisoformat(fact["at"]) <= withdrawn_at, (round_, fact)
-        text = repr(office)
-        assert CLINICAL_NOTE not in text and WELFARE_NOTE not in text
-    # both orders are legitimate; the property holds whichever the workflow serialised first
-    assert len(outcomes) == ROUNDS, outcomes
+    facts = _facts(engine, rid)
+    assert [m.fact for m in facts].count("consent_withdrawn") == 1
+    late = [m.fact for m in facts if m.fact not in PROCESS_FACTS and m.created_at > withdrawn_at]
+    assert not late, late
+    notes = _notes(engine, rid)
+    if order == "report-first":
+        assert notes == NOTES
+    else:
+        assert not notes, f"{order}: care notes stored after the withdrawal: {sorted(notes)}"
+    # the office's view: the process fact, never care content
+    office = await j.view(OFFICE)
+    text = repr(office)
+    assert CLINICAL_NOTE not in text and WELFARE_NOTE not in text
+    assert "consent_withdrawn" in {f["fact"] for f in office.get("process_facts") or []}
