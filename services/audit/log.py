@@ -331,7 +331,7 @@ class AuditLog:
         """Every signed tree head, smallest tree first."""
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.key_id)
+                select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.signed_at)
             )
             return [SignedTreeHead(**row._mapping) for row in rows]
 
@@ -372,7 +372,12 @@ class AuditLog:
         """Recompute every leaf from its stored fields and check every signed head."""
         with self._engine.connect() as conn:
             # Heads first: entries only grow, so every head read here is covered below.
-            heads = [_head_record(row._mapping) for row in conn.execute(select(HEAD_TABLE))]
+            heads = [
+                _head_record(row._mapping)
+                for row in conn.execute(
+                    select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.signed_at)
+                )
+            ]
             rows = conn.execution_options(yield_per=VERIFY_CHUNK_ROWS).execute(
                 select(ENTRY_TABLE).order_by(ENTRY_TABLE.c.index)
             )
