@@ -343,22 +343,16 @@ def count_witnesses(
     head: TreeHead,
     cosignatures: Iterable[Cosignature],
     witness_keys: Mapping[str, Ed25519PublicKey],
-) -> tuple[list[str], list[str]]:
-    """The witnesses that validly cosigned `head`, and reasons for forged cosignatures."""
+) -> list[str]:
+    """The witnesses (among `witness_keys`) whose valid cosignature names exactly `head`."""
     valid: list[str] = []
-    forged: list[str] = []
     for cosignature in cosignatures:
         key = witness_keys.get(cosignature.witness_key_id)
-        if key is None or not cosignature.covers(head):
-            continue  # not a witness this auditor relies on, or another head
-        if not cosignature.valid_under(key):
-            forged.append(
-                f"forged cosignature: witness {cosignature.witness_key_id!r} on the tree head "
-                f"at size {head.tree_size} does not verify"
-            )
-        elif cosignature.witness_key_id not in valid:
+        if key is None or not cosignature.covers(head) or not cosignature.valid_under(key):
+            continue
+        if cosignature.witness_key_id not in valid:
             valid.append(cosignature.witness_key_id)
-    return valid, forged
+    return valid
 
 
 # -- storage -----------------------------------------------------------------------------
