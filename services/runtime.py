@@ -82,6 +82,7 @@ class Runtime:
             sth_every_entries=settings.audit_sth_every_entries,
             sth_every_seconds=settings.audit_sth_every_seconds,
             verify_keys=audit_keys.verify_keys(),
+            key_source=audit_keys.current,
         )
         return cls(
             settings=settings,

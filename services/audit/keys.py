@@ -220,6 +220,24 @@ class AuditKeyFile:
             raise AuditKeyError(f"audit key file {path} is malformed") from error
         if not self._chain or self._chain[-1].key_id != key_id_of(self._signing):
             raise AuditKeyError(f"audit key file {path}: the current key is not the newest")
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> tuple[int, int]:
+        try:
+            info = self._path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (info.st_mtime_ns, info.st_ino)
+
+    def current(self) -> tuple[str, Ed25519PrivateKey, dict[str, Ed25519PublicKey]]:
+        """The current key id and key and every public key, re-read if another process
+        (`referral audit rotate-key`) rotated the key since (an AuditLog key source)."""
+        stamp = self._file_stamp()
+        if stamp not in (self._stamp, (0, 0)):
+            fresh = AuditKeyFile.load(self._path)
+            self._doc, self._signing, self._chain = fresh._doc, fresh._signing, fresh._chain
+            self._stamp = stamp
+        return self.key_id, self._signing, self.verify_keys()
 
     @classmethod
     def create(cls, path: Path | str, *, previous: Ed25519PrivateKey | None = None) -> AuditKeyFile:
@@ -318,4 +336,5 @@ class AuditKeyFile:
             Path(temporary).unlink(missing_ok=True)
             raise
         self._doc, self._signing, self._chain = document, signing, chain
+        self._stamp = self._file_stamp()
         return self.key_id

@@ -168,7 +168,11 @@ def verify_file(
     def in_order() -> Iterator[dict[str, Any]]:
         yield from lines.entries
 
-    result, leaves = check_records(in_order(), lines.heads, keys.get, require_coverage=True)
+    # The export lists the keys oldest first; a head of a retired key may not come later.
+    order = [key.key_id for key in lines.keys if key.key_id in keys]
+    result, leaves = check_records(
+        in_order(), lines.heads, keys.get, require_coverage=True, key_order=order
+    )
     if not result.ok:
         return result
 

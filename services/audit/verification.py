@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,9 +89,12 @@ def verify_records(
     key_for: KeyLookup,
     *,
     require_coverage: bool = False,
+    key_order: Sequence[str] = (),
 ) -> VerificationResult:
     """Recompute every leaf and the root at every signed size; report the first bad entry."""
-    return check_records(entries, heads, key_for, require_coverage=require_coverage)[0]
+    return check_records(
+        entries, heads, key_for, require_coverage=require_coverage, key_order=key_order
+    )[0]
 
 
 def check_records(
@@ -100,6 +103,7 @@ def check_records(
     key_for: KeyLookup,
     *,
     require_coverage: bool = False,
+    key_order: Sequence[str] = (),
 ) -> tuple[VerificationResult, list[bytes]]:
     """`verify_records`, also returning the recomputed leaf hashes (for consistency proofs).
 
@@ -109,7 +113,11 @@ def check_records(
     consistent; when only a head reveals tampering (the forger also rewrote leaf hashes),
     the index is the size of the last good head. With `require_coverage` (an export, which
     ends with a head signed when it was made) every entry must lie under a verified head.
+    `key_order` lists key ids oldest first: once a newer key has signed, a head of an older
+    (retired) key is refused, so a retired key that leaks cannot extend the log.
     """
+    rank = {key_id: position for position, key_id in enumerate(key_order)}
+    newest_key: tuple[int, str, int] | None = None  # (rank, key id, size it signed)
     leaves: list[bytes] = []
     leaf_failure: tuple[int, str] | None = None
     count = 0
@@ -173,6 +181,15 @@ def check_records(
                 f"root at signed size {size} does not match; the first altered entry lies "
                 f"in {vouched}..{size - 1}",
             )
+        key_rank = rank.get(key_id)
+        if key_rank is not None:
+            if newest_key is not None and key_rank < newest_key[0]:
+                return bad(
+                    vouched,
+                    f"tree head at size {size} is signed by key {key_id!r}, retired before "
+                    f"key {newest_key[1]!r} signed the head at size {newest_key[2]}",
+                )
+            newest_key = (key_rank, key_id, size)
         coverage.append(HeadCoverage(size, key_id, size - vouched))
         vouched, previous = size, (size, key_id)
     if leaf_failure is not None:

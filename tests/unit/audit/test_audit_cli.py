@@ -13,11 +13,13 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from api.cli import app as cli
+from services.audit.keys import key_id_of
+from services.audit.log import AuditLog
 from services.audit.models import AUDIT_ENTRY_TABLE, AuditEntry, compute_leaf_hash
 from services.audit.offline import public_key_pem
-from services.db import migrate
-from services.runtime import Runtime
-from services.settings import get_settings
+from services.db import make_engine, migrate
+from services.runtime import Runtime, load_audit_keys, load_keyring
+from services.settings import Environment, get_settings
 
 runner = CliRunner()
 
@@ -168,3 +170,68 @@ def test_witness_and_monitor_follow_the_log_and_raise_the_alarm(cli_env: Path) -
     # neither moved on: the next run still compares with the last good head
     assert json.loads(monitor_state.read_text())["last_head"]["tree_size"] == 7
     assert json.loads(witness_state.read_text())["last_head"]["tree_size"] == 7
+
+
+def test_a_running_process_signs_with_the_rotated_key(cli_env: Path) -> None:
+    runtime = Runtime.build(get_settings())
+    try:
+        runtime.audit.append([audit_event(0)])
+        before = runtime.audit.sign_tree_head().key_id
+        run("rotate-key")  # another process
+        runtime.audit.append([audit_event(1)])
+        after = runtime.audit.sign_tree_head()
+        assert after.key_id != before and after.key_id == runtime.audit_keys.current()[0]
+        assert runtime.audit.verify().ok
+    finally:
+        runtime.close()
+
+
+def test_the_audit_key_leaves_the_key_ring(cli_env: Path) -> None:
+    # A log the key ring's audit key signed keeps verifying: that key starts the chain
+    # and endorses the new one. A new log does not trust the key ring's key at all.
+    settings = get_settings()
+    keyring = load_keyring(settings)
+    legacy = keyring.audit_signing_key()
+    engine = make_engine(settings.database_url)
+    try:
+        old = AuditLog(engine, legacy, key_id_of(legacy))
+        old.append([audit_event(0)])
+        old.sign_tree_head()
+    finally:
+        engine.dispose()
+    runtime = Runtime.build(settings)
+    try:
+        chain = [key.key_id for key in runtime.audit_keys.chain()]
+        assert chain[0] == key_id_of(legacy) and runtime.audit_keys.key_id != chain[0]
+        runtime.audit.append([audit_event(1)])
+        runtime.audit.sign_tree_head()
+        assert runtime.audit.verify().ok
+    finally:
+        runtime.close()
+    # an auditor who kept only the key ring's key (what `public-key` printed before)
+    # follows its endorsement of the new key
+    out = cli_env / "export.jsonl"
+    run("export", "--out", str(out))
+    legacy_pem = write(cli_env / "legacy.pem", public_key_pem(legacy))
+    output = run("verify", str(out), "--public-key", str(legacy_pem))
+    assert f"(key {key_id_of(legacy)})" in output and "intact: 2 entries" in output
+
+
+def test_a_fresh_log_does_not_trust_the_key_ring_and_production_refuses_the_file(
+    cli_env: Path,
+) -> None:
+    settings = get_settings()
+    runtime = Runtime.build(settings)
+    try:
+        legacy = runtime.keyring.audit_signing_key()
+        assert [k.key_id for k in runtime.audit_keys.chain()] == [runtime.audit_keys.key_id]
+        assert runtime.audit_keys.key_id != key_id_of(legacy)
+    finally:
+        runtime.close()
+    production = settings.model_copy(update={"environment": Environment.PRODUCTION})
+    engine = make_engine(settings.database_url)
+    try:
+        with pytest.raises(RuntimeError, match="the file audit key is for development"):
+            load_audit_keys(production, engine, runtime.keyring)
+    finally:
+        engine.dispose()

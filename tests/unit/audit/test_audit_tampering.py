@@ -539,3 +539,37 @@ def test_heads_of_an_earlier_key_still_verify_after_rotation(
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     lines[1]["created_at"] = "2031-01-01T00:00:00.000000Z"
     assert_refused(verify_against(lines, first, tmp_path), 10, "signed by unknown key")
+
+
+def test_a_retired_key_cannot_extend_the_log(
+    make_log: LogFactory, engine: Engine, tmp_path: Path
+) -> None:
+    # The first key leaked after the rotation: a head it signs after one of the new
+    # key's is refused, though its signature is good and the key is in the chain.
+    keys = AuditKeyFile.create(tmp_path / "audit-key.json")
+    leaked = keys.signing_key()
+    old = make_log(signing_key=leaked, key_id=keys.key_id)
+    old.append([audit_event(n) for n in range(10)])
+    old.sign_tree_head()
+    keys.rotate()
+    new = make_log(
+        signing_key=keys.signing_key(), key_id=keys.key_id, verify_keys=keys.verify_keys()
+    )
+    new.append([audit_event(n) for n in range(10, 15)])
+    out = tmp_path / "export.jsonl"
+    export(engine, out, head=new.sign_tree_head(), keys=keys.chain())
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    entries = [line for line in lines if line["type"] == "entry"]
+    entries.append(forged_line(entries[3], index=15))
+    tampered = [
+        *[line for line in lines if line["type"] == "audit_key"],
+        *entries,
+        *head_lines(lines),
+        sign_head(leaked, entries, 16),
+    ]
+    assert_refused(
+        verify_against(tampered, leaked, tmp_path),
+        15,
+        f"tree head at size 16 is signed by key {key_id_of(leaked)!r}, retired before key "
+        f"{keys.key_id!r} signed the head at size 15",
+    )
