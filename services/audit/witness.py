@@ -424,28 +424,40 @@ _SQLITE_TRIGGER = (
 )
 
 
+_POSTGRES_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION audit_cosignature_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '{APPEND_ONLY_MESSAGE} (% on %)', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$
+"""
+
+
 def install_cosignature_triggers(connection: Connection) -> None:
     """Make the database refuse UPDATE and DELETE on cosignatures, like on the log itself.
 
-    On PostgreSQL this reuses `audit_refuse_change()`, which the audit migration created.
+    The PostgreSQL trigger function is the table's own, so the log's triggers can be
+    dropped and installed again (as migrations and tests do) without touching these.
     """
     table = COSIGNATURE_TABLE_NAME
     if connection.dialect.name == "sqlite":
         for op, verb in (("update", "UPDATE"), ("delete", "DELETE")):
             connection.execute(text(_SQLITE_TRIGGER.format(table=table, op=op, verb=verb)))
     elif connection.dialect.name == "postgresql":
-        connection.execute(
-            text(
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()"
+        connection.execute(text(_POSTGRES_FUNCTION))
+        for trigger, when in (
+            ("append_only", "BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW"),
+            ("no_truncate", "BEFORE TRUNCATE ON {table} FOR EACH STATEMENT"),
+        ):
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_{trigger} ON {table}"))
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER {table}_{trigger} {when.format(table=table)} "
+                    "EXECUTE FUNCTION audit_cosignature_refuse_change()"
+                )
             )
-        )
-        connection.execute(
-            text(
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()"
-            )
-        )
     else:
         raise NotImplementedError(f"no append-only triggers for {connection.dialect.name!r}")
 
@@ -459,3 +471,4 @@ def remove_cosignature_triggers(connection: Connection) -> None:
     elif connection.dialect.name == "postgresql":
         connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
         connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
+        connection.execute(text("DROP FUNCTION IF EXISTS audit_cosignature_refuse_change()"))
