@@ -78,7 +78,7 @@ def _signature_valid(head: Mapping[str, Any], key_for: KeyLookup) -> bool:
                 key_id=str(head["key_id"]),
             ),
         )
-    except (InvalidSignature, binascii.Error, ValueError):
+    except (InvalidSignature, binascii.Error, ValueError, KeyError, TypeError):
         return False
     return True
 
@@ -148,6 +148,7 @@ def check_records(
     tree = merkle.TreeAccumulator()
     vouched = 0
     previous: tuple[int, str] | None = None
+    seen: set[tuple[int, str]] = set()
     for head in head_list:
         try:
             size, key_id = int(head["tree_size"]), str(head["key_id"])
@@ -161,8 +162,8 @@ def check_records(
                 vouched,
                 f"tree head at size {size} goes back from size {previous[0]} (heads must grow)",
             )
-        if previous == (size, key_id):
-            return bad(vouched, f"tree head at size {size} repeats the one before it")
+        if (size, key_id) in seen:
+            return bad(vouched, f"tree head at size {size} repeats an earlier one")
         if key_for(key_id) is None:
             return bad(vouched, f"tree head at size {size} is signed by unknown key {key_id!r}")
         if not _signature_valid(head, key_for):
@@ -192,6 +193,7 @@ def check_records(
             newest_key = (key_rank, key_id, size)
         coverage.append(HeadCoverage(size, key_id, size - vouched))
         vouched, previous = size, (size, key_id)
+        seen.add(previous)
     if leaf_failure is not None:
         return bad(*leaf_failure)
     if require_coverage and vouched < count:

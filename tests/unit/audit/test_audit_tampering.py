@@ -283,6 +283,9 @@ def test_the_export_has_one_typed_line_per_entry_and_head(
             id="head-size",
         ),
         pytest.param(lambda lines: lines.append({"type": "note"}), 0, "unknown type", id="junk"),
+        pytest.param(
+            lambda lines: lines[-1].pop("signed_at"), 20, "invalid signature", id="head-field"
+        ),
     ],
 )
 def test_tampering_with_the_file_is_caught(
