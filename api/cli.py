@@ -490,6 +490,17 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
+def _public_keys(path: Path) -> list[Any]:
+    """The Ed25519 public keys of a PEM file; exit 2 naming the file if it has none."""
+    from services.audit.keys import load_public_keys
+
+    try:
+        return load_public_keys(path.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        print(f"{path} holds no readable Ed25519 public key (PEM)", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 @audit_app.command("verify")
 def audit_verify(
     file: Path,
@@ -513,16 +524,19 @@ def audit_verify(
     """Recompute the log from an export, offline; exit 1 naming why it is not intact."""
     import json
 
-    from services.audit.keys import load_public_keys
+    from services.audit.keys import public_keys_pem
     from services.audit.offline import newest_head, verify_file
 
-    witnesses = [key for path in witness_key or [] for key in load_public_keys(path.read_text())]
+    witnesses = [key for path in witness_key or [] for key in _public_keys(path)]
     if min_witnesses > len(witnesses):
         print(f"--min-witnesses {min_witnesses} needs as many --witness-key files", file=sys.stderr)
         raise typer.Exit(2)
+    if not file.is_file():
+        print(f"no export at {file}", file=sys.stderr)
+        raise typer.Exit(2)
     result = verify_file(
         file,
-        public_key.read_text(),
+        public_keys_pem(_public_keys(public_key)),
         witness_keys=witnesses,
         min_witnesses=min_witnesses,
         trusted_head=None if trusted_head is None else _read_json(trusted_head, "trusted head"),
@@ -594,7 +608,7 @@ def audit_witness(
     ],
 ) -> None:
     """Cosign the log's newest tree head, only if it extends the last head cosigned."""
-    from services.audit.keys import load_public_keys, trusted_keys
+    from services.audit.keys import trusted_keys
     from services.audit.witness import (
         InconsistentLog,
         Witness,
@@ -611,9 +625,7 @@ def audit_witness(
         raise typer.Exit(2) from None
     runtime = Runtime.build(get_settings())
     try:
-        log_keys = trusted_keys(
-            runtime.audit_keys.chain(), load_public_keys(log_public_key.read_text())
-        )
+        log_keys = trusted_keys(runtime.audit_keys.chain(), _public_keys(log_public_key))
         witness = Witness(witness_key, state, log_keys)
         try:
             newest, proof = _newest_head_and_proof(runtime, witness.last_head)
@@ -635,14 +647,14 @@ def audit_monitor(
     ],
 ) -> None:
     """Check the newest tree head extends the last one seen; exit 2 with ALARM if not."""
-    from services.audit.keys import load_public_keys, trusted_keys
+    from services.audit.keys import trusted_keys
     from services.audit.witness import InconsistentLog, check_extension, load_last_head
     from services.audit.witness import save_last_head as remember
     from services.runtime import Runtime
 
     runtime = Runtime.build(get_settings())
     try:
-        keys = trusted_keys(runtime.audit_keys.chain(), load_public_keys(public_key.read_text()))
+        keys = trusted_keys(runtime.audit_keys.chain(), _public_keys(public_key))
         try:
             last = load_last_head(state)
             newest, proof = _newest_head_and_proof(runtime, last)

@@ -235,3 +235,20 @@ def test_a_fresh_log_does_not_trust_the_key_ring_and_production_refuses_the_file
             load_audit_keys(production, engine, runtime.keyring)
     finally:
         engine.dispose()
+
+
+def test_verify_refuses_unreadable_inputs_without_a_traceback(tmp_path: Path) -> None:
+    export = write(tmp_path / "export.jsonl", "")
+    garbage = write(tmp_path / "garbage.pem", "not a key")
+    result = runner.invoke(cli, ["audit", "verify", str(export), "--public-key", str(garbage)])
+    assert (
+        result.exit_code == 2
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    )
+    assert "holds no readable Ed25519 public key" in result.output
+    key = write(tmp_path / "key.pem", public_key_pem(Ed25519PrivateKey.generate()))
+    missing = tmp_path / "missing.jsonl"
+    result = runner.invoke(cli, ["audit", "verify", str(missing), "--public-key", str(key)])
+    assert result.exit_code == 2
+    assert "no export at" in result.output
