@@ -179,6 +179,8 @@ def verify_file(
     def fail(reason: str, index: int | None = None) -> VerificationResult:
         return replace(result, ok=False, first_bad_index=index, reason=reason)
 
+    if not lines.heads:
+        return fail("the export has no signed tree head (an export ends with one)", 0)
     newest = TreeHead.from_record(lines.heads[-1])
     if trusted_head is not None:
         try:

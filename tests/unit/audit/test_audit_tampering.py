@@ -576,3 +576,9 @@ def test_a_retired_key_cannot_extend_the_log(
         f"tree head at size 16 is signed by key {key_id_of(leaked)!r}, retired before key "
         f"{keys.key_id!r} signed the head at size 15",
     )
+
+
+def test_an_empty_file_is_not_an_export(signing_key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert_refused(verify_file(empty, public_key_pem(signing_key)), 0, "no signed tree head")
