@@ -22,8 +22,9 @@ from api.deps import ContextDep, PrincipalDep, RuntimeDep
 from api.routes import guard, purpose_of
 from services import policy, subject_report
 from services.access import Access, RequestContext
+from services.audit.keys import public_keys_pem
 from services.audit.models import AuditEventType
-from services.audit.offline import public_key_pem
+from services.audit.witness import Cosignature, stored_cosignatures
 from services.errors import Forbidden, Unprocessable
 from services.principal import Principal
 from services.runtime import Runtime
@@ -110,23 +111,33 @@ async def search_entries(
     return await run_in_threadpool(run)
 
 
-def _head(h: Any) -> dict[str, Any]:
+def _head(h: Any, cosignatures: list[Cosignature] | None = None) -> dict[str, Any]:
     return {
         "tree_size": h.tree_size,
         "root_hash": h.root_hash,
         "signed_at": h.signed_at.isoformat(),
         "key_id": h.key_id,
         "signature": h.signature,
+        "cosignatures": [c.record() for c in cosignatures or []],
     }
 
 
 @router.get("/tree-heads")
 async def tree_heads(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) -> list[Any]:
-    """The signed tree heads published so far (auditors)."""
+    """The signed tree heads published so far, with their witness cosignatures (auditors)."""
 
     def run() -> list[Any]:
         with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "tree_heads"):
-            return [_head(h) for h in runtime.audit.tree_heads()]
+            with runtime.engine.connect() as conn:
+                cosignatures = stored_cosignatures(conn)
+            by_head: dict[tuple[int, str], list[Cosignature]] = {}
+            for cosignature in cosignatures:
+                by_head.setdefault((cosignature.tree_size, cosignature.log_key_id), []).append(
+                    cosignature
+                )
+            return [
+                _head(h, by_head.get((h.tree_size, h.key_id))) for h in runtime.audit.tree_heads()
+            ]
 
     return await run_in_threadpool(run)
 
@@ -197,11 +208,11 @@ async def verify(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) 
 
 @router.get("/public-key", response_class=PlainTextResponse)
 async def public_key(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) -> str:
-    """The PEM key that verifies the signed tree heads (auditors)."""
+    """The PEM keys that verify the signed tree heads, oldest first (auditors)."""
 
     def run() -> str:
         with _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "public_key"):
-            return public_key_pem(runtime.keyring.audit_signing_key().public_key())
+            return public_keys_pem(key.key() for key in runtime.audit_keys.chain())
 
     return await run_in_threadpool(run)
 

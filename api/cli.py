@@ -447,41 +447,239 @@ def keys_rewrap() -> None:
 
 @audit_app.command("export")
 def audit_export(out: Annotated[Path, typer.Option(help="Output file (JSON lines)")]) -> None:
-    """Write every audit entry and signed tree head for offline verification."""
-    from services.audit.offline import export
+    """Export the audit keys, every entry and cosignature, and the heads, ending with one
+    signed now over every entry."""
+    from services.audit.offline import export_signed
     from services.runtime import Runtime
 
     runtime = Runtime.build(get_settings())
     try:
-        runtime.audit.sign_tree_head()
-        print(f"exported {export(runtime.engine, out)} entries to {out}")
+        count = export_signed(runtime.audit, runtime.engine, out, runtime.audit_keys.chain())
     finally:
         runtime.close()
+    print(f"exported {count} entries to {out}, ending with a tree head at size {count}")
 
 
 @audit_app.command("public-key")
 def audit_public_key() -> None:
-    """Print the key that verifies signed tree heads (PEM)."""
-    from services.audit.offline import public_key_pem
-    from services.runtime import load_keyring
+    """Print every key that verifies signed tree heads, oldest first (PEM)."""
+    from services.audit.keys import public_keys_pem
+    from services.runtime import Runtime
 
-    print(public_key_pem(load_keyring(get_settings()).audit_signing_key().public_key()), end="")
+    runtime = Runtime.build(get_settings())
+    try:
+        print(public_keys_pem(k.key() for k in runtime.audit_keys.chain()), end="")
+    finally:
+        runtime.close()
+
+
+@audit_app.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Replace the audit signing key; the old key endorses the new one and its heads still
+    verify. Restart the API and worker afterwards so they sign with the new key."""
+    from services.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    try:
+        print(f"new audit signing key: {runtime.audit_keys.rotate()}")
+    finally:
+        runtime.close()
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        print(f"cannot read the {what} {path}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if not isinstance(value, dict):
+        print(f"the {what} {path} is not a JSON object", file=sys.stderr)
+        raise typer.Exit(2)
+    return value
+
+
+def _public_keys(path: Path) -> list[Any]:
+    """The Ed25519 public keys of a PEM file; exit 2 naming the file if it has none."""
+    from services.audit.keys import load_public_keys
+
+    try:
+        return load_public_keys(path.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        print(f"{path} holds no readable Ed25519 public key (PEM)", file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 @audit_app.command("verify")
 def audit_verify(
     file: Path,
-    public_key: Annotated[Path, typer.Option("--public-key", help="PEM file of the verifying key")],
+    public_key: Annotated[
+        Path, typer.Option("--public-key", help="PEM file of the trusted audit key(s)")
+    ],
+    trusted_head: Annotated[
+        Path | None,
+        typer.Option(help="A head kept from an earlier verification; the export must extend it"),
+    ] = None,
+    witness_key: Annotated[
+        list[Path] | None, typer.Option(help="PEM file of a witness whose cosignatures count")
+    ] = None,
+    min_witnesses: Annotated[
+        int, typer.Option(min=0, help="Require a head cosigned by this many witnesses")
+    ] = 0,
+    save_head: Annotated[
+        Path | None, typer.Option(help="After success, keep the newest head here")
+    ] = None,
 ) -> None:
-    """Recompute the log from an export, offline; exit 1 naming the first bad entry."""
-    from services.audit.offline import verify_file
+    """Recompute the log from an export, offline; exit 1 naming why it is not intact."""
+    import json
 
-    result = verify_file(file, public_key.read_text())
-    if result.ok:
-        print(f"intact: {result.entries} entries, {result.tree_heads} signed tree heads verified")
-        return
-    print(f"TAMPERED: first bad entry index {result.first_bad_index}: {result.reason}")
-    raise typer.Exit(1)
+    from services.audit.keys import public_keys_pem
+    from services.audit.offline import newest_head, verify_file
+
+    witnesses = [key for path in witness_key or [] for key in _public_keys(path)]
+    if min_witnesses > len(witnesses):
+        print(f"--min-witnesses {min_witnesses} needs as many --witness-key files", file=sys.stderr)
+        raise typer.Exit(2)
+    if not file.is_file():
+        print(f"no export at {file}", file=sys.stderr)
+        raise typer.Exit(2)
+    result = verify_file(
+        file,
+        public_keys_pem(_public_keys(public_key)),
+        witness_keys=witnesses,
+        min_witnesses=min_witnesses,
+        trusted_head=None if trusted_head is None else _read_json(trusted_head, "trusted head"),
+    )
+    start = 0
+    for head in result.heads:
+        witnessed = f", cosigned by {len(head.cosigned_by)} witness(es)" if witnesses else ""
+        print(
+            f"  tree head at size {head.tree_size} (key {head.key_id}): covers entries "
+            f"0..{head.tree_size - 1}, {head.new_entries} new from {start}{witnessed}"
+        )
+        start = head.tree_size
+    if not result.ok:
+        where = (
+            ""
+            if result.first_bad_index is None
+            else (f"first bad entry index {result.first_bad_index}: ")
+        )
+        print(f"TAMPERED: {where}{result.reason}")
+        raise typer.Exit(1)
+    print(
+        f"intact: {result.entries} entries, all covered by {len(result.heads)} verified "
+        "signed tree heads" + (" and consistent with the trusted head" if trusted_head else "")
+    )
+    if save_head is not None:
+        save_head.write_text(json.dumps(newest_head(file)) + "\n", encoding="utf-8")
+        print(f"newest head kept in {save_head} (pass it as --trusted-head next time)")
+
+
+@audit_app.command("witness-key")
+def audit_witness_key(
+    out: Annotated[Path, typer.Option(help="Where to create the witness's key file")],
+) -> None:
+    """Create a witness key file (development only: in a deployment the witness's own
+    institution generates and holds it) and print its public key (PEM)."""
+    from services.audit.offline import public_key_pem
+    from services.audit.witness import WitnessKeyError, create_witness_key
+
+    try:
+        print(public_key_pem(create_witness_key(out)), end="")
+    except WitnessKeyError as error:
+        print(str(error), file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def _newest_head_and_proof(runtime: Any, last: Any) -> tuple[Any, list[str]]:
+    from services.audit.witness import TreeHead
+
+    heads = runtime.audit.tree_heads()
+    if not heads:
+        print("the log has no signed tree head yet", file=sys.stderr)
+        raise typer.Exit(2)
+    newest = TreeHead.from_stored(heads[-1])
+    if last is None or last.tree_size > newest.tree_size:
+        return newest, []
+    try:
+        proof = runtime.audit.consistency_proof(last.tree_size, newest.tree_size)
+    except ValueError:
+        return newest, []  # the log no longer holds those entries: the check will fail
+    return newest, list(proof.path)
+
+
+@audit_app.command("witness")
+def audit_witness(
+    key: Annotated[Path, typer.Option(help="The witness's own key file (see witness-key)")],
+    state: Annotated[Path, typer.Option(help="The witness's state: the last head it cosigned")],
+    log_public_key: Annotated[
+        Path, typer.Option(help="PEM file of the audit key(s) the witness trusts")
+    ],
+) -> None:
+    """Cosign the log's newest tree head, only if it extends the last head cosigned."""
+    from services.audit.keys import trusted_keys
+    from services.audit.witness import (
+        InconsistentLog,
+        Witness,
+        WitnessKeyError,
+        load_witness_key,
+        store_cosignature,
+    )
+    from services.runtime import Runtime
+
+    try:
+        witness_key = load_witness_key(key)
+    except WitnessKeyError as error:
+        print(str(error), file=sys.stderr)
+        raise typer.Exit(2) from None
+    runtime = Runtime.build(get_settings())
+    try:
+        log_keys = trusted_keys(runtime.audit_keys.chain(), _public_keys(log_public_key))
+        witness = Witness(witness_key, state, log_keys)
+        try:
+            newest, proof = _newest_head_and_proof(runtime, witness.last_head)
+            cosignature = witness.cosign(newest, proof)
+        except InconsistentLog as error:
+            print(f"REFUSED: {error}")
+            raise typer.Exit(2) from None
+        store_cosignature(runtime.engine, cosignature)
+    finally:
+        runtime.close()
+    print(f"cosigned the tree head at size {cosignature.tree_size} as {cosignature.witness_key_id}")
+
+
+@audit_app.command("monitor")
+def audit_monitor(
+    state: Annotated[Path, typer.Option(help="The monitor's state: the last head it saw")],
+    public_key: Annotated[
+        Path, typer.Option("--public-key", help="PEM file of the trusted audit key(s)")
+    ],
+) -> None:
+    """Check the newest tree head extends the last one seen; exit 2 with ALARM if not."""
+    from services.audit.keys import trusted_keys
+    from services.audit.witness import InconsistentLog, check_extension, load_last_head
+    from services.audit.witness import save_last_head as remember
+    from services.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    try:
+        keys = trusted_keys(runtime.audit_keys.chain(), _public_keys(public_key))
+        try:
+            last = load_last_head(state)
+            newest, proof = _newest_head_and_proof(runtime, last)
+            why = newest.signed_by(keys)
+            if why is not None:
+                raise InconsistentLog(why)
+            check_extension(last, newest, proof)
+        except InconsistentLog as error:
+            print(f"ALARM: {error}")
+            raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    remember(state, newest)
+    before = "nothing" if last is None else f"size {last.tree_size}"
+    print(f"consistent: tree head at size {newest.tree_size} extends {before}")
 
 
 def main() -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.access import Gatekeeper
+from services.audit.keys import AuditKeyFile, key_id_of
 from services.audit.log import AuditLog
+from services.audit.models import AUDIT_TREE_HEAD_TABLE
 from services.crypto import FileKeyRing, KeyRing, PersonalDataVault, Pseudonymizer
 from services.db import make_engine
 from services.settings import Settings
@@ -24,14 +25,33 @@ def load_keyring(settings: Settings) -> KeyRing:
     return FileKeyRing.load_or_create(settings.keyring_path)
 
 
-def audit_key_id(keyring: KeyRing) -> str:
-    """A key id for tree-head signatures: a fingerprint of the public key."""
-    public = (
-        keyring.audit_signing_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def load_audit_keys(settings: Settings, engine: Engine, keyring: KeyRing) -> AuditKeyFile:
+    """The audit signing key, kept apart from the key ring (its own file and rotation).
+
+    A log whose heads the key ring's old audit key signed (before the key had a file of
+    its own) gets that key as the first of the chain, endorsing the new one, so those
+    heads keep verifying; a new log does not trust the key ring's key at all.
+    """
+    if settings.is_production and not settings.allow_file_audit_key_in_production:
+        raise RuntimeError(
+            "the file audit key is for development; configure a KMS or HSM key in production"
+        )
+    path = settings.audit_key_file
+    if path.exists():
+        return AuditKeyFile.load(path)
+    legacy = keyring.audit_signing_key()
+    try:
+        with engine.connect() as conn:
+            signed_by_legacy = conn.execute(
+                select(AUDIT_TREE_HEAD_TABLE.c.tree_size)
+                .where(AUDIT_TREE_HEAD_TABLE.c.key_id == key_id_of(legacy))
+                .limit(1)
+            ).first()
+    except SQLAlchemyError:
+        signed_by_legacy = None  # no audit tables yet: nothing was signed
+    return AuditKeyFile.load_or_create(
+        path, previous=legacy if signed_by_legacy is not None else None
     )
-    return "ed25519:" + hashlib.sha256(public).hexdigest()[:16]
 
 
 def request_engine(settings: Settings) -> Engine:
@@ -52,6 +72,7 @@ class Runtime:
     # The audit writer's own small pool: an append never waits for a request's connection.
     audit_engine: Engine
     keyring: KeyRing
+    audit_keys: AuditKeyFile
     vault: PersonalDataVault
     pseudonymizer: Pseudonymizer
     audit: AuditLog
@@ -74,18 +95,22 @@ class Runtime:
             statement_timeout=settings.db_statement_timeout_seconds,
         )
         keyring = load_keyring(settings)
+        audit_keys = load_audit_keys(settings, engine, keyring)
         audit = AuditLog(
             audit_engine,
-            keyring.audit_signing_key(),
-            audit_key_id(keyring),
+            audit_keys.signing_key(),
+            audit_keys.key_id,
             sth_every_entries=settings.audit_sth_every_entries,
             sth_every_seconds=settings.audit_sth_every_seconds,
+            verify_keys=audit_keys.verify_keys(),
+            key_source=audit_keys.current,
         )
         return cls(
             settings=settings,
             engine=engine,
             audit_engine=audit_engine,
             keyring=keyring,
+            audit_keys=audit_keys,
             vault=PersonalDataVault(keyring),
             pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),
             audit=audit,

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     keyring_path: Path = Path(".data/keyring.json")
     allow_file_keyring_in_production: bool = False
 
+    # The audit signing key lives apart from the key ring (services/audit/keys.py): a
+    # development file by default (data_dir/audit-signing-key.json), refused in production.
+    audit_key_path: Path | None = None
+    allow_file_audit_key_in_production: bool = False
+
     # Signed tree heads of the audit log: every N entries or T seconds, and on demand.
     audit_sth_every_entries: int = Field(default=1000, gt=0)
     audit_sth_every_seconds: float = Field(default=60.0, gt=0)
@@ -119,6 +124,11 @@ class Settings(BaseSettings):
     @property
     def hsts_enabled(self) -> bool:
         return self.is_production if self.hsts is None else self.hsts
+
+    @property
+    def audit_key_file(self) -> Path:
+        """Where the development audit signing key lives."""
+        return self.audit_key_path or self.data_dir / "audit-signing-key.json"
 
 
 @lru_cache

@@ -11,6 +11,7 @@ from services.audit.models import (
     pseudonymise_referral,
 )
 from services.audit.verification import VerificationResult
+from services.audit.witness import WitnessCosignature
 
 __all__ = [
     "AuditDecision",
@@ -22,6 +23,7 @@ __all__ = [
     "InclusionProof",
     "SignedTreeHead",
     "VerificationResult",
+    "WitnessCosignature",
     "install_append_only_triggers",
     "pseudonymise_referral",
 ]

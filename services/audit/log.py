@@ -58,6 +58,10 @@ class AuditIntegrityError(RuntimeError):
     """The stored log is not a gap-free prefix-extension of what this process saw."""
 
 
+# The current key id, its private key, and every public key so far (oldest first).
+KeySource = Callable[[], tuple[str, Ed25519PrivateKey, Mapping[str, Ed25519PublicKey]]]
+
+
 @dataclass(frozen=True)
 class InclusionProof:
     """An audit path from one leaf to the root of the tree of `tree_size` leaves."""
@@ -116,6 +120,7 @@ class AuditLog:
         sth_every_seconds: float = 60.0,
         *,
         verify_keys: Mapping[str, Ed25519PublicKey] | None = None,
+        key_source: KeySource | None = None,
     ) -> None:
         if sth_every_entries < 1 or sth_every_seconds <= 0:
             raise ValueError("tree heads must be signed at a positive cadence")
@@ -124,9 +129,12 @@ class AuditLog:
         self._key_id = key_id
         self._sth_every_entries = sth_every_entries
         self._sth_every_seconds = sth_every_seconds
-        # Older key ids stay verifiable after rotation.
+        # Older key ids stay verifiable after rotation (oldest first: a head of an older
+        # key may not follow a head of a newer one).
         self._public_keys: dict[str, Ed25519PublicKey] = dict(verify_keys or {})
         self._public_keys[key_id] = signing_key.public_key()
+        # Where the current key comes from when it rotates while this process runs.
+        self._key_source = key_source
 
         # Group commit: callers queue, one of them (the leader) writes a whole batch.
         self._queue: list[_PendingAppend] = []
@@ -323,11 +331,24 @@ class AuditLog:
             self._snapshot()
             self._maybe_sign_tree_head()
 
+    def _refresh_keys(self) -> None:
+        if self._key_source is None:
+            return
+        key_id, signing_key, public_keys = self._key_source()
+        if key_id != self._key_id:
+            self._key_id, self._signing_key = key_id, signing_key
+            self._last_head_size = None  # counted per key: read again for the new one
+        self._public_keys = {**self._public_keys, **public_keys}
+        self._public_keys[key_id] = signing_key.public_key()
+
     def sign_tree_head(self) -> SignedTreeHead:
         """Sign (and store) the head of the log as it is now."""
         with self._write_lock:
             with self._engine.connect() as conn:
                 self._lock_database(conn)
+                # Under the append lock, so after a rotation no process signs with the
+                # old key once any has signed with the new one.
+                self._refresh_keys()
                 size = self._sync(conn)
                 existing = conn.execute(
                     select(HEAD_TABLE).where(
@@ -366,7 +387,7 @@ class AuditLog:
         """Every signed tree head, smallest tree first."""
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.key_id)
+                select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.signed_at)
             )
             return [SignedTreeHead(**row._mapping) for row in rows]
 
@@ -407,7 +428,12 @@ class AuditLog:
         """Recompute every leaf from its stored fields and check every signed head."""
         with self._engine.connect() as conn:
             # Heads first: entries only grow, so every head read here is covered below.
-            heads = [_head_record(row._mapping) for row in conn.execute(select(HEAD_TABLE))]
+            heads = [
+                _head_record(row._mapping)
+                for row in conn.execute(
+                    select(HEAD_TABLE).order_by(HEAD_TABLE.c.tree_size, HEAD_TABLE.c.signed_at)
+                )
+            ]
             rows = conn.execution_options(yield_per=VERIFY_CHUNK_ROWS).execute(
                 select(ENTRY_TABLE).order_by(ENTRY_TABLE.c.index)
             )
@@ -417,7 +443,10 @@ class AuditLog:
                     mapping = row._mapping
                     yield {**entry_fields(mapping), "leaf_hash": mapping["leaf_hash"]}
 
-            return verify_records(records(), heads, self._public_keys.get)
+            self._refresh_keys()
+            return verify_records(
+                records(), heads, self._public_keys.get, key_order=list(self._public_keys)
+            )
 
     def search(
         self,

@@ -132,8 +132,9 @@ def verify_consistency(
     if not 0 <= m <= n or not _valid_hashes(root_m, root_n, *proof):
         return False
     if m == 0:
-        # Every tree extends the empty tree; a non-empty proof is malformed.
-        return not proof
+        # Every tree extends the empty tree, whose root is fixed; a non-empty proof is
+        # malformed, and an "empty" root that is not the empty root is a different tree.
+        return not proof and root_m == EMPTY_ROOT and (n > 0 or root_n == EMPTY_ROOT)
     if m == n:
         return not proof and root_m == root_n
     if not proof:

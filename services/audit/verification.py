@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,16 @@ KeyLookup = Callable[[str], Ed25519PublicKey | None]
 
 
 @dataclass(frozen=True)
+class HeadCoverage:
+    """One verified head: its size, its key, and how many entries it first covers."""
+
+    tree_size: int
+    key_id: str
+    new_entries: int
+    cosigned_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class VerificationResult:
     """The outcome of verifying a log: `first_bad_index` is the first entry not vouched for."""
 
@@ -29,6 +39,9 @@ class VerificationResult:
     tree_heads: int
     first_bad_index: int | None = None
     reason: str | None = None
+    heads: tuple[HeadCoverage, ...] = ()
+    # Entries under a verified head (the rest are only internally consistent).
+    covered: int = 0
 
 
 def _entry_leaf_hash(position: int, record: Mapping[str, Any]) -> tuple[bytes | None, str]:
@@ -66,7 +79,7 @@ def _signature_valid(head: Mapping[str, Any], key_for: KeyLookup) -> bool:
                 key_id=str(head["key_id"]),
             ),
         )
-    except (InvalidSignature, binascii.Error, ValueError):
+    except (InvalidSignature, binascii.Error, ValueError, KeyError, TypeError):
         return False
     return True
 
@@ -75,13 +88,37 @@ def verify_records(
     entries: Iterable[Mapping[str, Any]],
     heads: Iterable[Mapping[str, Any]],
     key_for: KeyLookup,
+    *,
+    require_coverage: bool = False,
+    key_order: Sequence[str] = (),
 ) -> VerificationResult:
-    """Recompute every leaf and the root at every signed size; report the first bad entry.
+    """Recompute every leaf and the root at every signed size; report the first bad entry."""
+    return check_records(
+        entries, heads, key_for, require_coverage=require_coverage, key_order=key_order
+    )[0]
 
-    Entries must come in log order. An entry before `first_bad_index` either lies under a
-    valid signed head or is internally consistent; when only a head reveals tampering
-    (the forger also rewrote leaf hashes), the index is the size of the last good head.
+
+def check_records(
+    entries: Iterable[Mapping[str, Any]],
+    heads: Iterable[Mapping[str, Any]],
+    key_for: KeyLookup,
+    *,
+    require_coverage: bool = False,
+    key_order: Sequence[str] = (),
+) -> tuple[VerificationResult, list[bytes]]:
+    """`verify_records`, also returning the recomputed leaf hashes (for consistency proofs).
+
+    Entries come in log order and heads in the order they were signed: a head that
+    repeats the one before it or is smaller goes back in history and is refused. An entry
+    before `first_bad_index` either lies under a valid signed head or is internally
+    consistent; when only a head reveals tampering (the forger also rewrote leaf hashes),
+    the index is the size of the last good head. With `require_coverage` (an export, which
+    ends with a head signed when it was made) every entry must lie under a verified head.
+    `key_order` lists key ids oldest first: once a newer key has signed, a head of an older
+    (retired) key is refused, so a retired key that leaks cannot extend the log.
     """
+    rank = {key_id: position for position, key_id in enumerate(key_order)}
+    newest_key: tuple[int, str, int] | None = None  # (rank, key id, size it signed)
     leaves: list[bytes] = []
     leaf_failure: tuple[int, str] | None = None
     count = 0
@@ -101,37 +138,67 @@ def verify_records(
             leaves.append(computed)
 
     head_list = list(heads)
-    try:
-        ordered = sorted(head_list, key=lambda h: (int(h["tree_size"]), str(h["key_id"])))
-    except (KeyError, TypeError, ValueError):
-        return VerificationResult(False, count, len(head_list), 0, "malformed tree head")
+    coverage: list[HeadCoverage] = []
 
-    def bad(index: int, reason: str) -> VerificationResult:
-        return VerificationResult(False, count, len(head_list), index, reason)
+    def bad(index: int, reason: str) -> tuple[VerificationResult, list[bytes]]:
+        result = VerificationResult(
+            False, count, len(head_list), index, reason, tuple(coverage), vouched
+        )
+        return result, leaves
 
     tree = merkle.TreeAccumulator()
     vouched = 0
-    for head in ordered:
-        size = int(head["tree_size"])
+    previous: tuple[int, str] | None = None
+    seen: set[tuple[int, str]] = set()
+    for head in head_list:
+        try:
+            size, key_id = int(head["tree_size"]), str(head["key_id"])
+            root_hash = str(head["root_hash"])
+        except (KeyError, TypeError, ValueError):
+            return bad(vouched, "malformed tree head")
         if leaf_failure is not None and size > leaf_failure[0]:
             break  # the entry-level failure comes first
+        if previous is not None and size < previous[0]:
+            return bad(
+                vouched,
+                f"tree head at size {size} goes back from size {previous[0]} (heads must grow)",
+            )
+        if (size, key_id) in seen:
+            return bad(vouched, f"tree head at size {size} repeats an earlier one")
+        if key_for(key_id) is None:
+            return bad(vouched, f"tree head at size {size} is signed by unknown key {key_id!r}")
         if not _signature_valid(head, key_for):
             return bad(
                 vouched,
-                f"tree head at size {size} has an invalid signature (key {head['key_id']!r})",
+                f"tree head at size {size} has an invalid signature (key {key_id!r})",
             )
         if size > len(leaves):
             return bad(
                 len(leaves), f"tree head at size {size} but entries from {len(leaves)} are missing"
             )
         tree.extend(leaves[tree.size : size])
-        if tree.root().hex() != head["root_hash"]:
+        if tree.root().hex() != root_hash:
             return bad(
                 vouched,
                 f"root at signed size {size} does not match; the first altered entry lies "
                 f"in {vouched}..{size - 1}",
             )
-        vouched = size
+        key_rank = rank.get(key_id)
+        if key_rank is not None:
+            if newest_key is not None and key_rank < newest_key[0]:
+                return bad(
+                    vouched,
+                    f"tree head at size {size} is signed by key {key_id!r}, retired before "
+                    f"key {newest_key[1]!r} signed the head at size {newest_key[2]}",
+                )
+            newest_key = (key_rank, key_id, size)
+        coverage.append(HeadCoverage(size, key_id, size - vouched))
+        vouched, previous = size, (size, key_id)
+        seen.add(previous)
     if leaf_failure is not None:
         return bad(*leaf_failure)
-    return VerificationResult(True, count, len(head_list))
+    if require_coverage and vouched < count:
+        where = "no signed tree head" if not head_list else "no signed tree head covers them"
+        return bad(vouched, f"entries {vouched}..{count - 1} are not covered: {where}")
+    result = VerificationResult(True, count, len(head_list), None, None, tuple(coverage), vouched)
+    return result, leaves

@@ -12,17 +12,19 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from services.audit import merkle
 from services.audit.models import AuditEntry, format_timestamp, tree_head_bytes
+from services.audit.witness import Cosignature, TreeHead, Witness, store_cosignature
 from services.policy import DataCategory
 from services.principal import Role, Sector
 from services.runtime import Runtime
@@ -284,7 +286,7 @@ async def test_bad_proof_requests_are_problems_not_errors(
 
 
 async def test_signed_heads_and_proofs_verify_with_the_published_key(
-    api: httpx.AsyncClient, minter: TokenMinter, runtime: Runtime
+    api: httpx.AsyncClient, minter: TokenMinter, runtime: Runtime, tmp_path: Path
 ) -> None:
     j = await _walked(api, minter)
     assert j.id is not None
@@ -349,6 +351,24 @@ async def test_signed_heads_and_proofs_verify_with_the_published_key(
     old, new = bytes.fromhex(first["root_hash"]), bytes.fromhex(second["root_hash"])
     assert merkle.verify_consistency(first["tree_size"], second["tree_size"], old, new, path)
     assert not merkle.verify_consistency(first["tree_size"], second["tree_size"], new, old, path)
+
+    # a witness (its own key, its own state) cosigns the later head after checking it
+    # extends the earlier one; the auditor API serves the cosignature with the head
+    def canonical(head: dict[str, Any]) -> TreeHead:
+        signed_at = format_timestamp(datetime.fromisoformat(head["signed_at"]))
+        return TreeHead.from_record({**head, "signed_at": signed_at})
+
+    witness_key = Ed25519PrivateKey.generate()
+    witness = Witness(witness_key, tmp_path / "witness-state.json", {second["key_id"]: key})
+    witness.cosign(canonical(first), [])
+    cosignature = witness.cosign(canonical(second), body["path"])
+    assert store_cosignature(runtime.engine, cosignature)
+    heads = (await api.get("/api/v1/audit/tree-heads", headers=auditor)).json()
+    [served] = [
+        h for h in heads if (h["tree_size"], h["key_id"]) == (second["tree_size"], second["key_id"])
+    ]
+    assert [Cosignature.from_record(c) for c in served["cosignatures"]] == [cosignature]
+    assert cosignature.valid_under(witness_key.public_key())
 
     verified = await api.post("/api/v1/audit/verify", headers=auditor)
     assert verified.status_code == 200

@@ -176,6 +176,7 @@ def test_every_label_is_translated_in_every_language() -> None:
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("REFERRAL_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("REFERRAL_KEYRING_PATH", str(settings.keyring_path))
+    monkeypatch.setenv("REFERRAL_AUDIT_KEY_PATH", str(settings.audit_key_file))
     monkeypatch.setenv("REFERRAL_ENVIRONMENT", "test")
     get_settings.cache_clear()
     yield

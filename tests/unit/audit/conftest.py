@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
+from services.audit.keys import key_id_of
 from services.audit.log import AuditLog
 from services.audit.models import (
     AUDIT_ENTRY_TABLE,
@@ -19,10 +20,15 @@ from services.audit.models import (
     install_append_only_triggers,
     remove_append_only_triggers,
 )
+from services.audit.witness import (
+    COSIGNATURE_TABLE,
+    install_cosignature_triggers,
+    remove_cosignature_triggers,
+)
 from services.db import make_engine
 
 POSTGRES_URL = os.environ.get("REFERRAL_TEST_DATABASE_URL", "")
-AUDIT_TABLES = [AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE]
+AUDIT_TABLES = [AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE, COSIGNATURE_TABLE]
 
 
 @pytest.fixture(
@@ -49,8 +55,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         SQLModel.metadata.drop_all(conn, tables=AUDIT_TABLES)
         SQLModel.metadata.create_all(conn, tables=AUDIT_TABLES)
         install_append_only_triggers(conn)
+        install_cosignature_triggers(conn)
     yield engine
     with engine.begin() as conn:
+        remove_cosignature_triggers(conn)
         remove_append_only_triggers(conn)
         SQLModel.metadata.drop_all(conn, tables=AUDIT_TABLES)
     engine.dispose()
@@ -69,7 +77,8 @@ def make_log(engine: Engine, signing_key: Ed25519PrivateKey) -> Callable[..., Au
     def build(**overrides: Any) -> AuditLog:
         options: dict[str, Any] = {
             "signing_key": signing_key,
-            "key_id": "audit-2025-01",
+            # Heads name their key by its fingerprint, as the runtime's keys do.
+            "key_id": key_id_of(signing_key),
             "sth_every_entries": 1000,
             "sth_every_seconds": 3600.0,
         }

@@ -205,6 +205,16 @@ def test_trivial_consistency_cases() -> None:
     assert not merkle.verify_consistency(5, 4, root, root, [])
 
 
+def test_the_empty_tree_is_consistent_only_with_its_own_root() -> None:
+    other = hashes(1)[0]
+    assert merkle.verify_consistency(0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, [])
+    assert not merkle.verify_consistency(0, 0, merkle.EMPTY_ROOT, other, [])
+    assert not merkle.verify_consistency(0, 0, other, merkle.EMPTY_ROOT, [])
+    assert not merkle.verify_consistency(0, 0, other, hashes(2)[1], [])
+    # a "size 0" tree claiming some other root is not the empty tree
+    assert not merkle.verify_consistency(0, 5, other, merkle.root(hashes(5)), [])
+
+
 def test_proofs_for_positions_outside_the_tree_are_refused() -> None:
     with pytest.raises(ValueError):
         merkle.inclusion_proof(3, hashes(3))

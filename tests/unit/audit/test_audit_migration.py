@@ -6,13 +6,22 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from audit_factories import audit_event, execute_raw
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, inspect
 from sqlalchemy.exc import DBAPIError
 
 from services.audit.log import AuditLog
 from services.audit.models import AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE
+from services.audit.witness import (
+    COSIGNATURE_TABLE,
+    TreeHead,
+    Witness,
+    store_cosignature,
+    stored_cosignatures,
+)
 from services.db import alembic_config, make_engine
 
 
@@ -36,3 +45,37 @@ def test_the_migration_creates_append_only_audit_tables(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     command.downgrade(alembic_config(url), "0001_core")
+
+
+def test_the_witness_migration_creates_an_append_only_cosignature_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'witness.db'}"
+    command.upgrade(alembic_config(url), "0007_audit_witness")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            metadata = MetaData()
+            COSIGNATURE_TABLE.to_metadata(metadata)
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+            # the other tables of the schema are not in this metadata; only ours counts
+            assert [d for d in differences if d[0] not in ("remove_table", "remove_index")] == []
+        signing_key = Ed25519PrivateKey.generate()
+        log = AuditLog(engine, signing_key, "k1")
+        log.append([audit_event(0)])
+        witness_key = Ed25519PrivateKey.generate()
+        witness = Witness(witness_key, tmp_path / "state.json", {"k1": signing_key.public_key()})
+        cosignature = witness.cosign(TreeHead.from_stored(log.sign_tree_head()), [])
+        assert store_cosignature(engine, cosignature)
+        assert not store_cosignature(engine, cosignature)  # once per head and witness
+        with engine.connect() as conn:
+            assert stored_cosignatures(conn) == [cosignature]
+        with pytest.raises(DBAPIError, match="append-only"):
+            execute_raw(engine, "DELETE FROM audit_cosignature")
+    finally:
+        engine.dispose()
+    command.downgrade(alembic_config(url), "0004_web_session")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert not inspect(conn).has_table(COSIGNATURE_TABLE.name)
+    finally:
+        engine.dispose()
