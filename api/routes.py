@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
+from api.errors import problem_responses
 from api.schemas import (
     CloseIn,
     ConsentIn,
@@ -52,7 +53,7 @@ from services.principal import Principal, Sector
 from services.runtime import Runtime
 from workflows.referral import ReferralWorkflow, workflow_id
 
-router = APIRouter(prefix="/api/v1", tags=["referrals"])
+router = APIRouter(prefix="/api/v1", tags=["referrals"], responses=problem_responses(409))
 
 ReferralId = Annotated[uuid.UUID, "the referral's id"]
 IdempotencyKey = Annotated[
