@@ -19,6 +19,8 @@ from api.auth import TokenValidator
 from services.errors import Unauthenticated
 from services.settings import Settings
 
+_bearer = HTTPBearer(auto_error=False)
+
 
 def create_app() -> FastAPI:
     """The bare app: one GET that checks the bearer token and answers a constant body."""
@@ -29,7 +31,6 @@ def create_app() -> FastAPI:
         audience=settings.jwt_audience,
         cache_seconds=settings.jwks_cache_seconds,
     )
-    bearer = HTTPBearer(auto_error=False)
     app = FastAPI()
 
     @app.get("/healthz")
@@ -39,7 +40,7 @@ def create_app() -> FastAPI:
     @app.get("/api/v1/referrals/{referral_id}")
     async def get_referral(
         referral_id: uuid.UUID,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> dict[str, Any]:
         if credentials is None:
             raise HTTPException(401)
