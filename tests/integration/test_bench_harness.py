@@ -30,6 +30,7 @@ async def test_the_api_bench_measures_every_row_and_stops_what_it_started() -> N
             assert row[side]["completed"] >= 1, row
             assert row[side]["errors"] == 0, row
         assert row["ratio"] > 0, row
+        assert not row["api_restarted"], row
     # the baseline workflow runs as many activities as the referral's did
     activities = result["activities"]
     assert 1 <= activities["create"] < activities["lifecycle"], activities
