@@ -40,6 +40,7 @@ async def bare_activity(number: int) -> int:
 @workflow.defn
 class BareWorkflow:
     def __init__(self) -> None:
+        self._started = False
         self._steps_done = 0
 
     async def _activities(self, count: int) -> None:
@@ -51,12 +52,15 @@ class BareWorkflow:
     @workflow.run
     async def run(self, inp: BareInput) -> int:
         await self._activities(inp.start_activities)
+        self._started = True
         await workflow.wait_condition(lambda: self._steps_done >= inp.steps)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._steps_done
 
     @workflow.update
     async def step(self, inp: StepInput) -> int:
+        # like a referral's steps, which wait for its submission
+        await workflow.wait_condition(lambda: self._started)
         await self._activities(inp.activities)
         self._steps_done += 1
         return self._steps_done

@@ -21,7 +21,7 @@ async def test_the_api_bench_measures_every_row_and_stops_what_it_started() -> N
 
     expected = (
         [f"creates/s, {c} concurrent" for c in sizes.creates]
-        + [f"lifecycles/s, {c} concurrent" for c in sizes.lifecycles]
+        + [f"lifecycles/min, {c} concurrent" for c in sizes.lifecycles]
         + [f"GET one referral, {c} concurrent" for c in sizes.gets]
     )
     assert [row["what"] for row in result["rows"]] == expected
