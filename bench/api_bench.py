@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.testing import WorkflowEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ async def closed_loop(
                 await asyncio.wait_for(unit(), timeout)
             except Refused as refused:
                 measure.errors[str(refused)] += 1
-            except (TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx.TimeoutException, WorkflowUpdateRPCTimeoutOrCancelledError):
                 measure.errors["time-out"] += 1
             except (httpx.HTTPError, OSError) as exc:
                 measure.errors[type(exc).__name__] += 1
