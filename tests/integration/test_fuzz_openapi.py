@@ -53,7 +53,7 @@ pytestmark = [
 ]
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-SECONDS = float(os.environ.get("FUZZ_SECONDS", "120"))  # for all operations together
+SECONDS = float(os.environ.get("FUZZ_SECONDS", "90"))  # for all operations together
 
 # Every role, each in an organisation where it exists; None sends no token.
 CALLERS: list[tuple[str, str] | None] = [
