@@ -10,8 +10,10 @@ schema refuses. The requests go over ASGI to the app of the integration fixtures
 Temporal dev server, database and worker), in the test's own event loop; Hypothesis runs
 in a thread and hands each request to that loop.
 
-Bounded so that it fits CI: `FUZZ_EXAMPLES` examples per operation and mode, and a time
-budget per operation; a failure lists every problem found, with a curl line for each.
+Bounded so that it fits CI: at most `FUZZ_EXAMPLES` (25) examples per operation and mode,
+within `FUZZ_SECONDS` (90) for all of them, shared equally; the examples are derandomised, so
+CI repeats the same ones (raise both to search further). A failure lists every problem
+found, with a curl line for each.
 """
 
 from __future__ import annotations
