@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install chromium keycloak-prerequisites lint bench clean
+.PHONY: run test install chromium keycloak-prerequisites lint bench bench-quick clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,8 +58,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Every benchmark (about 10 minutes on 2 cores); REFERRAL_BENCH_DATABASE_URL=postgresql+psycopg://...
+# runs the API rows on PostgreSQL.
 bench: install
 	$(BIN)/python -m bench
+
+# A short smoke run of the API rows (under a minute).
+bench-quick: install
+	REFERRAL_BENCH_SIZE=quick $(BIN)/python -m bench bench.api_bench
 
 clean:
 	rm -rf $(VENV) .data

@@ -217,7 +217,11 @@ async def public_key(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextD
     return await run_in_threadpool(run)
 
 
-@report_router.get("/referrals/{referral_id}/access-report", response_model=None)
+@report_router.get(
+    "/referrals/{referral_id}/access-report",
+    response_model=None,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def access_report(
     referral_id: uuid.UUID,
     runtime: RuntimeDep,

@@ -15,11 +15,27 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.schemas import Problem
 from services.db import pool_exhausted
 from services.errors import DomainError
 
 PROBLEM = "application/problem+json"
 logger = logging.getLogger("api.errors")
+
+# What each error status means for a caller of this API: the OpenAPI document says it once.
+STATUS_DESCRIPTIONS = {
+    400: "Bad request: the body could not be read",
+    401: "Unauthenticated: no valid bearer token",
+    403: "Forbidden: the policies refuse this access (the refusal is audited)",
+    404: "Not found, or not visible to the caller",
+    409: "Conflict: the step is not possible in the referral's current state",
+    413: "Payload too large",
+    422: "Invalid request: it does not match the schema",
+    428: "Precondition required: the request needs an Idempotency-Key",
+    503: "Service unavailable: the database, the workflow service or the identity provider",
+}
+_METHODS_WITH_BODY = {"post", "put", "patch", "delete"}
+_HTTP_METHODS = _METHODS_WITH_BODY | {"get", "head", "options", "trace"}
 
 
 def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JSONResponse:
@@ -111,8 +127,57 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     return await _unexpected(request, exc)
 
 
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A router's `responses=`: the problems its routes answer beyond those of their shape."""
+    return {status: {"description": STATUS_DESCRIPTIONS[status]} for status in statuses}
+
+
+def _problems_of(method: str, operation: dict[str, Any]) -> set[int]:
+    # The problems an operation can answer follow from its shape: what it takes, whether it
+    # needs a token (then it decides access and touches the database or Temporal).
+    parameters = operation.get("parameters", [])
+    has_body = "requestBody" in operation
+    statuses: set[int] = set()
+    if parameters or has_body:
+        statuses.add(422)
+    if has_body:
+        statuses.add(400)
+    if method in _METHODS_WITH_BODY:
+        statuses.add(413)  # RequestLimits refuses any body over the limit
+    if operation.get("security"):
+        statuses |= {401, 403, 503}
+    if any(p.get("in") == "path" for p in parameters):
+        statuses.add(404)
+    return statuses
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Document every error answer of every operation as problem+json (in place)."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem_schema.pop("$defs", {}))
+    schemas["Problem"] = problem_schema
+    content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in openapi.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in _HTTP_METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in sorted(_problems_of(method, operation)):
+                responses.setdefault(str(status), {})
+            for code, response in responses.items():
+                if code[:1] in ("4", "5"):
+                    # FastAPI's own 422 says application/json; the API answers problem+json
+                    response["description"] = STATUS_DESCRIPTIONS.get(int(code), "Error")
+                    response["content"] = content
+    # FastAPI's validation error models, now referenced by no operation
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return openapi
+
+
 def install(app: FastAPI) -> None:
-    """Register every problem+json handler."""
+    """Register every problem+json handler and document the answers in the OpenAPI."""
     app.add_exception_handler(PoolTimeout, _database)
     app.add_exception_handler(OperationalError, _database)
     app.add_exception_handler(DomainError, _known)
@@ -121,3 +186,12 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(WorkflowUpdateFailedError, _known)
     app.add_exception_handler(RPCError, _known)
     app.add_exception_handler(Exception, _unexpected)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_problems(plain_openapi())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -116,7 +116,7 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses=errors.problem_responses(503))
     async def readyz() -> JSONResponse:
         """Readiness: the database and Temporal answer."""
         checks: dict[str, str] = {}

@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
-from api.errors import describe
+from api.errors import describe, problem_responses
 from api.schemas import (
     CloseIn,
     ConsentIn,
@@ -60,7 +60,7 @@ from services.runtime import Runtime
 from workflows.reconciler import start_referral
 from workflows.referral import ReferralWorkflow, workflow_id
 
-router = APIRouter(prefix="/api/v1", tags=["referrals"])
+router = APIRouter(prefix="/api/v1", tags=["referrals"], responses=problem_responses(409))
 
 ReferralId = Annotated[uuid.UUID, "the referral's id"]
 IdempotencyKey = Annotated[
@@ -340,7 +340,9 @@ def _answer(
 _STORED_CATEGORIES = ("identity", "contact", "judicial_context", "referral_reason")
 
 
-@router.post("/referrals", status_code=201, response_model=ReferralView)
+@router.post(
+    "/referrals", status_code=201, response_model=ReferralView, responses=problem_responses(428)
+)
 async def create_referral(
     body: ReferralCreate,
     response: Response,

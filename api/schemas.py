@@ -140,3 +140,23 @@ class ConsentView(BaseModel):
     valid_from: datetime
     valid_until: datetime | None
     withdrawn_at: datetime | None
+
+
+class ValidationIssue(BaseModel):
+    """Where a request failed validation and how; never the submitted value."""
+
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: the body of every error answer (`application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:referral:problem:not-found"])
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[ValidationIssue] | None = None

