@@ -7,14 +7,16 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
 from api.schemas import (
+    CareTeamIn,
+    CareTeamMember,
     CloseIn,
     ConsentIn,
     ConsentView,
@@ -26,11 +28,12 @@ from api.schemas import (
     ReferralSummary,
     ReferralView,
 )
+from services import care_team, policy, referrals
 from services import consent as consent_service
-from services import policy, referrals
 from services.access import RequestContext
 from services.audit.models import AuditEventType
 from services.case_content import ReferralCreate
+from services.db import session_scope
 from services.errors import Conflict, Forbidden, NotFound, Unprocessable
 from services.lifecycle import (
     AcceptInput,
@@ -88,8 +91,10 @@ def guard(
     ctx: RequestContext,
     referral_id: uuid.UUID,
     action: policy.Action,
+    widening: policy.ConsentWidening | None = None,
 ) -> tuple[Referral, policy.CaseFacts, policy.ConsentFacts | None]:
-    """Load a referral and authorise `action`; outsiders learn nothing (404, not 403)."""
+    """Load a referral and authorise `action`; outsiders learn nothing (404, not 403).
+    `widening`: what a consent version being recorded adds (record_consent only)."""
     referral = session.get(Referral, referral_id)
     if referral is None:
         runtime.gatekeeper.decide(
@@ -104,11 +109,14 @@ def guard(
         raise NotFound("no such referral")
     case = referrals.case_facts(session=session, referral=referral)
     consent = referrals.consent_facts(session=session, referral_id=referral_id)
+    asked = consent
+    if widening is not None:
+        asked = (consent or policy.NO_CONSENT).model_copy(update={"widening": widening})
     decision = runtime.gatekeeper.decide(
         principal=principal,
         action=action,
         case=case,
-        consent=consent,
+        consent=asked,
         purpose=purpose_of(principal),
         ctx=ctx,
         referral_id=referral_id,
@@ -170,12 +178,13 @@ async def step(
     action: policy.Action,
     run_update: Callable[[WorkflowHandle[ReferralWorkflow, Snapshot], Actor], Any],
     after: Callable[[Session, Referral], list[str]] | None = None,
+    widening: policy.ConsentWidening | None = None,
 ) -> dict[str, Any]:
     """Authorise, ask the workflow (its validator may refuse: 409), audit, answer the view."""
 
     def authorise() -> None:
         with Session(runtime.engine) as session:
-            guard(session, runtime, principal, ctx, referral_id, action)
+            guard(session, runtime, principal, ctx, referral_id, action, widening)
 
     await run_in_threadpool(authorise)
     await run_update(_handle(temporal, referral_id), actor_of(principal))
@@ -374,9 +383,16 @@ async def record_consent(
         right_to_revoke_explained=body.right_to_revoke_explained,
         valid_until=body.valid_until,
         now=utcnow(),
+        signed_by=body.signed_by,
+        signer_capacity=body.signer_capacity,
+        signed_on=body.signed_on,
+        signing_method=body.signing_method,
     )
     if missing:
         raise Unprocessable("the consent lacks: " + ", ".join(missing))
+    # Who may record this version depends on what it adds to the consent as it stands:
+    # the policies decide with it (lifecycle.cedar).
+    widening = await run_in_threadpool(_widening_of, runtime, referral_id, body)
 
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
         return await handle.execute_update(
@@ -392,6 +408,11 @@ async def record_consent(
                 valid_until=body.valid_until,
                 evidence_hash=body.evidence_hash,
                 recorded_at=utcnow(),
+                right_to_revoke_explained=body.right_to_revoke_explained,
+                signed_by=body.signed_by,
+                signer_capacity=body.signer_capacity,
+                signed_on=body.signed_on,
+                signing_method=body.signing_method,
             ),
         )
 
@@ -403,7 +424,23 @@ async def record_consent(
         referral_id=referral_id,
         action=policy.Action.RECORD_CONSENT,
         run_update=run,
+        widening=widening,
     )
+
+
+def _widening_of(
+    runtime: Runtime, referral_id: uuid.UUID, body: ConsentIn
+) -> policy.ConsentWidening:
+    with Session(runtime.engine) as session:
+        return consent_service.widening(
+            current=referrals.current_consent(session=session, referral_id=referral_id),
+            at=utcnow(),
+            purposes=[p.value for p in body.purposes],
+            categories=list(body.categories),
+            recipients=list(body.recipients),
+            disclosers=list(body.disclosers),
+            valid_until=body.valid_until,
+        )
 
 
 @router.post("/referrals/{referral_id}/consent/withdraw", response_model=ReferralView)
@@ -414,7 +451,9 @@ async def withdraw_consent(
     principal: PrincipalDep,
     ctx: ContextDep,
 ) -> dict[str, Any]:
-    """Withdraw consent: effective at once, the referral is cancelled."""
+    """Withdraw consent: effective at once. An open referral is cancelled by its workflow;
+    after the care ended, the stored consent is withdrawn and the care team's access to
+    the case's content stops at the next request."""
 
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
         return await handle.execute_update(
@@ -424,15 +463,54 @@ async def withdraw_consent(
             ConsentWithdrawInput(actor=actor),
         )
 
-    return await step(
-        runtime=runtime,
-        temporal=temporal,
+    if await run_in_threadpool(_after_care, runtime, referral_id):
+        return await run_in_threadpool(_withdraw_after_care, runtime, principal, ctx, referral_id)
+    try:
+        return await step(
+            runtime=runtime,
+            temporal=temporal,
+            principal=principal,
+            ctx=ctx,
+            referral_id=referral_id,
+            action=policy.Action.WITHDRAW_CONSENT,
+            run_update=run,
+        )
+    except WorkflowUpdateFailedError:
+        # the care ended while this request was on its way: withdraw without the workflow
+        if await run_in_threadpool(_after_care, runtime, referral_id):
+            return await run_in_threadpool(
+                _withdraw_after_care, runtime, principal, ctx, referral_id
+            )
+        raise
+
+
+def _after_care(runtime: Runtime, referral_id: uuid.UUID) -> bool:
+    with Session(runtime.engine) as session:
+        referral = session.get(Referral, referral_id)
+        return referral is not None and referral.stage in consent_service.AFTER_CARE
+
+
+def _withdraw_after_care(
+    runtime: Runtime, principal: Principal, ctx: RequestContext, referral_id: uuid.UUID
+) -> dict[str, Any]:
+    """A withdrawal after the care ended: decided by the policies, stored, audited."""
+    with session_scope(runtime.engine) as session:
+        referral, _, _ = guard(
+            session, runtime, principal, ctx, referral_id, policy.Action.WITHDRAW_CONSENT
+        )
+        consent_service.withdraw_after_end(session=session, referral=referral, at=utcnow())
+    runtime.gatekeeper.record(
         principal=principal,
+        event_type=AuditEventType.UPDATE,
+        action=f"referral.{policy.Action.WITHDRAW_CONSENT.value}",
+        purpose=purpose_of(principal),
         ctx=ctx,
         referral_id=referral_id,
-        action=policy.Action.WITHDRAW_CONSENT,
-        run_update=run,
     )
+    try:
+        return view_of(runtime, principal, ctx, referral_id)
+    except NotFound:
+        return {"id": str(referral_id), "stage": "no_longer_visible"}
 
 
 @router.get("/referrals/{referral_id}/consents", response_model=list[ConsentView])
@@ -442,9 +520,10 @@ async def list_consents(
     """Every consent version of a referral (no personal content)."""
 
     def load() -> list[dict[str, Any]]:
-        with Session(runtime.engine) as session:
+        with session_scope(runtime.engine) as session:
             guard(session, runtime, principal, ctx, referral_id, policy.Action.VIEW_REFERRAL)
-            rows = consent_service.list_for(session=session, referral_id=referral_id)
+            # a consent whose validity ended is stored as expired, then shown so
+            rows = consent_service.list_for(session=session, referral_id=referral_id, at=utcnow())
             out = [
                 ConsentView.model_validate({**r.model_dump(), "id": str(r.id)}).model_dump()
                 for r in rows
@@ -460,6 +539,99 @@ async def list_consents(
         return out
 
     return await run_in_threadpool(load)
+
+
+# ---- care team (need to know) -----------------------------------------------------------
+
+
+def _members(rows: list[Any]) -> list[dict[str, Any]]:
+    return [
+        CareTeamMember(
+            subject=r.subject, assigned_by=r.assigned_by, assigned_at=r.assigned_at
+        ).model_dump()
+        for r in rows
+    ]
+
+
+def _change_care_team(
+    runtime: Runtime,
+    principal: Principal,
+    ctx: RequestContext,
+    referral_id: uuid.UUID,
+    action: policy.Action,
+    subject: str | None,
+) -> list[dict[str, Any]]:
+    """Decide `action` (assign, release, or with no subject: see the team), apply, audit."""
+    with session_scope(runtime.engine) as session:
+        referral, _, _ = guard(session, runtime, principal, ctx, referral_id, action)
+        if subject is not None and action is policy.Action.ASSIGN_CARE_WORKER:
+            care_team.assign(
+                session=session,
+                referral=referral,
+                subject=subject,
+                by=principal.subject,
+                at=utcnow(),
+            )
+        elif subject is not None:
+            care_team.release(
+                session=session,
+                referral=referral,
+                subject=subject,
+                by=principal.subject,
+                at=utcnow(),
+            )
+        session.flush()
+        members = _members(care_team.current(session=session, referral=referral))
+    runtime.gatekeeper.record(
+        principal=principal,
+        event_type=AuditEventType.UPDATE if subject is not None else AuditEventType.READ,
+        action=f"referral.{action.value}" if subject is not None else "care_team.list",
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        referral_id=referral_id,
+    )
+    return members
+
+
+@router.get("/referrals/{referral_id}/care-team", response_model=list[CareTeamMember])
+def list_care_team(
+    referral_id: uuid.UUID, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> list[dict[str, Any]]:
+    """Who is assigned to the case: for the intake coordinator who assigns them."""
+    return _change_care_team(
+        runtime, principal, ctx, referral_id, policy.Action.ASSIGN_CARE_WORKER, None
+    )
+
+
+@router.post("/referrals/{referral_id}/care-team", response_model=list[CareTeamMember])
+def assign_care_worker(
+    referral_id: uuid.UUID,
+    body: CareTeamIn,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> list[dict[str, Any]]:
+    """Assign a care worker (by subject id) to the case: they now see its content."""
+    return _change_care_team(
+        runtime, principal, ctx, referral_id, policy.Action.ASSIGN_CARE_WORKER, body.subject
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/care-team/{subject}/release",
+    response_model=list[CareTeamMember],
+)
+def release_care_worker(
+    referral_id: uuid.UUID,
+    subject: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:|-]{0,199}$")],
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> list[dict[str, Any]]:
+    """Release a care worker from the case: their access to its content stops at once."""
+    return _change_care_team(
+        runtime, principal, ctx, referral_id, policy.Action.RELEASE_CARE_WORKER, subject
+    )
 
 
 # ---- lifecycle steps --------------------------------------------------------------------

@@ -13,13 +13,13 @@ from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services import policy
+from services import care_team, policy
+from services import consent as consent_service
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer
 from services.errors import Conflict, NotFound, Unprocessable
 from services.lifecycle import (
     ComplianceFact,
-    ConsentStatus,
     ReferralWorkflowInput,
     Stage,
     TargetGroup,
@@ -78,6 +78,11 @@ def draft_case(
 
 def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
     """What the policies need to know about an existing referral."""
+    provider_sector = None
+    if referral.accepted_provider is not None:
+        provider_sector = session.exec(
+            select(Organisation.sector).where(Organisation.code == referral.accepted_provider)
+        ).first()
     return policy.CaseFacts(
         referral_id=str(referral.id),
         framework_id=str(referral.framework_id),
@@ -85,6 +90,8 @@ def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
         referring_office=referral.referring_office,
         offered_provider=referral.offered_provider,
         accepted_provider=referral.accepted_provider,
+        accepted_provider_sector=provider_sector,
+        assigned_workers=care_team.assigned_subjects(session=session, referral=referral),
     )
 
 
@@ -103,21 +110,7 @@ def consent_facts(
     consent = current_consent(session=session, referral_id=referral_id)
     if consent is None:
         return None
-    at = at or utcnow()
-    status = policy.ConsentState.ACTIVE
-    if consent.status == ConsentStatus.WITHDRAWN.value or (
-        consent.withdrawn_at is not None and consent.withdrawn_at <= at
-    ):
-        status = policy.ConsentState.WITHDRAWN
-    elif consent.status == ConsentStatus.REFUSED.value:
-        status = policy.ConsentState.REFUSED
-    elif consent.valid_until is not None and consent.valid_until <= at:
-        status = policy.ConsentState.EXPIRED
-    return policy.ConsentFacts(
-        status=status,
-        purposes=frozenset(consent.purposes),
-        categories=frozenset(consent.categories),
-    )
+    return consent_service.facts(consent, at or utcnow())
 
 
 def get(*, session: Session, referral_id: uuid.UUID) -> Referral:
