@@ -8,10 +8,10 @@ route needs an entry here, and so a policy decision and an audit record, before 
 suite passes again.
 
 The requests follow one referral through its lifecycle (create, read, consent, decline,
-accept, intake, progress, care team assignment, access report, release, close, decision), two more referrals for
-withdrawal and cancellation, and the auditor's routes. Each request carries its own
-X-Request-ID, so its audit entries are exactly those with that request id and an index
-above the log's newest before the request.
+accept, intake, progress, care team assignment, access report, release, close, decision),
+two more referrals for withdrawal and cancellation, and the auditor's routes. Each request
+carries its own X-Request-ID, so its audit entries are exactly those with that request id
+and an index above the log's newest before the request.
 
 Outside /api/v1 only an explicit allowlist may exist: the public documentation and health
 endpoints (no token), the Temporal UI codec (token required), and the browser login flow.

@@ -12,10 +12,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
-from services.db import alembic_config
 import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
 import services.crypto  # noqa: F401
 import services.models  # noqa: F401
+from services.db import alembic_config
 
 
 def _url(tmp_path: Path) -> str:
