@@ -41,6 +41,7 @@ from services.lifecycle import (
     CancelInput,
     CloseInput,
     ConsentRecordInput,
+    ConsentStatus,
     ConsentWithdrawInput,
     DecisionInput,
     DeclineInput,
@@ -50,7 +51,7 @@ from services.lifecycle import (
     Snapshot,
     Stage,
 )
-from services.models import Referral, utcnow
+from services.models import CareTeamAssignment, Referral, utcnow
 from services.principal import Principal, Sector
 from services.runtime import Runtime
 from workflows.referral import ReferralWorkflow, workflow_id
@@ -466,7 +467,7 @@ async def withdraw_consent(
     if await run_in_threadpool(_after_care, runtime, referral_id):
         return await run_in_threadpool(_withdraw_after_care, runtime, principal, ctx, referral_id)
     try:
-        return await step(
+        view = await step(
             runtime=runtime,
             temporal=temporal,
             principal=principal,
@@ -482,12 +483,23 @@ async def withdraw_consent(
                 _withdraw_after_care, runtime, principal, ctx, referral_id
             )
         raise
+    if await run_in_threadpool(_after_care, runtime, referral_id, active_consent=True):
+        # the workflow had ended the care when the withdrawal reached it and stored nothing:
+        # the withdrawal still holds, without the workflow
+        return await run_in_threadpool(_withdraw_after_care, runtime, principal, ctx, referral_id)
+    return view
 
 
-def _after_care(runtime: Runtime, referral_id: uuid.UUID) -> bool:
+def _after_care(runtime: Runtime, referral_id: uuid.UUID, *, active_consent: bool = False) -> bool:
+    """Whether the referral's care has ended (and, if asked, a consent is still active)."""
     with Session(runtime.engine) as session:
         referral = session.get(Referral, referral_id)
-        return referral is not None and referral.stage in consent_service.AFTER_CARE
+        if referral is None or referral.stage not in consent_service.AFTER_CARE:
+            return False
+        if not active_consent:
+            return True
+        current = referrals.current_consent(session=session, referral_id=referral_id)
+        return current is not None and current.status == ConsentStatus.ACTIVE.value
 
 
 def _withdraw_after_care(
@@ -544,7 +556,7 @@ async def list_consents(
 # ---- care team (need to know) -----------------------------------------------------------
 
 
-def _members(rows: list[Any]) -> list[dict[str, Any]]:
+def _members(rows: list[CareTeamAssignment]) -> list[dict[str, Any]]:
     return [
         CareTeamMember(
             subject=r.subject, assigned_by=r.assigned_by, assigned_at=r.assigned_at
