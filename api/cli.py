@@ -378,6 +378,10 @@ def demo(
             "right_to_revoke_explained": True,
             "valid_until": valid_until,
             "evidence_hash": "sha256:" + "0" * 64,
+            "signed_by": "person",
+            "signer_capacity": "self",
+            "signed_on": datetime.now(UTC).date().isoformat(),
+            "signing_method": "paper_form",
         },
     )
     show("2. person's consent recorded", view)

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -15,6 +15,8 @@ from temporalio.service import RPCError
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
 from api.errors import describe, problem_responses
 from api.schemas import (
+    CareTeamIn,
+    CareTeamMember,
     CloseIn,
     ConsentIn,
     ConsentView,
@@ -26,11 +28,12 @@ from api.schemas import (
     ReferralSummary,
     ReferralView,
 )
+from services import care_team, idempotency, policy, referrals
 from services import consent as consent_service
-from services import idempotency, policy, referrals
 from services.access import Access, RequestContext
 from services.audit.models import AuditEventType, AuditOutcome
 from services.case_content import ReferralCreate
+from services.db import session_scope
 from services.errors import (
     Conflict,
     Forbidden,
@@ -45,6 +48,7 @@ from services.lifecycle import (
     CancelInput,
     CloseInput,
     ConsentRecordInput,
+    ConsentStatus,
     ConsentWithdrawInput,
     DecisionInput,
     DeclineInput,
@@ -54,7 +58,7 @@ from services.lifecycle import (
     Snapshot,
     Stage,
 )
-from services.models import Referral, utcnow
+from services.models import CareTeamAssignment, Referral, utcnow
 from services.principal import Principal, Sector
 from services.runtime import Runtime
 from workflows.reconciler import start_referral
@@ -94,8 +98,10 @@ def guard(
     access: Access,
     referral_id: uuid.UUID,
     action: policy.Action,
+    widening: policy.ConsentWidening | None = None,
 ) -> tuple[Referral, policy.CaseFacts, policy.ConsentFacts | None]:
-    """Load a referral and authorise `action`; outsiders learn nothing (404, not 403)."""
+    """Load a referral and authorise `action`; outsiders learn nothing (404, not 403).
+    `widening`: what a consent version being recorded adds (record_consent only)."""
     access.referral_id = referral_id
     referral = session.get(Referral, referral_id)
     if referral is None:
@@ -103,7 +109,10 @@ def guard(
         raise NotFound("no such referral")
     case = referrals.case_facts(session=session, referral=referral)
     consent = referrals.consent_facts(session=session, referral_id=referral_id)
-    decision = access.decide(action=action, case=case, consent=consent)
+    asked = consent
+    if widening is not None:
+        asked = (consent or policy.NO_CONSENT).model_copy(update={"widening": widening})
+    decision = access.decide(action=action, case=case, consent=asked)
     if not decision.allowed:
         if policy.relation_of(access.principal, case) in _HIDDEN_RELATIONS:
             raise NotFound("no such referral")
@@ -219,6 +228,7 @@ async def step(
     after: Callable[[Session, Referral], list[str]] | None = None,
     idempotency_key: str | None = None,
     body: Any = None,
+    widening: policy.ConsentWidening | None = None,
 ) -> dict[str, Any]:
     """Authorise, ask the workflow (its validator may refuse: 409), answer the view; one
     audit entry, committed with the step's stored state and its stored answer. With an
@@ -242,7 +252,7 @@ async def step(
         runtime, principal, ctx, AuditEventType.UPDATE, f"referral.{action.value}", referral_id
     )
     try:
-        await run_in_threadpool(_authorise, runtime, access, referral_id, action)
+        await run_in_threadpool(_authorise, runtime, access, referral_id, action, widening)
         handle = _handle(temporal, referral_id)
         if keyed:
             update_id = idempotency.update_id(
@@ -307,10 +317,14 @@ def _release(runtime: Runtime, org: str, key: str) -> None:
 
 
 def _authorise(
-    runtime: Runtime, access: Access, referral_id: uuid.UUID, action: policy.Action
+    runtime: Runtime,
+    access: Access,
+    referral_id: uuid.UUID,
+    action: policy.Action,
+    widening: policy.ConsentWidening | None = None,
 ) -> None:
     with Session(runtime.engine) as session:
-        guard(session, access, referral_id, action)
+        guard(session, access, referral_id, action, widening)
 
 
 def _view_or_gone(
@@ -504,9 +518,16 @@ async def record_consent(
         right_to_revoke_explained=body.right_to_revoke_explained,
         valid_until=body.valid_until,
         now=utcnow(),
+        signed_by=body.signed_by,
+        signer_capacity=body.signer_capacity,
+        signed_on=body.signed_on,
+        signing_method=body.signing_method,
     )
     if missing:
         raise Unprocessable("the consent lacks: " + ", ".join(missing))
+    # Who may record this version depends on what it adds to the consent as it stands:
+    # the policies decide with it (lifecycle.cedar).
+    widening = await run_in_threadpool(_widening_of, runtime, referral_id, body)
 
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
         return await handle.execute_update(
@@ -522,6 +543,11 @@ async def record_consent(
                 valid_until=body.valid_until,
                 evidence_hash=body.evidence_hash,
                 recorded_at=utcnow(),
+                right_to_revoke_explained=body.right_to_revoke_explained,
+                signed_by=body.signed_by,
+                signer_capacity=body.signer_capacity,
+                signed_on=body.signed_on,
+                signing_method=body.signing_method,
             ),
         )
 
@@ -535,7 +561,23 @@ async def record_consent(
         run_update=run,
         idempotency_key=idempotency_key,
         body=body.model_dump(mode="json"),
+        widening=widening,
     )
+
+
+def _widening_of(
+    runtime: Runtime, referral_id: uuid.UUID, body: ConsentIn
+) -> policy.ConsentWidening:
+    with Session(runtime.engine) as session:
+        return consent_service.widening(
+            current=referrals.current_consent(session=session, referral_id=referral_id),
+            at=utcnow(),
+            purposes=[p.value for p in body.purposes],
+            categories=list(body.categories),
+            recipients=list(body.recipients),
+            disclosers=list(body.disclosers),
+            valid_until=body.valid_until,
+        )
 
 
 @router.post("/referrals/{referral_id}/consent/withdraw", response_model=ReferralView)
@@ -547,7 +589,9 @@ async def withdraw_consent(
     ctx: ContextDep,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    """Withdraw consent: effective at once, the referral is cancelled."""
+    """Withdraw consent: effective at once. An open referral is cancelled by its workflow;
+    after the care ended, the stored consent is withdrawn and the care team's access to
+    the case's content stops at the next request."""
 
     async def run(handle: WorkflowHandle[ReferralWorkflow, Snapshot], actor: Actor) -> Any:
         return await handle.execute_update(
@@ -557,16 +601,74 @@ async def withdraw_consent(
             ConsentWithdrawInput(actor=actor),
         )
 
-    return await step(
-        runtime=runtime,
-        temporal=temporal,
-        principal=principal,
-        ctx=ctx,
-        referral_id=referral_id,
-        action=policy.Action.WITHDRAW_CONSENT,
-        run_update=run,
-        idempotency_key=idempotency_key,
+    if await run_in_threadpool(_after_care, runtime, referral_id):
+        return await run_in_threadpool(_withdraw_after_care, runtime, principal, ctx, referral_id)
+    try:
+        view = await step(
+            runtime=runtime,
+            temporal=temporal,
+            principal=principal,
+            ctx=ctx,
+            referral_id=referral_id,
+            action=policy.Action.WITHDRAW_CONSENT,
+            run_update=run,
+            idempotency_key=idempotency_key,
+        )
+    except (WorkflowUpdateFailedError, StepRefused):
+        # the care ended while this request was on its way: withdraw without the workflow
+        if await run_in_threadpool(_after_care, runtime, referral_id):
+            return await run_in_threadpool(
+                _withdraw_after_care, runtime, principal, ctx, referral_id
+            )
+        raise
+    if await run_in_threadpool(_after_care, runtime, referral_id, active_consent=True):
+        # the workflow had ended the care when the withdrawal reached it and stored nothing:
+        # the withdrawal still holds, without the workflow
+        return await run_in_threadpool(_withdraw_after_care, runtime, principal, ctx, referral_id)
+    return view
+
+
+def _after_care(runtime: Runtime, referral_id: uuid.UUID, *, active_consent: bool = False) -> bool:
+    """Whether the referral's care has ended (and, if asked, a consent is still active)."""
+    with Session(runtime.engine) as session:
+        referral = session.get(Referral, referral_id)
+        if referral is None or referral.stage not in consent_service.AFTER_CARE:
+            return False
+        if not active_consent:
+            return True
+        current = referrals.current_consent(session=session, referral_id=referral_id)
+        return current is not None and current.status == ConsentStatus.ACTIVE.value
+
+
+def _withdraw_after_care(
+    runtime: Runtime, principal: Principal, ctx: RequestContext, referral_id: uuid.UUID
+) -> dict[str, Any]:
+    """A withdrawal after the care ended: decided by the policies, stored, audited (one
+    entry, committed with the withdrawal)."""
+    access = open_access(
+        runtime,
+        principal,
+        ctx,
+        AuditEventType.UPDATE,
+        f"referral.{policy.Action.WITHDRAW_CONSENT.value}",
+        referral_id,
     )
+    try:
+        with Session(runtime.engine) as session:
+            guard(session, access, referral_id, policy.Action.WITHDRAW_CONSENT)
+
+        def store(session: Session) -> None:
+            referral = referrals.get(session=session, referral_id=referral_id)
+            consent_service.withdraw_after_end(session=session, referral=referral, at=utcnow())
+
+        access.finish_with(store)
+    except BaseException as error:
+        access.abandon(error)
+        raise
+    try:
+        return view_of(runtime, principal, ctx, referral_id)
+    except NotFound:
+        return {"id": str(referral_id), "stage": "no_longer_visible"}
 
 
 @router.get("/referrals/{referral_id}/consents", response_model=list[ConsentView])
@@ -584,15 +686,122 @@ async def list_consents(
             ctx=ctx,
             referral_id=referral_id,
         ) as access:
-            with Session(runtime.engine) as session:
+            with session_scope(runtime.engine) as session:
                 guard(session, access, referral_id, policy.Action.VIEW_REFERRAL)
-                rows = consent_service.list_for(session=session, referral_id=referral_id)
+                # a consent whose validity ended is stored as expired, then shown so
+                rows = consent_service.list_for(
+                    session=session, referral_id=referral_id, at=utcnow()
+                )
                 return [
                     ConsentView.model_validate({**r.model_dump(), "id": str(r.id)}).model_dump()
                     for r in rows
                 ]
 
     return await run_in_threadpool(load)
+
+
+# ---- care team (need to know) -----------------------------------------------------------
+
+
+def _members(rows: list[CareTeamAssignment]) -> list[dict[str, Any]]:
+    return [
+        CareTeamMember(
+            subject=r.subject, assigned_by=r.assigned_by, assigned_at=r.assigned_at
+        ).model_dump()
+        for r in rows
+    ]
+
+
+def _change_care_team(
+    runtime: Runtime,
+    principal: Principal,
+    ctx: RequestContext,
+    referral_id: uuid.UUID,
+    action: policy.Action,
+    subject: str | None,
+) -> list[dict[str, Any]]:
+    """Decide `action` (assign, release, or with no subject: see the team), apply, audit
+    (one entry, committed with the change)."""
+    changing = subject is not None
+    with runtime.gatekeeper.access(
+        principal=principal,
+        event_type=AuditEventType.UPDATE if changing else AuditEventType.READ,
+        action=f"referral.{action.value}" if changing else "care_team.list",
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        referral_id=referral_id,
+    ) as access:
+        with Session(runtime.engine) as session:
+            guard(session, access, referral_id, action)
+        if not changing:
+            with Session(runtime.engine) as session:
+                referral = referrals.get(session=session, referral_id=referral_id)
+                return _members(care_team.current(session=session, referral=referral))
+
+        def store(session: Session) -> list[dict[str, Any]]:
+            referral = referrals.get(session=session, referral_id=referral_id)
+            assert subject is not None
+            if action is policy.Action.ASSIGN_CARE_WORKER:
+                care_team.assign(
+                    session=session,
+                    referral=referral,
+                    subject=subject,
+                    by=principal.subject,
+                    at=utcnow(),
+                )
+            else:
+                care_team.release(
+                    session=session,
+                    referral=referral,
+                    subject=subject,
+                    by=principal.subject,
+                    at=utcnow(),
+                )
+            session.flush()
+            return _members(care_team.current(session=session, referral=referral))
+
+        return access.finish_with(store)
+
+
+@router.get("/referrals/{referral_id}/care-team", response_model=list[CareTeamMember])
+def list_care_team(
+    referral_id: uuid.UUID, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> list[dict[str, Any]]:
+    """Who is assigned to the case: for the intake coordinator who assigns them."""
+    return _change_care_team(
+        runtime, principal, ctx, referral_id, policy.Action.ASSIGN_CARE_WORKER, None
+    )
+
+
+@router.post("/referrals/{referral_id}/care-team", response_model=list[CareTeamMember])
+def assign_care_worker(
+    referral_id: uuid.UUID,
+    body: CareTeamIn,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> list[dict[str, Any]]:
+    """Assign a care worker (by subject id) to the case: they now see its content."""
+    return _change_care_team(
+        runtime, principal, ctx, referral_id, policy.Action.ASSIGN_CARE_WORKER, body.subject
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/care-team/{subject}/release",
+    response_model=list[CareTeamMember],
+)
+def release_care_worker(
+    referral_id: uuid.UUID,
+    subject: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:|-]{0,199}$")],
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+) -> list[dict[str, Any]]:
+    """Release a care worker from the case: their access to its content stops at once."""
+    return _change_care_team(
+        runtime, principal, ctx, referral_id, policy.Action.RELEASE_CARE_WORKER, subject
+    )
 
 
 # ---- lifecycle steps --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -14,6 +14,9 @@ from services.lifecycle import (
     DeclineReason,
     Outcome,
     ProsecutorDecision,
+    SignedBy,
+    SignerCapacity,
+    SigningMethod,
 )
 
 Category = Literal[
@@ -25,7 +28,11 @@ Category = Literal[
     "welfare",
     "compliance",
 ]
+# A recipient or discloser of a consent: an organisation code, or a sector name
+# (justice, health, welfare) for every organisation of that sector.
 Party = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,63}$")]
+# A user's identity-provider subject id: opaque, never a name or an e-mail address.
+Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:|-]{0,199}$")]
 
 
 class Body(BaseModel):
@@ -43,6 +50,24 @@ class ConsentIn(Body):
     right_to_revoke_explained: bool = False
     valid_until: AwareDatetime | None = None
     evidence_hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+    # who signed, in which capacity (a code: the signer's name stays on the paper form),
+    # when and how
+    signed_by: SignedBy | None = None
+    signer_capacity: SignerCapacity | None = None
+    signed_on: date | None = None
+    signing_method: SigningMethod | None = None
+
+
+class CareTeamIn(Body):
+    """A care worker to assign to the case, by identity-provider subject id."""
+
+    subject: Subject
+
+
+class CareTeamMember(BaseModel):
+    subject: str
+    assigned_by: str
+    assigned_at: datetime
 
 
 class DeclineIn(Body):
@@ -140,6 +165,11 @@ class ConsentView(BaseModel):
     valid_from: datetime
     valid_until: datetime | None
     withdrawn_at: datetime | None
+    right_to_revoke_explained: bool
+    signed_by: str | None
+    signer_capacity: str | None
+    signed_on: date | None
+    signing_method: str | None
 
 
 class ValidationIssue(BaseModel):

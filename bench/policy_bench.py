@@ -60,11 +60,15 @@ def main() -> dict[str, Any]:
         referring_office="pk-hasselt",
         offered_provider="cad-limburg",
         accepted_provider="cad-limburg",
+        accepted_provider_sector="health",
+        assigned_workers=frozenset({"care-worker-1", "care-worker-2"}),
     )
     consent = ConsentFacts(
         status=ConsentState.ACTIVE,
         purposes=frozenset(ConsentPurpose),
         categories=frozenset(DataCategory),
+        recipients=frozenset({"health", "welfare", "pk-hasselt"}),
+        disclosers=frozenset({"pk-hasselt", "health", "welfare"}),
     )
     entities = policy._disclosure_entities(principal, case)
     request = policy._disclosure_requests(principal, case, consent, [DataCategory.CLINICAL])[0]

@@ -6,7 +6,7 @@ ever travels in these messages; they carry ids, codes and timestamps only.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -95,6 +95,29 @@ class ConsentPurpose(StrEnum):
     REFERRAL_TO_CARE = "referral_to_care"
     PROGRESS_REPORTING_TO_JUSTICE = "progress_reporting_to_justice"
     CARE_TEAM_SHARING = "care_team_sharing"
+
+
+class SignedBy(StrEnum):
+    """Who signed the consent: the person referred, or their legal representative."""
+
+    PERSON = "person"
+    LEGAL_REPRESENTATIVE = "legal_representative"
+
+
+class SignerCapacity(StrEnum):
+    """In which capacity the signer signed (a code, never the signer's name)."""
+
+    SELF = "self"  # the person referred
+    PARENT = "parent"  # a parent of a minor
+    GUARDIAN = "guardian"  # a guardian (voogd / tuteur / Vormund)
+    ADMINISTRATOR = "administrator"  # a court-appointed administrator (bewindvoerder)
+    MANDATARY = "mandatary"  # a representative the person appointed (patient rights act)
+
+
+class SigningMethod(StrEnum):
+    PAPER_FORM = "paper_form"
+    ELECTRONIC_SIGNATURE = "electronic_signature"
+    VERBAL_WITH_WITNESS = "verbal_with_witness"
 
 
 class ConsentStatus(StrEnum):
@@ -235,6 +258,11 @@ class ConsentRecordInput(Message):
     valid_until: datetime | None = None
     evidence_hash: str = Field(default="", max_length=128)
     recorded_at: datetime | None = None
+    right_to_revoke_explained: bool = False
+    signed_by: SignedBy | None = None
+    signer_capacity: SignerCapacity | None = None
+    signed_on: date | None = None
+    signing_method: SigningMethod | None = None
 
 
 class ConsentWithdrawInput(Message):

@@ -8,7 +8,7 @@ opaque sealed value produced by `services.crypto`.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
@@ -149,6 +149,34 @@ class Consent(SQLModel, table=True):
     valid_from: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     valid_until: datetime | None = _ts(nullable=True)
     withdrawn_at: datetime | None = _ts(nullable=True)
+    # How it was obtained. Who signed is a capacity code (the person, or a legal
+    # representative as parent, guardian...), never a name: the signed form stays in the
+    # paper file, referred to by `evidence_hash`.
+    right_to_revoke_explained: bool = False
+    signed_by: str | None = Field(default=None, max_length=32)
+    signer_capacity: str | None = Field(default=None, max_length=32)
+    signed_on: date | None = None
+    signing_method: str | None = Field(default=None, max_length=32)
+
+
+class CareTeamAssignment(SQLModel, table=True):
+    """A care worker put on a case by the provider's intake coordinator (need to know).
+
+    `subject` is the worker's identity-provider subject id, never a name. A release ends
+    the assignment (`released_at`); rows are kept as the record of who knew, when."""
+
+    __tablename__ = "care_team_assignment"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", index=True)
+    organisation: str = Field(max_length=64)
+    subject: str = Field(max_length=200)
+    assigned_by: str = Field(max_length=200)
+    assigned_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    released_by: str | None = Field(default=None, max_length=200)
+    released_at: datetime | None = _ts(nullable=True)
 
 
 class Offer(SQLModel, table=True):

@@ -62,6 +62,8 @@ class Action(StrEnum):
     EXPLAIN_POLICY = "explain_policy"
     DECODE_PAYLOADS = "decode_payloads"
     ACCESS_REPORT = "access_report"
+    ASSIGN_CARE_WORKER = "assign_care_worker"
+    RELEASE_CARE_WORKER = "release_care_worker"
     DISCLOSE = "disclose"
 
 
@@ -113,16 +115,40 @@ class CaseFacts(BaseModel):
     referring_office: str
     offered_provider: str | None = None
     accepted_provider: str | None = None
+    # the sector (health or welfare) of the accepted provider, when the engine knows it
+    accepted_provider_sector: str | None = None
+    # the IdP subject ids of the care workers the provider's intake coordinator assigned
+    # to this case (need to know); never names
+    assigned_workers: frozenset[str] = frozenset()
+
+
+class ConsentWidening(BaseModel):
+    """What a proposed consent version adds to the consent as it stands (empty: nothing)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    purposes: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+    recipients: frozenset[str] = frozenset()
+    disclosers: frozenset[str] = frozenset()
+    # the proposal ends later than the current consent (or the current one has none)
+    extends_validity: bool = False
 
 
 class ConsentFacts(BaseModel):
-    """The person's consent as it stands now: status, purposes and data categories."""
+    """The person's consent as it stands now: status, purposes, data categories, who may
+    receive the data and who may disclose it (organisation codes or sector names).
+
+    `widening` is set only when a new consent version is being recorded: what it adds."""
 
     model_config = ConfigDict(frozen=True)
 
     status: ConsentState = ConsentState.NONE
     purposes: frozenset[str] = frozenset()
     categories: frozenset[str] = frozenset()
+    recipients: frozenset[str] = frozenset()
+    disclosers: frozenset[str] = frozenset()
+    widening: ConsentWidening | None = None
 
 
 NO_CONSENT: Final = ConsentFacts()
@@ -285,12 +311,22 @@ def _entities(principal: Principal, case: CaseFacts | None) -> list[dict[str, An
         "framework": _ref(_FRAMEWORK, case.framework_id),
         "referring_office": _ref(_ORG, case.referring_office),
         "care_team": [],
+        "assigned_workers": [_ref(_USER, subject) for subject in sorted(case.assigned_workers)],
     }
     if case.offered_provider is not None:
         case_attrs["offered_provider"] = _ref(_ORG, case.offered_provider)
     if case.accepted_provider is not None:
         case_attrs["accepted_provider"] = _ref(_ORG, case.accepted_provider)
         case_attrs["care_team"] = [_ref(_ORG, case.accepted_provider)]
+        # The policies look at the accepted provider's sector (is it named as a discloser?).
+        if case.accepted_provider != org and case.accepted_provider_sector is not None:
+            entities.append(
+                {
+                    "uid": {"type": _ORG, "id": case.accepted_provider},
+                    "attrs": {"sector": case.accepted_provider_sector},
+                    "parents": [],
+                }
+            )
     entities.append(
         {
             "uid": {"type": _FRAMEWORK, "id": case.framework_id},
@@ -308,11 +344,41 @@ def _disclosure_entities(principal: Principal, case: CaseFacts) -> list[dict[str
     return _entities(principal, case) + _CATEGORY_ENTITIES
 
 
+SECTOR_NAMES: Final = frozenset(sector.value for sector in Sector)
+
+
+def _parties(names: Iterable[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Split consent parties into organisations (by code) and whole sectors (by name)."""
+    organisations = sorted(n for n in names if n not in SECTOR_NAMES)
+    sectors = sorted(n for n in names if n in SECTOR_NAMES)
+    return [_ref(_ORG, code) for code in organisations], sectors
+
+
 def _consent_record(consent: ConsentFacts) -> dict[str, Any]:
+    recipient_orgs, recipient_sectors = _parties(consent.recipients)
+    discloser_orgs, discloser_sectors = _parties(consent.disclosers)
     return {
         "status": consent.status.value,
         "purposes": sorted(consent.purposes),
         "categories": sorted(consent.categories),
+        "recipient_organisations": recipient_orgs,
+        "recipient_sectors": recipient_sectors,
+        "discloser_organisations": discloser_orgs,
+        "discloser_sectors": discloser_sectors,
+    }
+
+
+def _widening_record(widening: ConsentWidening) -> dict[str, Any]:
+    recipient_orgs, recipient_sectors = _parties(widening.recipients)
+    discloser_orgs, discloser_sectors = _parties(widening.disclosers)
+    return {
+        "purposes": sorted(widening.purposes),
+        "categories": sorted(widening.categories),
+        "recipient_organisations": recipient_orgs,
+        "recipient_sectors": recipient_sectors,
+        "discloser_organisations": discloser_orgs,
+        "discloser_sectors": discloser_sectors,
+        "extends_validity": widening.extends_validity,
     }
 
 
@@ -364,9 +430,15 @@ def _evaluate(
     return [_decision(result, policy_engine, disclosure=disclosure) for result in results]
 
 
+# Facts only the engine computes: a caller's context can never supply them.
+_COMPUTED_ONLY: Final = frozenset({"relation", "widening", "consent", "case"})
+
+
 def _merge_context(computed: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
     # What the engine computed always wins over what a caller passes in.
-    return {**extra, **computed} if extra else computed
+    if not extra:
+        return computed
+    return {**{k: v for k, v in extra.items() if k not in _COMPUTED_ONLY}, **computed}
 
 
 def authorize(
@@ -398,11 +470,14 @@ def authorize(
         return _evaluate([request], _entities(principal, None))[0]
     if case is None:
         return _deny(f"action {act.value!r} needs the facts of a case")
+    computed: dict[str, Any] = {"relation": relation_of(principal, case).value}
+    if consent is not None and consent.widening is not None:
+        computed["widening"] = _widening_record(consent.widening)
     request = {
         "principal": principal_uid,
         "action": action_uid,
         "resource": {"type": _CASE, "id": case.referral_id},
-        "context": _merge_context({"relation": relation_of(principal, case).value}, context),
+        "context": _merge_context(computed, context),
     }
     return _evaluate([request], _entities(principal, case))[0]
 
@@ -466,6 +541,9 @@ _EXPLAIN_REFERRER = "explain-prosecutors-office"
 _EXPLAIN_PROVIDER = "explain-care-provider"
 _EXPLAIN_MEMBER = "explain-framework-member"
 _EXPLAIN_OUTSIDER = "explain-outsider"
+# The user of an explained situation; the synthetic case has them assigned (need to know),
+# so `explain` answers for a care worker on the case.
+EXPLAIN_SUBJECT: Final = "explain-user"
 _EXPLAIN_ORG: Final = {
     Relation.REFERRER: _EXPLAIN_REFERRER,
     Relation.OFFERED_PROVIDER: _EXPLAIN_PROVIDER,
@@ -485,6 +563,8 @@ def synthetic_case(relation: Relation) -> CaseFacts:
         referring_office=_EXPLAIN_REFERRER,
         offered_provider=_EXPLAIN_PROVIDER,
         accepted_provider=accepted,
+        accepted_provider_sector=Sector.HEALTH.value if accepted else None,
+        assigned_workers=frozenset({EXPLAIN_SUBJECT}),
     )
 
 
@@ -494,7 +574,7 @@ def explain_org(relation: Relation) -> str:
 
 
 def synthetic_consent(state: ConsentState | str) -> ConsentFacts:
-    """A consent in `state` covering every purpose and every category."""
+    """A consent in `state` covering every purpose and category, to and from every sector."""
     status = ConsentState(state)
     if status in (ConsentState.NONE, ConsentState.REFUSED):
         return ConsentFacts(status=status)
@@ -502,6 +582,8 @@ def synthetic_consent(state: ConsentState | str) -> ConsentFacts:
         status=status,
         purposes=frozenset(ConsentPurpose),
         categories=frozenset(DataCategory),
+        recipients=SECTOR_NAMES,
+        disclosers=SECTOR_NAMES,
     )
 
 
@@ -516,7 +598,7 @@ def explain(
     try:
         rel = Relation(relation)
         principal = Principal(
-            subject="explain-user",
+            subject=EXPLAIN_SUBJECT,
             organisation=explain_org(rel),
             sector=Sector(sector),
             roles=frozenset({Role(role)}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
+from services import consent
 from services.lifecycle import Snapshot
 from services.models import Referral, StatusHistory, utcnow
 
@@ -51,4 +52,8 @@ def apply_snapshot(*, session: Session, snapshot: Snapshot, reason: str) -> bool
         referral.purge_at = snapshot.purge_at
         referral.updated_at = at
         session.add(referral)
+    if reason == "consent_expired":
+        # the workflow ended the referral because the consent's validity ended: the stored
+        # consent says so too (reads also store it, whichever comes first)
+        consent.expire_lapsed(session=session, referral_id=snapshot.referral_id, at=at)
     return True

@@ -15,7 +15,8 @@ from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services import policy, start_intents
+from services import care_team, policy, start_intents
+from services import consent as consent_service
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer
 from services.errors import Conflict, NotFound, Unprocessable
@@ -87,6 +88,11 @@ def case_facts(
     when the caller loaded them already)."""
     if members is None:
         members = framework_members(session=session, framework_id=referral.framework_id)
+    provider_sector = None
+    if referral.accepted_provider is not None:
+        provider_sector = session.exec(
+            select(Organisation.sector).where(Organisation.code == referral.accepted_provider)
+        ).first()
     return policy.CaseFacts(
         referral_id=str(referral.id),
         framework_id=str(referral.framework_id),
@@ -94,6 +100,8 @@ def case_facts(
         referring_office=referral.referring_office,
         offered_provider=referral.offered_provider,
         accepted_provider=referral.accepted_provider,
+        accepted_provider_sector=provider_sector,
+        assigned_workers=care_team.assigned_subjects(session=session, referral=referral),
     )
 
 
@@ -116,21 +124,7 @@ def facts_of(consent: Consent | None, *, at: datetime | None = None) -> policy.C
     """The policy facts of one consent version as it stands at `at` (now)."""
     if consent is None:
         return None
-    at = at or utcnow()
-    status = policy.ConsentState.ACTIVE
-    if consent.status == ConsentStatus.WITHDRAWN.value or (
-        consent.withdrawn_at is not None and consent.withdrawn_at <= at
-    ):
-        status = policy.ConsentState.WITHDRAWN
-    elif consent.status == ConsentStatus.REFUSED.value:
-        status = policy.ConsentState.REFUSED
-    elif consent.valid_until is not None and consent.valid_until <= at:
-        status = policy.ConsentState.EXPIRED
-    return policy.ConsentFacts(
-        status=status,
-        purposes=frozenset(consent.purposes),
-        categories=frozenset(consent.categories),
-    )
+    return consent_service.facts(consent, at or utcnow())
 
 
 def get(*, session: Session, referral_id: uuid.UUID) -> Referral:

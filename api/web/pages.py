@@ -26,7 +26,16 @@ from temporalio.service import RPCError
 from api import auditor, policy_routes, routes
 from api.deps import get_temporal
 from api.errors import describe
-from api.schemas import Category, CloseIn, ConsentIn, DecisionIn, DeclineIn, IntakeIn, ProgressIn
+from api.schemas import (
+    CareTeamIn,
+    Category,
+    CloseIn,
+    ConsentIn,
+    DecisionIn,
+    DeclineIn,
+    IntakeIn,
+    ProgressIn,
+)
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
 from api.web.labels import N_
 from api.web.session import CSRF_FIELD, Web, WebDep, back_from, redirect
@@ -44,6 +53,9 @@ from services.lifecycle import (
     Outcome,
     ProsecutorDecision,
     RematchInput,
+    SignedBy,
+    SignerCapacity,
+    SigningMethod,
     TargetGroup,
 )
 from services.models import CooperationFramework, FrameworkParticipant, Organisation
@@ -58,6 +70,8 @@ CARE_STAGES_ACTIVE = {"accepted", "in_progress"}
 # Open stages as any viewer may see them (the office's coarse `referred_to_care` included).
 OPEN_STAGE_NAMES = {stage.value for stage in OPEN_STAGES} | {"referred_to_care"}
 CONSENT_CATEGORIES = list(get_args(Category))
+# After the care ended, a withdrawal still stops the care team's access (no workflow step).
+AFTER_CARE_STAGES = {"completed", "failed", "not_started", "outcome_reported", "closed", "ended"}
 # Flash messages after a step, by step name.
 DONE = {
     "created": N_("The referral was created. Record the person's consent next."),
@@ -71,6 +85,8 @@ DONE = {
     "progress": N_("The progress report was recorded."),
     "closed": N_("The trajectory was closed."),
     "decided": N_("The decision was recorded."),
+    "assigned": N_("The care worker was assigned to the case."),
+    "released": N_("The care worker was released from the case."),
     "signed": N_("A new tree head was signed."),
 }
 STATUS_TITLES = {
@@ -319,7 +335,37 @@ async def referral_page(
         decisions=list(ProsecutorDecision),
         today=date.today().isoformat(),
         default_valid_until=(date.today() + timedelta(days=365)).isoformat(),
+        providers=await run_in_threadpool(_providers, web, view.get("framework_id"))
+        if justice
+        else [],
+        signers=list(SignedBy),
+        capacities=list(SignerCapacity),
+        methods=list(SigningMethod),
+        coordinator=care_team
+        and web.principal.has_any(Role.INTAKE_COORDINATOR)
+        and web.principal.sector is not Sector.JUSTICE,
+        after_care=view["stage"] in AFTER_CARE_STAGES,
     )
+
+
+def _providers(web: Web, framework_id: str | None) -> list[str]:
+    """The care providers of the referral's framework, to name as recipients or disclosers."""
+    if framework_id is None:
+        return []
+    with Session(web.request.app.state.runtime.engine) as session:
+        rows = session.exec(
+            select(Organisation.code)
+            .join(
+                FrameworkParticipant,
+                col(FrameworkParticipant.organisation_code) == col(Organisation.code),
+            )
+            .where(
+                FrameworkParticipant.framework_id == uuid.UUID(framework_id),
+                col(Organisation.sector).in_([Sector.HEALTH.value, Sector.WELFARE.value]),
+            )
+            .order_by(col(Organisation.code))
+        ).all()
+    return list(rows)
 
 
 async def _step(web: Web, referral_id: uuid.UUID, done: str, call: Any) -> Response:
@@ -343,10 +389,15 @@ async def record_consent(
     categories: Annotated[list[str] | None, Form(max_length=7)] = None,
     right_to_revoke_explained: Annotated[bool, Form()] = False,
     valid_until: Annotated[str, Form(max_length=32)] = "",
+    recipients: Annotated[list[str] | None, Form(max_length=20)] = None,
+    disclosers: Annotated[list[str] | None, Form(max_length=20)] = None,
+    signed_by: Annotated[str, Form(max_length=32)] = "",
+    signer_capacity: Annotated[str, Form(max_length=32)] = "",
+    signed_on: Annotated[str, Form(max_length=32)] = "",
+    signing_method: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """Record the person's consent or refusal (the signed form stays in the paper file: its
     reference is kept as a SHA-256 fingerprint, never in clear)."""
-    office = web.principal.organisation
     try:
         until = (
             datetime.combine(date.fromisoformat(valid_until), time(23, 59), tzinfo=UTC)
@@ -358,11 +409,15 @@ async def record_consent(
                 "given": given == "yes",
                 "purposes": purposes or [],
                 "categories": categories or [],
-                # who may receive and disclose: the care sectors and the referring office
-                "recipients": ["health", "welfare", office],
-                "disclosers": [office, "health", "welfare"],
+                # who may receive and who may pass on the data: organisations or sectors
+                "recipients": recipients or [],
+                "disclosers": disclosers or [],
                 "right_to_revoke_explained": right_to_revoke_explained,
                 "valid_until": until,
+                "signed_by": signed_by or None,
+                "signer_capacity": signer_capacity or None,
+                "signed_on": signed_on or None,
+                "signing_method": signing_method or None,
                 "evidence_hash": "sha256:"
                 + hashlib.sha256(evidence_reference.strip().encode()).hexdigest(),
             }
@@ -387,6 +442,71 @@ async def withdraw_consent(referral_id: ReferralPath, web: WebDep) -> Response:
         "withdrawn",
         lambda rt, tc: routes.withdraw_consent(referral_id, rt, tc, web.principal, web.ctx),
     )
+
+
+@router.get("/referrals/{referral_id}/consents")
+async def consents(referral_id: ReferralPath, web: WebDep) -> Response:
+    """Every version of the person's consent: status, scope, who signed and how."""
+    runtime = web.request.app.state.runtime
+    rows, error = await _attempt(
+        web, lambda: routes.list_consents(referral_id, runtime, web.principal, web.ctx)
+    )
+    if error is not None:
+        return error
+    return web.render("consents.html", consents=rows, referral_id=referral_id)
+
+
+@router.get("/referrals/{referral_id}/care-team")
+async def care_team_page(
+    referral_id: ReferralPath, web: WebDep, done: str | None = None
+) -> Response:
+    """The intake coordinator's view of who is assigned to the case (need to know)."""
+    runtime = web.request.app.state.runtime
+    members, error = await _attempt(
+        web,
+        lambda: run_in_threadpool(
+            routes.list_care_team, referral_id, runtime, web.principal, web.ctx
+        ),
+    )
+    if error is not None:
+        return error
+    return web.render(
+        "care_team.html", members=members, referral_id=referral_id, done=DONE.get(done or "")
+    )
+
+
+async def _care_team_change(web: Web, referral_id: uuid.UUID, subject: str, done: str) -> Response:
+    runtime = web.request.app.state.runtime
+    try:
+        body = CareTeamIn.model_validate({"subject": subject.strip()})
+    except ValidationError as exc:
+        return _invalid(web, exc)
+
+    def change() -> list[dict[str, Any]]:
+        if done == "assigned":
+            return routes.assign_care_worker(referral_id, body, runtime, web.principal, web.ctx)
+        return routes.release_care_worker(
+            referral_id, body.subject, runtime, web.principal, web.ctx
+        )
+
+    _, error = await _attempt(web, lambda: run_in_threadpool(change))
+    if error is not None:
+        return error
+    return redirect(f"/ui/referrals/{referral_id}/care-team?done={done}")
+
+
+@router.post("/referrals/{referral_id}/care-team")
+async def assign_care_worker(
+    referral_id: ReferralPath, web: WebDep, subject: Annotated[str, Form(max_length=200)]
+) -> Response:
+    return await _care_team_change(web, referral_id, subject, "assigned")
+
+
+@router.post("/referrals/{referral_id}/care-team/release")
+async def release_care_worker(
+    referral_id: ReferralPath, web: WebDep, subject: Annotated[str, Form(max_length=200)]
+) -> Response:
+    return await _care_team_change(web, referral_id, subject, "released")
 
 
 def _simple(action: policy.Action, update: Any, make: Any) -> Any:

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, func, select
 from temporalio.client import Client
 
 from services.audit.models import AuditEntry
-from services.models import Consent, Referral, StatusHistory
+from services.models import CareTeamAssignment, Consent, Referral, StatusHistory
 from workflows.referral import ReferralWorkflow, workflow_id
 
 PROBLEM = "application/problem+json"
@@ -88,6 +88,7 @@ class State:
     referrals: int
     consents: int
     status_rows: int
+    assignments: int
     version: int | None
     stage: str | None
     workflow_stage: str | None
@@ -99,12 +100,13 @@ def _db_state(engine: Engine, referral_id: uuid.UUID | None) -> tuple[Any, ...]:
         referrals = session.exec(select(func.count()).select_from(Referral)).one()
         consents = session.exec(select(func.count()).select_from(Consent)).one()
         status_rows = session.exec(select(func.count()).select_from(StatusHistory)).one()
+        assignments = session.exec(select(func.count()).select_from(CareTeamAssignment)).one()
         version = stage = None
         if referral_id is not None:
             row = session.get(Referral, referral_id)
             assert row is not None, "the probed referral does not exist"
             version, stage = row.version, row.stage
-    return int(referrals), int(consents), int(status_rows), version, stage
+    return int(referrals), int(consents), int(status_rows), int(assignments), version, stage
 
 
 async def snapshot(
@@ -112,7 +114,7 @@ async def snapshot(
 ) -> State:
     """What the database (and, given a client, the referral's workflow) holds now."""
     rid = uuid.UUID(str(referral_id)) if referral_id is not None else None
-    referrals, consents, status_rows, version, stage = await asyncio.to_thread(
+    referrals, consents, status_rows, assignments, version, stage = await asyncio.to_thread(
         _db_state, engine, rid
     )
     wf_stage = wf_version = None
@@ -120,7 +122,9 @@ async def snapshot(
         handle = temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(rid))
         snap = await handle.query(ReferralWorkflow.status)
         wf_stage, wf_version = str(snap.stage), snap.version
-    return State(referrals, consents, status_rows, version, stage, wf_stage, wf_version)
+    return State(
+        referrals, consents, status_rows, assignments, version, stage, wf_stage, wf_version
+    )
 
 
 async def settled(

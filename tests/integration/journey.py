@@ -74,6 +74,10 @@ def consent_body(*, reporting: bool = True, **overrides: Any) -> dict[str, Any]:
         "right_to_revoke_explained": True,
         "valid_until": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
         "evidence_hash": "sha256:" + "ab" * 32,
+        "signed_by": "person",
+        "signer_capacity": "self",
+        "signed_on": datetime.now(UTC).date().isoformat(),
+        "signing_method": "paper_form",
     }
     body.update(overrides)
     return body

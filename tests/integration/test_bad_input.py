@@ -225,11 +225,16 @@ def decision(case_id: str, body: Any = DROP, **kw: Any) -> Case:
     return step("decision", case_id, body, target="outcome_reported", party=OFFICE, **kw)
 
 
+def assign(case_id: str, body: Any = DROP, **kw: Any) -> Case:
+    return step("care-team", case_id, body, target="in_progress", party=CGG, **kw)
+
+
 JSON = {"Content-Type": "application/json"}
 LONG_NAME = "Zoë " + "x" * 200  # 204 characters: over the 200 of a name
 LONG_NOTE = "Referrer note " + "n" * 2000  # over the 2000 of a long text
 LONG_CLINICAL = "Clinical: " + "c" * 2000
 PAST = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+FUTURE_DAY = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 CREATE_CASES = [
@@ -423,6 +428,16 @@ CONSENT_CASES = [
     consent("given-word", consent_with(given="maybe")),
     consent("right-to-revoke-list", consent_with(right_to_revoke_explained=[True])),
     consent("unknown-field", consent_with(signature=PERSON["name"]), secrets=[PERSON["name"]]),
+    # who signed, in which capacity, when and how: codes, never a name
+    consent("no-signer", consent_with(signed_by=DROP)),
+    consent("no-signer-capacity", consent_with(signer_capacity=DROP)),
+    consent("person-signs-as-guardian", consent_with(signer_capacity="guardian")),
+    consent("signed-on-missing", consent_with(signed_on=DROP)),
+    consent("signed-on-future", consent_with(signed_on=FUTURE_DAY)),
+    consent("signed-on-not-a-date", consent_with(signed_on="yesterday")),
+    consent("signing-method-unknown", consent_with(signing_method="fax")),
+    consent("signing-method-missing", consent_with(signing_method=DROP)),
+    consent("signed-by-a-name", consent_with(signed_by=PERSON["name"]), secrets=[PERSON["name"]]),
     consent("json-array", []),
     consent("malformed-json", content=b'{"purposes": [', headers=JSON),
     consent(
@@ -487,6 +502,33 @@ STEP_CASES = [
     decision("decision-list", {"decision": ["dismissed"]}),
     decision("unknown-field", {"decision": "dismissed", "reason": "x"}),
     decision("no-body"),
+    # a care worker is named by their identity-provider subject id, never by name or e-mail
+    assign("missing-subject", {}),
+    assign("subject-a-name", {"subject": PERSON["name"]}, secrets=[PERSON["name"]]),
+    assign("subject-an-email", {"subject": "zoe.test@example.org"}, secrets=["zoe.test"]),
+    assign("subject-empty", {"subject": ""}),
+    assign("subject-too-long", {"subject": "w" * 201}),
+    assign("subject-number", {"subject": 7}),
+    assign("subject-list", {"subject": ["w-1"]}),
+    assign("unknown-field", {"subject": "w-1", "name": PERSON["name"]}, secrets=[PERSON["name"]]),
+    assign("no-body"),
+    assign("json-array", []),
+    assign("malformed-json", content=b"{subject: w-1}", headers=JSON),
+    Case(
+        "release-subject-a-name",
+        "POST",
+        "/api/v1/referrals/{id}/care-team/Zo%C3%AB%20Test/release",
+        target="in_progress",
+        party=CGG,
+    ),
+    Case(
+        "release-not-assigned",
+        "POST",
+        "/api/v1/referrals/{id}/care-team/nobody-assigned/release",
+        target="in_progress",
+        party=CGG,
+        status=404,
+    ),
 ]
 
 PATH_AND_QUERY_CASES = [

@@ -60,6 +60,17 @@ ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], Body | None]] = {
     ),
     ("POST", "/api/v1/referrals/{referral_id}/cancel"): ("cancel", CGG, None),
     ("POST", "/api/v1/referrals/{referral_id}/rematch"): ("rematch", CGG, None),
+    ("GET", "/api/v1/referrals/{referral_id}/care-team"): ("assign_care_worker", CGG, None),
+    ("POST", "/api/v1/referrals/{referral_id}/care-team"): (
+        "assign_care_worker",
+        CGG,
+        lambda: {"subject": "rd-care-worker"},
+    ),
+    ("POST", "/api/v1/referrals/{referral_id}/care-team/{subject}/release"): (
+        "release_care_worker",
+        CGG,
+        None,
+    ),
     ("GET", "/api/v1/policy/explain"): ("explain_policy", AUDITOR, None),
     ("GET", "/api/v1/referrals/{referral_id}/access-report"): ("access_report", OFFICE, None),
     ("GET", "/api/v1/audit/entries"): ("search_audit", AUDITOR, None),
@@ -133,7 +144,10 @@ async def test_route_takes_an_audited_policy_decision(
         last = s.exec(select(func.max(AuditEntry.index))).one()
     resp = await api.request(
         method,
-        path.replace("{referral_id}", str(j.id)).replace("{index}", "0") + QUERIES.get(path, ""),
+        path.replace("{referral_id}", str(j.id))
+        .replace("{index}", "0")
+        .replace("{subject}", "rd-care-worker")
+        + QUERIES.get(path, ""),
         json=body() if body else None,
         headers={**minter.headers(*caller), "Idempotency-Key": f"erd-{uuid.uuid4()}"},
     )

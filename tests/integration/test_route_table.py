@@ -8,10 +8,10 @@ route needs an entry here, and so a policy decision and an audit record, before 
 suite passes again.
 
 The requests follow one referral through its lifecycle (create, read, consent, decline,
-accept, intake, progress, access report, close, decision), two more referrals for
-withdrawal and cancellation, and the auditor's routes. Each request carries its own
-X-Request-ID, so its audit entries are exactly those with that request id and an index
-above the log's newest before the request.
+accept, intake, progress, care team assignment, access report, release, close, decision),
+two more referrals for withdrawal and cancellation, and the auditor's routes. Each request
+carries its own X-Request-ID, so its audit entries are exactly those with that request id
+and an index above the log's newest before the request.
 
 Outside /api/v1 only an explicit allowlist may exist: the public documentation and health
 endpoints (no token), the Temporal UI codec (token required), and the browser login flow.
@@ -55,6 +55,8 @@ FREE_CLINIC = ("free-clinic-antwerpen", "intake_coordinator")
 FREE_CLINIC_WORKER = ("free-clinic-antwerpen", "care_worker")
 AUDITOR = ("dpo-office", "auditor")
 RUN = uuid.uuid4().hex[:8]
+# the care worker the intake coordinator assigns to the main referral, then releases
+WORKER_SUBJECT = f"rt-{RUN}-care_worker-free-clinic-antwerpen"
 
 PERMIT = "authorization_permit"
 DENY = "authorization_deny"
@@ -121,8 +123,21 @@ ROUTES: dict[tuple[str, str], Route] = {
         200,
         body={"attendance": "attending", "clinical_note": CLINICAL_NOTE},
     ),
+    ("POST", f"{R}/care-team"): Route(
+        "assign_care_worker",
+        _update("assign_care_worker"),
+        FREE_CLINIC,
+        200,
+        body={"subject": WORKER_SUBJECT},
+    ),
+    ("GET", f"{R}/care-team"): Route(
+        "assign_care_worker", ("read", "care_team.list"), FREE_CLINIC, 200
+    ),
     ("GET", f"{R}/access-report"): Route(
         "access_report", ("read", "referral.access_report"), FREE_CLINIC_WORKER, 200
+    ),
+    ("POST", f"{R}/care-team/{{subject}}/release"): Route(
+        "release_care_worker", _update("release_care_worker"), FREE_CLINIC, 200
     ),
     ("POST", f"{R}/close"): Route(
         "close",
@@ -278,7 +293,7 @@ async def test_every_api_route_decides_and_is_audited(
     statuses: dict[tuple[str, str], int] = {}
     for key, spec in ROUTES.items():
         method, path = key
-        url = path.replace("{index}", str(max(index, 0)))
+        url = path.replace("{index}", str(max(index, 0))).replace("{subject}", WORKER_SUBJECT)
         if "{referral_id}" in url:
             referral_id = ids["main"] if spec.referral == "main" else ids[str(spec.referral)]
             assert referral_id is not None, f"{key}: its referral does not exist yet"

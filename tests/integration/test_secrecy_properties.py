@@ -84,12 +84,16 @@ class Caller:
     roles: tuple[str, ...]
     sector: str
 
+    @property
+    def subject(self) -> str:
+        return f"prop-{'-'.join(self.roles)}-{self.organisation}-{self.sector}"
+
     def headers(self, minter: TokenMinter) -> dict[str, str]:
         token = minter.mint(
             self.organisation,
             self.roles[0],
             sector=self.sector,
-            subject=f"prop-{'-'.join(self.roles)}-{self.organisation}-{self.sector}",
+            subject=self.subject,
             realm_access={"roles": list(self.roles)},
         )
         return {"Authorization": f"Bearer {token}"}
@@ -177,6 +181,8 @@ class CaseState:
     categories: tuple[str, ...] = ()
     withdrawn: bool = False
     ended: bool = False
+    # care workers the intake coordinator assigned to the case (need to know)
+    assigned: set[str] = field(default_factory=set)
 
     @property
     def parties(self) -> set[str]:
@@ -210,6 +216,7 @@ class CaseState:
             caller.organisation == self.accepted
             and caller.sector in ("health", "welfare")
             and bool(CARE_ROLES & set(caller.roles))
+            and ("intake_coordinator" in caller.roles or caller.subject in self.assigned)
             and not (caller.justice or caller.auditor or "admin" in caller.roles)
             and not self.withdrawn
             and "care_team_sharing" in self.purposes
@@ -638,6 +645,16 @@ async def test_the_property_sees_the_secrets_where_they_belong(
     j = Journey(api, minter)
     state = await run_plan(j, plan)
     worker = Caller("cgg-antwerpen", ("care_worker",), "health")
+    # need to know: the care worker sees the notes once the intake coordinator assigned them
+    view = await api.get(f"/api/v1/referrals/{state.id}", headers=worker.headers(minter))
+    assert view.status_code == 200 and "clinical" not in view.json()["content"]
+    await j.call(
+        ("cgg-antwerpen", "intake_coordinator"),
+        "POST",
+        f"/api/v1/referrals/{state.id}/care-team",
+        {"subject": worker.subject},
+    )
+    state.assigned.add(worker.subject)
     view = await api.get(f"/api/v1/referrals/{state.id}", headers=worker.headers(minter))
     assert view.status_code == 200
     assert view.json()["content"]["clinical"]["note"] == CLINICAL_NOTE

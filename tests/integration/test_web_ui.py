@@ -60,6 +60,7 @@ def referral_form(key: str, **overrides: str) -> dict[str, str]:
     return form
 
 
+WORKER_SUBJECT = "user-care_worker-cgg-antwerpen"  # the subject of CGG_WORKER's session
 CONSENT_FORM = {
     "given": "yes",
     "purposes": ["referral_to_care", "care_team_sharing", "progress_reporting_to_justice"],
@@ -72,6 +73,12 @@ CONSENT_FORM = {
         "welfare",
         "compliance",
     ],
+    "recipients": ["parket-antwerpen", "health", "welfare"],
+    "disclosers": ["parket-antwerpen", "health", "welfare"],
+    "signed_by": "person",
+    "signer_capacity": "self",
+    "signed_on": "2026-11-28",
+    "signing_method": "paper_form",
     "right_to_revoke_explained": "true",
     "valid_until": "2027-11-30",
     "evidence_reference": "consent form AN-2026-0042",
@@ -146,6 +153,13 @@ async def test_one_referral_through_the_three_roles_pages(
         page = await office.page(created)
         justice_pages.append(page)
         assert f"/ui/referrals/{rid}/consent" in page and PERSON["name"] in page
+        # the consent form lets the office choose recipients and disclosers, and record
+        # who signed (a capacity, not a name), when and how
+        for field in ("recipients", "disclosers"):
+            assert f'name="{field}" value="health"' in page
+            assert f'name="{field}" value="cgg-antwerpen"' in page
+        for field in ("signed_by", "signer_capacity", "signed_on", "signing_method"):
+            assert f'name="{field}"' in page
         # the same form sent twice (a double click) creates one referral
         again = await office.submit("/ui/referrals", referral_form(key[1]))
         assert again.split("?")[0] == created.split("?")[0]
@@ -160,7 +174,25 @@ async def test_one_referral_through_the_three_roles_pages(
         offer = await cgg.page(f"/ui/referrals/{rid}")
         check_page(offer)
         assert f"/ui/referrals/{rid}/accept" in offer and 'name="reason"' in offer
-        check_page(await cgg.page(await cgg.submit(f"/ui/referrals/{rid}/accept")))
+        accepted = await cgg.page(await cgg.submit(f"/ui/referrals/{rid}/accept"))
+        check_page(accepted)
+
+        # the consent as recorded: its scope and its signature
+        consents = await office.page(f"/ui/referrals/{rid}/consents")
+        check_page(consents)
+        justice_pages.append(consents)
+        assert "Paper form" in consents and "For themselves" in consents and "Active" in consents
+
+        # the intake coordinator puts the care worker on the case (need to know)
+        assert f"/ui/referrals/{rid}/care-team" in accepted
+        team = await cgg.page(f"/ui/referrals/{rid}/care-team")
+        check_page(team)
+        assert "No care worker is assigned yet." in team
+        team = await cgg.page(
+            await cgg.submit(f"/ui/referrals/{rid}/care-team", {"subject": WORKER_SUBJECT})
+        )
+        check_page(team)
+        assert WORKER_SUBJECT in team and "The care worker was assigned" in team
 
         # the care worker: intake, progress with notes, the access report, close
         intake = {"intake_date": "2026-11-28", "attended": "yes"}
@@ -236,6 +268,7 @@ async def test_no_page_shows_justice_the_care_notes_at_any_stage(
     j = Journey(api, minter)
     await j.to_in_progress(reporting=True)
     rid = str(j.id)
+    await j.call(CGG, "POST", f"/api/v1/referrals/{rid}/care-team", {"subject": WORKER_SUBJECT})
     async with WebUser(app, minter, OFFICE) as office, WebUser(app, minter, CGG_WORKER) as worker:
         await worker.submit(
             f"/ui/referrals/{rid}/progress",
@@ -447,6 +480,18 @@ UI_ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], dict[str, object] |
     ("POST", f"/ui/referrals/{RID}/close"): ("close", OFFICE, {"outcome": "completed"}),
     ("POST", f"/ui/referrals/{RID}/decision"): ("decide", CGG, {"decision": "dismissed"}),
     ("GET", f"/ui/referrals/{RID}/access-report"): ("access_report", OFFICE, None),
+    ("GET", f"/ui/referrals/{RID}/consents"): ("view_referral", OFFICE, None),
+    ("GET", f"/ui/referrals/{RID}/care-team"): ("assign_care_worker", CGG, None),
+    ("POST", f"/ui/referrals/{RID}/care-team"): (
+        "assign_care_worker",
+        CGG,
+        {"subject": "ui-care-worker"},
+    ),
+    ("POST", f"/ui/referrals/{RID}/care-team/release"): (
+        "release_care_worker",
+        CGG,
+        {"subject": "ui-care-worker"},
+    ),
     ("GET", "/ui/audit"): ("search_audit", AUDITOR, None),
     ("GET", "/ui/audit/timeline/{pseudonym}"): ("search_audit", OFFICE, None),
     ("POST", "/ui/audit/verify"): ("verify_audit", OFFICE, None),

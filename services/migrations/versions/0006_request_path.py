@@ -10,7 +10,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0006_request_path"
-down_revision = "0004_web_session"
+down_revision = "0005_consent_careteam"
 branch_labels = None
 depends_on = None
 

@@ -22,6 +22,8 @@ WELFARE = "Welfare: browser-test housing support requested"
 CLOSING = "Closing: browser-test relapse prevention plan"
 CARE_ONLY = (CLINICAL, WELFARE, CLOSING)
 NAME = "Browser Testpersoon-Peeters"
+# the identity-provider id of demo-care-worker-cgg-antwerpen (deploy/keycloak/realm)
+CARE_WORKER_SUBJECT = "5e589a99-94a9-5d17-a0e5-7212389f4c85"
 
 NewPage = Callable[..., Awaitable[Page]]
 
@@ -110,6 +112,12 @@ async def test_one_referral_through_the_three_roles_pages_in_chromium(
     await expect(intake.get_by_label("Reason for declining")).to_be_visible()
     await intake.get_by_role("button", name="Accept").click()
     await expect(intake.get_by_role("status")).to_contain_text("You accepted the referral")
+    # need to know: the intake coordinator puts the care worker on the case, by user id
+    await intake.get_by_role("link", name="Care team: who may see the case's content").click()
+    await intake.get_by_label("User id of the care worker").fill(CARE_WORKER_SUBJECT)
+    await intake.get_by_role("button", name="Assign").click()
+    await expect(intake.get_by_role("status")).to_contain_text("The care worker was assigned")
+    await expect(intake.locator("main table")).to_contain_text(CARE_WORKER_SUBJECT)
 
     # ---- the care worker: intake, progress with notes, the access report, close ---------
     worker = watch.attach(await new_page())

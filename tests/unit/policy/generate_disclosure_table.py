@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 
 TABLE = Path(__file__).with_name("disclosure_table.csv")
-COLUMNS = ("category", "role", "sector", "relation", "consent", "expected")
+COLUMNS = ("category", "role", "sector", "relation", "assigned", "consent", "expected")
 
 CATEGORIES = (
     "identity",
@@ -36,9 +36,20 @@ ROLES = (
 )
 SECTORS = ("justice", "health", "welfare", "audit")
 RELATIONS = ("referrer", "offered_provider", "care_team", "framework_member", "outsider")
-# Every consent state a row can be in. "active" covers every purpose and every category;
-# the "active_without_..." states are active consents lacking one purpose, or lacking the
-# row's own category.
+# Whether the intake coordinator of the provider assigned the row's user to the case
+# (need to know). It matters only inside the care team.
+ASSIGNED = ("yes", "no")
+# Every consent state a row can be in. "active" covers every purpose and every category,
+# names every sector as a recipient and as a discloser; the "active_without_..." states
+# are active consents lacking one purpose, or lacking the row's own category.
+# Recipients and disclosers (organisation codes or whole sectors):
+#   active_recipient_by_organisation_only: names the row's organisation, no sector;
+#   active_not_naming_this_recipient: names every sector except the row's own, and no
+#     organisation (e.g. a consent limited to welfare, read by a health provider);
+#   active_without_referring_office_as_discloser: neither the justice sector nor the
+#     referring office may disclose;
+#   active_without_care_provider_as_discloser: only justice and the referring office
+#     may disclose, not the provider that accepted the case nor its sector.
 CONSENTS = (
     "none",
     "active",
@@ -46,6 +57,10 @@ CONSENTS = (
     "active_without_progress_reporting_to_justice",
     "active_without_care_team_sharing",
     "active_without_this_category",
+    "active_recipient_by_organisation_only",
+    "active_not_naming_this_recipient",
+    "active_without_referring_office_as_discloser",
+    "active_without_care_provider_as_discloser",
     "withdrawn",
     "expired",
 )
@@ -65,14 +80,31 @@ CARE_TEAM_SHARED_CONTENT = {"clinical", "welfare"}
 OFFERED_PROVIDER_DATA = {"referral_reason", "judicial_context"}
 
 
-def consent_covers(consent: str, purpose: str) -> bool:
-    """An active consent that names `purpose` and the row's category."""
+CARE_PROVIDER_RECORDS = {"clinical", "welfare", "compliance"}
+
+
+def consent_covers(consent: str, purpose: str, category: str, relation: str) -> bool:
+    """An active consent that names `purpose`, the row's category, the row's user as a
+    recipient, and the party the data comes from as a discloser."""
     if not consent.startswith("active"):
         return False
-    return consent not in (f"active_without_{purpose}", "active_without_this_category")
+    if consent in (f"active_without_{purpose}", "active_without_this_category"):
+        return False
+    if consent == "active_not_naming_this_recipient":
+        return False
+    if consent == "active_without_referring_office_as_discloser":
+        # the data the referring office sent, toward anyone but the office itself
+        if category in REFERRING_OFFICE_OWN_DATA and relation != "referrer":
+            return False
+    if consent == "active_without_care_provider_as_discloser":
+        if category in CARE_PROVIDER_RECORDS:
+            return False
+    return True
 
 
-def expected(category: str, role: str, sector: str, relation: str, consent: str) -> bool:
+def expected(
+    category: str, role: str, sector: str, relation: str, assigned: str, consent: str
+) -> bool:
     """The disclosure rule of ARCHITECTURE.md for one situation."""
     if relation == "outsider":
         return False  # outside the cooperation framework: nothing, ever
@@ -86,21 +118,27 @@ def expected(category: str, role: str, sector: str, relation: str, consent: str)
         return category == "access_log" and sector == "audit" and role == "auditor"
     if category == "access_log":
         return False
+    if relation == "care_team" and role != "intake_coordinator" and assigned == "no":
+        return False  # need to know: only assigned workers (and the intake coordinator)
+
+    def covers(purpose: str) -> bool:
+        return consent_covers(consent, purpose, category, relation)
+
     if sector == "justice" and role in JUSTICE_ROLES and relation == "referrer":
         if category in REFERRING_OFFICE_OWN_DATA:
             return True
         if category == "compliance":
-            return consent_covers(consent, "progress_reporting_to_justice")
+            return covers("progress_reporting_to_justice")
         return False
     if sector in CARE_SECTORS and role in CARE_ROLES:
         if relation == "care_team":
             if category in CARE_TEAM_REFERRAL_DATA:
-                return consent_covers(consent, "referral_to_care")
+                return covers("referral_to_care")
             if category in CARE_TEAM_SHARED_CONTENT:
-                return consent_covers(consent, "care_team_sharing")
+                return covers("care_team_sharing")
         if relation == "offered_provider" and role == "intake_coordinator":
             if category in OFFERED_PROVIDER_DATA:
-                return consent_covers(consent, "referral_to_care")
+                return covers("referral_to_care")
     return False
 
 
@@ -112,11 +150,14 @@ def rows() -> list[dict[str, str]]:
             "role": role,
             "sector": sector,
             "relation": relation,
+            "assigned": assigned,
             "consent": consent,
-            "expected": "allow" if expected(category, role, sector, relation, consent) else "deny",
+            "expected": (
+                "allow" if expected(category, role, sector, relation, assigned, consent) else "deny"
+            ),
         }
-        for category, role, sector, relation, consent in itertools.product(
-            CATEGORIES, ROLES, SECTORS, RELATIONS, CONSENTS
+        for category, role, sector, relation, assigned, consent in itertools.product(
+            CATEGORIES, ROLES, SECTORS, RELATIONS, ASSIGNED, CONSENTS
         )
     ]
 

@@ -29,10 +29,9 @@ WHO_MAY: dict[Action, list[tuple[set[tuple[str, str]], set[Relation]]]] = {
         (CARE_PROFESSIONALS, {Relation.CARE_TEAM}),
     ],
     Action.LIST_REFERRALS: [(PROSECUTORS_OFFICE | CARE_PROFESSIONALS, ANY_RELATION)],
-    Action.RECORD_CONSENT: [
-        (PROSECUTORS_OFFICE, {Relation.REFERRER}),
-        (CARE_PROFESSIONALS, {Relation.CARE_TEAM}),
-    ],
+    # The care team records a consent only as a widening within care, which needs the
+    # facts of the proposed version: see test_policy_consent_widening.py.
+    Action.RECORD_CONSENT: [(PROSECUTORS_OFFICE, {Relation.REFERRER})],
     Action.WITHDRAW_CONSENT: [
         (PROSECUTORS_OFFICE, {Relation.REFERRER}),
         (CARE_PROFESSIONALS, {Relation.CARE_TEAM}),
@@ -50,6 +49,8 @@ WHO_MAY: dict[Action, list[tuple[set[tuple[str, str]], set[Relation]]]] = {
     Action.EXPLAIN_POLICY: [(AUDITORS | ADMINS, ANY_RELATION)],
     Action.ACCESS_REPORT: [(CARE_WORKERS, {Relation.CARE_TEAM})],
     Action.DECODE_PAYLOADS: [(ADMINS, ANY_RELATION)],
+    Action.ASSIGN_CARE_WORKER: [(INTAKE, {Relation.CARE_TEAM})],
+    Action.RELEASE_CARE_WORKER: [(INTAKE, {Relation.CARE_TEAM})],
 }
 
 
@@ -97,3 +98,13 @@ def test_an_outsider_is_refused_by_the_framework_boundary() -> None:
     decision = authorize(principal, Action.VIEW_REFERRAL, case)
     assert not decision.allowed
     assert decision.policy_ids == ("tenancy.forbid-case-action-outside-framework",)
+
+
+@pytest.mark.parametrize("action", [Action.ASSIGN_CARE_WORKER, Action.RELEASE_CARE_WORKER])
+def test_only_the_intake_coordinator_puts_people_on_the_case(action: Action) -> None:
+    coordinator, case = situation("intake_coordinator", "welfare", Relation.CARE_TEAM)
+    decision = authorize(coordinator, action, case)
+    assert decision.policy_ids == ("lifecycle.permit-intake-coordinator-assigns-care-team",)
+    # an assigned care worker does not assign colleagues
+    worker, case = situation("care_worker", "welfare", Relation.CARE_TEAM, assigned=True)
+    assert not authorize(worker, action, case).allowed

@@ -21,10 +21,15 @@ CONSENTS = (
     "active_without_progress_reporting_to_justice",
     "active_without_care_team_sharing",
     "active_without_this_category",
+    "active_recipient_by_organisation_only",
+    "active_not_naming_this_recipient",
+    "active_without_referring_office_as_discloser",
+    "active_without_care_provider_as_discloser",
     "withdrawn",
     "expired",
 )
-Key = tuple[str, str, str]  # role, sector, relation
+ASSIGNED = ("yes", "no")
+Key = tuple[str, str, str, str]  # role, sector, relation, assigned
 
 
 def _load() -> dict[Key, dict[tuple[str, str], str]]:
@@ -32,7 +37,7 @@ def _load() -> dict[Key, dict[tuple[str, str], str]]:
     table: dict[Key, dict[tuple[str, str], str]] = defaultdict(dict)
     with TABLE.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            key = (row["role"], row["sector"], row["relation"])
+            key = (row["role"], row["sector"], row["relation"], row["assigned"])
             cell = (row["consent"], row["category"])
             assert cell not in table[key], f"duplicate row {row}"
             assert row["expected"] in ("allow", "deny"), row
@@ -45,7 +50,9 @@ ROWS = _load()
 
 def test_the_table_is_complete() -> None:
     expected_keys = set(
-        itertools.product([r.value for r in Role], [s.value for s in Sector], list(Relation))
+        itertools.product(
+            [r.value for r in Role], [s.value for s in Sector], list(Relation), ASSIGNED
+        )
     )
     assert set(ROWS) == expected_keys
     cells = set(itertools.product(CONSENTS, [c.value for c in DataCategory]))
@@ -58,9 +65,9 @@ def test_the_table_is_complete() -> None:
 )
 def test_policies_follow_the_disclosure_table(role: str, sector: str) -> None:
     mismatches: list[str] = []
-    for relation in Relation:
-        principal, case = situation(role, sector, relation)
-        expected = ROWS[(role, sector, relation.value)]
+    for relation, assigned in itertools.product(Relation, ASSIGNED):
+        principal, case = situation(role, sector, relation, assigned=assigned == "yes")
+        expected = ROWS[(role, sector, relation.value, assigned)]
         for consent_state in CONSENTS:
             if consent_state == "active_without_this_category":
                 decisions = {
@@ -70,14 +77,16 @@ def test_policies_follow_the_disclosure_table(role: str, sector: str) -> None:
                     for category in DataCategory
                 }
             else:
-                decisions = disclosable_categories(principal, case, consent_in(consent_state))
+                decisions = disclosable_categories(
+                    principal, case, consent_in(consent_state, principal=principal)
+                )
             for category, decision in decisions.items():
                 want = expected[(consent_state, category.value)]
                 got = "allow" if decision.allowed else "deny"
                 assert not decision.errors, decision
                 if got != want:
                     mismatches.append(
-                        f"{category},{role},{sector},{relation},{consent_state}: "
+                        f"{category},{role},{sector},{relation},{assigned},{consent_state}: "
                         f"table says {want}, policies say {got} {decision.policy_ids}"
                     )
     assert not mismatches, "\n".join(mismatches)

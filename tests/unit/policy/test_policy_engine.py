@@ -132,6 +132,7 @@ def test_a_relation_not_on_the_case_record_is_refused_by_cedar() -> None:
                     "__entity": {"type": "Referral::Organisation", "id": case.referring_office}
                 },
                 "care_team": [],
+                "assigned_workers": [],
             },
             "parents": [],
         },
