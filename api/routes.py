@@ -661,7 +661,14 @@ def _withdraw_after_care(
             referral = referrals.get(session=session, referral_id=referral_id)
             consent_service.withdraw_after_end(session=session, referral=referral, at=utcnow())
 
-        access.finish_with(store)
+        try:
+            access.finish_with(store)
+        except Conflict as exc:
+            # refused as any step is: the reason only to a caller who may see the stage
+            refused = refusal(runtime, access, referral_id, exc)
+            if refused is None:
+                raise
+            raise refused from None
     except BaseException as error:
         access.abandon(error)
         raise

@@ -113,6 +113,8 @@ def consent(
         purposes=tuple(purposes) if given else (),
         categories=("identity", "contact", "referral_reason", "clinical", "compliance"),
         recipients=("parket-antwerpen", "health"),
+        # the office discloses to care; care discloses compliance back (Cedar checks both)
+        disclosers=("parket-antwerpen", "health"),
         valid_until=valid_until,
         evidence_hash="sha256:" + "ab" * 32,
         recorded_at=datetime.now(UTC),

@@ -123,25 +123,30 @@ async def test_only_assigned_care_workers_see_the_content(
         CGG, "POST", f"/api/v1/referrals/{j.id}/care-team/{WORKER_SUBJECT}/release", expect=404
     )
 
+    # one audit entry per access (IHE BALP), with the decision and the deciding policies
+    changes = [
+        e
+        for action in ("referral.assign_care_worker", "referral.release_care_worker")
+        for e in _entries(engine, action)
+    ]
     permits = [
         e
-        for action in ("assign_care_worker", "release_care_worker")
-        for e in _entries(engine, action)
+        for e in changes
         if e.actor_subject == "user-intake_coordinator-cgg-antwerpen"
-        and e.event_type == "authorization_permit"
+        and e.decision == "permit"
+        and e.outcome == "success"
     ]
-    assert permits
+    assert {e.action for e in permits} == {
+        "referral.assign_care_worker",
+        "referral.release_care_worker",
+    }
     assert {tuple(p.policy_ids) for p in permits} == {
         ("lifecycle.permit-intake-coordinator-assigns-care-team",)
     }
-    updates = {e.action for e in _entries(engine, "referral.assign_care_worker")} | {
-        e.action for e in _entries(engine, "referral.release_care_worker")
-    }
-    assert updates == {"referral.assign_care_worker", "referral.release_care_worker"}
     denied = [
         e
-        for e in _entries(engine, "assign_care_worker")
-        if e.actor_subject == WORKER_SUBJECT and e.event_type == "authorization_deny"
+        for e in changes
+        if e.actor_subject == WORKER_SUBJECT and e.decision == "deny" and e.outcome == "refused"
     ]
     assert denied
 
@@ -300,13 +305,12 @@ async def test_a_withdrawal_after_the_end_stops_the_care_teams_access(
     # decided by the policies and audited
     permits = [
         e
-        for e in _entries(engine, "withdraw_consent")
-        if e.event_type == "authorization_permit" and e.actor_organisation == OFFICE[0]
+        for e in _entries(engine, "referral.withdraw_consent")
+        if e.decision == "permit" and e.outcome == "success" and e.actor_organisation == OFFICE[0]
     ]
     assert permits and permits[-1].policy_ids == [
         "lifecycle.permit-referring-office-records-consent"
     ]
-    assert _entries(engine, "referral.withdraw_consent")
 
 
 async def test_after_the_end_an_outsider_learns_nothing_from_a_withdrawal(

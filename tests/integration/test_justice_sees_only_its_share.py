@@ -194,11 +194,20 @@ async def test_what_justice_sees_does_not_move_when_only_care_moves(
         assert ended["updated_at"] > after[0].json()["updated_at"], shape
 
 
+def _subject(party: tuple[str, str]) -> str:
+    """The subject the test tokens of `party` carry (tests/tokens.py)."""
+    return f"user-{party[1]}-{party[0]}"
+
+
 async def test_care_notes_move_updated_at_only_for_those_who_read_them(
     api: httpx.AsyncClient, minter: TokenMinter, engine: Engine
 ) -> None:
     j = Journey(api, minter)
     await j.to_in_progress(reporting=True)
+    # the worker reads care notes only once assigned to the case (need to know)
+    await j.call(
+        CGG, "POST", f"/api/v1/referrals/{j.id}/care-team", {"subject": _subject(CGG_WORKER)}
+    )
     await j.step(CGG_WORKER, "progress", PROGRESS)
     office = (await answers(api, minter, OFFICE, str(j.id)))[0].json()
     worker = (await answers(api, minter, CGG_WORKER, str(j.id)))[0].json()
