@@ -54,6 +54,18 @@ def tcp_liveness(host: str, port: int, *, timeout: float = 3.0) -> Liveness:
     return check
 
 
+def file_liveness(path: Path, *, max_age: float) -> Liveness:
+    """Live when `path` was touched within the last `max_age` seconds (a heartbeat file)."""
+
+    def check() -> bool:
+        try:
+            return time.time() - path.stat().st_mtime <= max_age
+        except OSError:
+            return False
+
+    return check
+
+
 def arm_stop_deadline(seconds: float, *, exit_code: int = 70) -> None:
     """End this process after `seconds`, whatever its shutdown is still waiting for.
 
