@@ -28,6 +28,7 @@ from services.errors import Unavailable
 pytestmark = [pytest.mark.keycloak, pytest.mark.integration]
 
 USER = "demo-care-worker-cgg-antwerpen"
+ACCESS_TOKEN_SECONDS = 300  # documented in README.md and services/settings.py
 
 
 def _validator(issuer: str, jwks_url: str) -> TokenValidator:
@@ -44,6 +45,12 @@ def test_the_realm_export_marks_its_fixed_key_development_only() -> None:
     assert DEVELOPMENT_KEY_THUMBPRINT  # production refuses it (tests/unit/test_token_keys.py)
 
 
+def test_access_tokens_of_the_development_realm_live_five_minutes() -> None:
+    """Logouts and disabled users lose API access within this time (README, settings)."""
+    realm = json.loads((HERE / "realm" / "referral-realm.json").read_text())
+    assert realm["accessTokenLifespan"] == ACCESS_TOKEN_SECONDS
+
+
 def test_a_token_issued_before_a_restart_validates_after_it(tmp_path: Path) -> None:
     try:
         find_java()
@@ -57,6 +64,8 @@ def test_a_token_issued_before_a_restart_validates_after_it(tmp_path: Path) -> N
         assert grant.status_code == 200, grant.text
         token = grant.json()["access_token"]
         kid_before = jwt.get_unverified_header(token)["kid"]
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == ACCESS_TOKEN_SECONDS
         long_lived = _validator(kc.issuer, kc.jwks_url)
         assert long_lived.validate(token).organisation == "cgg-antwerpen"
         issuer, jwks_url = kc.issuer, kc.jwks_url
