@@ -110,6 +110,10 @@ def test_each_killed_process_is_restarted_alone(stack: tuple[Supervisor, str, Pa
                 assert proc is not None and proc.poll() is None
         if victim == "api":
             wait_for(healthy, 90, "the restarted API")
-    processes = [supervisor.process(name) for name in NAMES]
+    processes = {name: supervisor.process(name) for name in NAMES}
+    began = time.monotonic()
     supervisor.stop()
-    assert all(p is not None and p.poll() is not None for p in processes)
+    assert time.monotonic() - began < 10  # the supervisor's grace: none needed SIGKILL
+    for name, proc in processes.items():
+        assert proc is not None and proc.poll() is not None
+        assert proc.returncode != -signal.SIGKILL, f"{name} had to be killed"
