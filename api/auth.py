@@ -82,6 +82,7 @@ class TokenValidator:
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None  # last successful fetch (monotonic)
         self._attempted_at: float | None = None  # last fetch, successful or not
+        self._unknown_kid_at: float | None = None  # last fetch for an unknown key id
         self._reachable = False  # did the last fetch succeed?
 
     def _fetch(self) -> None:
@@ -114,7 +115,17 @@ class TokenValidator:
             fresh = self._fetched_at is not None and now - self._fetched_at < self._cache_seconds
             if fresh and kid in self._keys:
                 return self._keys[kid]
-            if self._may_fetch(now):
+            if fresh:
+                # a key rotated in since the last fetch: refetch at once, but for unknown
+                # key ids at most once per window, and not while the last fetch failed
+                may_fetch = self._reachable or self._may_fetch(now)
+                if self._unknown_kid_at is not None:
+                    may_fetch = may_fetch and now - self._unknown_kid_at >= self._refetch_seconds
+                if may_fetch:
+                    self._unknown_kid_at = now
+            else:
+                may_fetch = self._may_fetch(now)
+            if may_fetch:
                 try:
                     self._fetch()
                 except Unavailable:

@@ -98,9 +98,8 @@ def test_a_key_dropped_from_the_jwks_is_refused_once_the_cache_refreshes(
 def test_an_unknown_key_id_is_401_and_refetches_at_most_once_per_window(
     jwks: JwksServer,
 ) -> None:
-    tokens = validator(jwks, refetch_seconds=1)
+    tokens = validator(jwks, refetch_seconds=30)
     tokens.validate(token(jwks.minter))
-    time.sleep(1.1)
     fetches = jwks.requests
     stranger = TokenMinter(
         key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
@@ -113,9 +112,9 @@ def test_an_unknown_key_id_is_401_and_refetches_at_most_once_per_window(
     assert jwks.requests == fetches + 1
 
 
-def test_a_rotated_in_key_is_trusted_after_one_refetch(jwks: JwksServer) -> None:
-    tokens = validator(jwks)
-    tokens.validate(token(jwks.minter))
+def test_a_key_rotated_in_right_after_a_fetch_is_trusted_at_once(jwks: JwksServer) -> None:
+    tokens = validator(jwks, refetch_seconds=30)
+    tokens.validate(token(jwks.minter))  # fetches the key set
     rotated = jwks.add_key()
     assert tokens.validate(token(rotated)).subject
 
