@@ -3,56 +3,162 @@
 The claim shapes are those of the Keycloak realm in `deploy/keycloak/`: roles in
 `realm_access.roles`, the organisation as the single key of `organization` with its
 `sector` attribute (attributes are lists).
+
+The key set is cached and replaced whole on every refresh, so a key dropped from the JWKS
+stops being trusted at the next refresh. While the JWKS cannot be fetched, tokens signed by
+a cached key are still checked; any other token gets 503 (the identity provider is down),
+not 401 (the token is bad): a client must not throw away a valid token over an outage.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import threading
 import time
 from typing import Any
 
+import httpx
 import jwt
-from jwt import PyJWKClient
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from services.errors import Unauthenticated
+from services.errors import Unauthenticated, Unavailable
 from services.principal import Principal, Role, Sector
 
 _KNOWN_ROLES = {role.value for role in Role}
 
+# RFC 7638 thumbprint of the development realm's fixed signing key
+# (deploy/keycloak/realm/referral-realm.json). Its private half is public in the repository,
+# so production refuses every token it signed.
+DEVELOPMENT_KEY_THUMBPRINT = "pHP76GqNkM8bNEBWTQ6jQQHPRs-MwWwuByu-zHqCf-Q"
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def thumbprint(key: RSAPublicKey) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA public key."""
+    numbers = key.public_numbers()
+
+    def member(value: int) -> str:
+        return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    canonical = json.dumps(
+        {"e": member(numbers.e), "kty": "RSA", "n": member(numbers.n)}, separators=(",", ":")
+    )
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
 
 class TokenValidator:
-    """Checks signature, expiry, issuer and audience; caches the JWKS."""
+    """Checks signature, expiry, issuer and audience against a cached JWKS.
+
+    `cache_seconds`: how long a fetched key set is used before it is fetched again.
+    `refetch_seconds`: the least time between two fetches (an unknown key id, or an
+    unreachable identity provider, does not make every request fetch).
+    `refused_thumbprints`: keys never trusted even when the JWKS publishes them.
+    """
 
     def __init__(
-        self, *, jwks_url: str, issuer: str, audience: str, cache_seconds: int = 300
+        self,
+        *,
+        jwks_url: str,
+        issuer: str,
+        audience: str,
+        cache_seconds: int = 300,
+        refetch_seconds: float = 5.0,
+        fetch_timeout: float = 5.0,
+        refused_thumbprints: frozenset[str] = frozenset(),
     ) -> None:
         self._issuer = issuer
         self._audience = audience
         self._jwks_url = jwks_url
         self._cache_seconds = cache_seconds
-        self._client = self._new_client()
-        self._last_refresh = 0.0
+        self._refetch_seconds = refetch_seconds
+        self._fetch_timeout = fetch_timeout
+        self._refused = refused_thumbprints
+        self._lock = threading.Lock()
+        self._keys: dict[str, Any] = {}
+        self._fetched_at: float | None = None  # last successful fetch (monotonic)
+        self._attempted_at: float | None = None  # last fetch, successful or not
+        self._unknown_kid_at: float | None = None  # last fetch for an unknown key id
+        self._reachable = False  # did the last fetch succeed?
 
-    def _new_client(self) -> PyJWKClient:
-        return PyJWKClient(self._jwks_url, cache_keys=True, lifespan=self._cache_seconds, timeout=5)
-
-    def _signing_key(self, token: str) -> Any:
+    def _fetch(self) -> None:
+        """Replace the key set with the JWKS's; raises Unavailable when it cannot be fetched."""
+        self._attempted_at = time.monotonic()
         try:
-            return self._client.get_signing_key_from_jwt(token).key
-        except jwt.PyJWKClientError:
-            # An unknown key id after a key rotation: refetch the key set, at most every 5 s.
-            if time.monotonic() - self._last_refresh < 5:
-                raise
-            self._last_refresh = time.monotonic()
-            self._client = self._new_client()
-            return self._client.get_signing_key_from_jwt(token).key
+            resp = httpx.get(self._jwks_url, timeout=self._fetch_timeout)
+            resp.raise_for_status()
+            key_set = jwt.PyJWKSet.from_dict(resp.json())
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError):
+            self._reachable = False
+            raise Unavailable("the identity provider is unavailable") from None
+        keys: dict[str, Any] = {}
+        for jwk in key_set.keys:
+            if not jwk.key_id or jwk.public_key_use == "enc":
+                continue
+            if isinstance(jwk.key, RSAPublicKey) and thumbprint(jwk.key) in self._refused:
+                continue
+            keys[jwk.key_id] = jwk.key
+        self._keys = keys
+        self._fetched_at = self._attempted_at
+        self._reachable = True
+
+    def _may_fetch(self, now: float) -> bool:
+        return self._attempted_at is None or now - self._attempted_at >= self._refetch_seconds
+
+    def _signing_key(self, kid: str) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            fresh = self._fetched_at is not None and now - self._fetched_at < self._cache_seconds
+            if fresh and kid in self._keys:
+                return self._keys[kid]
+            if fresh:
+                # a key rotated in since the last fetch: refetch at once, but for unknown
+                # key ids at most once per window, and not while the last fetch failed
+                may_fetch = self._reachable or self._may_fetch(now)
+                if self._unknown_kid_at is not None:
+                    may_fetch = may_fetch and now - self._unknown_kid_at >= self._refetch_seconds
+                if may_fetch:
+                    self._unknown_kid_at = now
+            else:
+                may_fetch = self._may_fetch(now)
+            if may_fetch:
+                try:
+                    self._fetch()
+                except Unavailable:
+                    if kid in self._keys:  # an outage: the key cached before it still checks
+                        return self._keys[kid]
+                    raise
+            if kid in self._keys:
+                return self._keys[kid]
+            if not self._reachable:
+                raise Unavailable("the identity provider is unavailable")
+            raise Unauthenticated("the token is not signed by a trusted key")
+
+    def identity_provider_reachable(self) -> bool:
+        """Whether the JWKS answers (fetched at most every `refetch_seconds`; blocking I/O)."""
+        with self._lock:
+            if self._may_fetch(time.monotonic()):
+                try:
+                    self._fetch()
+                except Unavailable:
+                    pass
+            return self._reachable
 
     def validate(self, token: str) -> Principal:
-        """The principal of a valid token; raises Unauthenticated otherwise (blocking I/O)."""
+        """The principal of a valid token; raises Unauthenticated otherwise, Unavailable when
+        the identity provider cannot be reached and no cached key checks the token."""
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != "RS256":
                 raise Unauthenticated("the token must be signed with RS256")
-            key = self._signing_key(token)
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise Unauthenticated("the token is not valid")
+            key = self._signing_key(kid)
             claims = jwt.decode(
                 token,
                 key,
@@ -62,7 +168,7 @@ class TokenValidator:
                 leeway=30,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
-        except Unauthenticated:
+        except (Unauthenticated, Unavailable):
             raise
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired") from None

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import httpx
 import typer
+import uvicorn
 
 from services.policy_cli import app as policy_app
 from services.settings import Settings, get_settings
+from services.supervisor import (
+    Component,
+    RestartPolicy,
+    Supervisor,
+    arm_stop_deadline,
+    file_liveness,
+    http_liveness,
+    tcp_liveness,
+)
 
 KEYCLOAK_SCRIPTS = Path(__file__).resolve().parent.parent / "deploy" / "keycloak"
 
@@ -76,8 +89,15 @@ async def _run_worker() -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_stop_signal() -> None:
+        # the graceful shutdown waits for running activities: bound it
+        stop.set()
+        arm_stop_deadline(settings.worker_shutdown_grace_seconds)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal)
+    heartbeat = worker_heartbeat_path(settings)
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(
             client=client,
@@ -91,39 +111,81 @@ async def _run_worker() -> None:
             reconciler = asyncio.create_task(
                 reconcile_until(stop, client=client, engine=runtime.engine, settings=settings)
             )
+            next_tree_head = time.monotonic() + settings.audit_sth_every_seconds
             while not stop.is_set():
-                # tree heads are also signed in quiet periods, not only when entries arrive
+                # the dev stack's liveness check of the worker: its event loop still turns
+                # (a worker run without a data directory simply has no heartbeat)
+                with contextlib.suppress(OSError):
+                    heartbeat.touch()
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=settings.audit_sth_every_seconds)
+                    await asyncio.wait_for(stop.wait(), timeout=WORKER_HEARTBEAT_SECONDS)
                 except TimeoutError:
+                    pass
+                # tree heads are also signed in quiet periods, not only when entries arrive
+                if time.monotonic() >= next_tree_head and not stop.is_set():
                     await asyncio.to_thread(runtime.audit.maybe_sign_tree_head)
+                    next_tree_head = time.monotonic() + settings.audit_sth_every_seconds
             await reconciler
+
+
+WORKER_HEARTBEAT_SECONDS = 5.0
+
+
+def worker_heartbeat_path(settings: Settings) -> Path:
+    """The file the worker touches every WORKER_HEARTBEAT_SECONDS while its loop turns."""
+    return settings.data_dir / "worker.heartbeat"
+
+
+class BoundedServer(uvicorn.Server):
+    """uvicorn whose stop on SIGTERM or SIGINT ends in bounded time.
+
+    `timeout_graceful_shutdown` cancels the requests still open after the grace; if the
+    shutdown itself still hangs (a request thread stuck in a call that never returns), the
+    process exits `hard_stop_seconds` after the signal regardless.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, hard_stop_seconds: float) -> None:
+        super().__init__(config)
+        self._hard_stop_seconds = hard_stop_seconds
+        self._deadline_armed = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self._deadline_armed:
+            self._deadline_armed = True
+            arm_stop_deadline(self._hard_stop_seconds)
+        super().handle_exit(sig, frame)
 
 
 @app.command()
 def api() -> None:
     """Run the API server (uvicorn) on the configured host and port."""
-    import uvicorn
-
-    uvicorn.run("api.main:create_app", **uvicorn_options(get_settings()))
+    api_server(get_settings()).run()
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """How `referral api` runs uvicorn (shared with the tests that check its answers)."""
-    return {
-        "factory": True,
-        "host": settings.api_host,
-        "port": settings.api_port,
-        "log_level": "warning",
-        "server_header": False,  # no product banner; SecurityHeaders adds the rest
-    }
+def api_server(
+    settings: Settings, app: Any = "api.main:create_app", *, factory: bool = True
+) -> BoundedServer:
+    """The API's uvicorn server: on SIGTERM it cancels what is still open after
+    `api_shutdown_grace_seconds` and is gone 5 seconds later at the latest."""
+    grace = settings.api_shutdown_grace_seconds
+    config = uvicorn.Config(
+        app,
+        factory=factory,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=grace,
+        server_header=False,  # no product banner; SecurityHeaders adds the rest
+    )
+    return BoundedServer(config, hard_stop_seconds=grace + 5)
 
 
-def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"a component exited with {proc.returncode}")
+        if proc is None or proc.poll() is not None:
+            code = None if proc is None else proc.returncode
+            raise RuntimeError(f"a component exited with {code}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -132,48 +194,100 @@ def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[byte
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
+def dev_stack_components(settings: Settings, logs: Path) -> list[Component]:
+    """The Temporal dev server, the worker and the API, each with its liveness check."""
+    from workflows.binaries import temporal_binary
+
+    host, port = settings.temporal_address.rsplit(":", 1)
+    referral = str(Path(sys.executable).parent / "referral")
+    temporal = [
+        temporal_binary("temporal"),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
+        "--ip",
+        host,
+        "--port",
+        port,
+        "--ui-ip",
+        host,
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--ui-codec-endpoint",
+        f"{settings.api_base_url}/codec",
+        "--log-level",
+        "warn",
+    ]
+    healthz = f"http://{settings.api_host}:{settings.api_port}/healthz"
+    return [
+        Component(
+            "temporal",
+            temporal,
+            liveness=tcp_liveness(host, int(port)),
+            log_path=logs / "temporal.log",
+        ),
+        Component(
+            "worker",
+            [referral, "worker"],
+            liveness=file_liveness(
+                worker_heartbeat_path(settings), max_age=6 * WORKER_HEARTBEAT_SECONDS
+            ),
+            log_path=logs / "worker.log",
+        ),
+        Component(
+            "api",
+            [referral, "api"],
+            liveness=http_liveness(healthz, timeout=settings.liveness_timeout_seconds + 2),
+            log_path=logs / "api.log",
+        ),
+    ]
+
+
 @app.command("dev-stack")
 def dev_stack() -> None:
-    """Run everything locally (Temporal dev server, worker, API) until interrupted."""
+    """Run everything locally (Keycloak, Temporal dev server, worker, API) until interrupted.
+
+    A crashed or unresponsive Temporal server, worker or API is restarted on its own (with
+    back-off, at most 5 times in 5 minutes); Ctrl-C or SIGTERM stops everything, each
+    process within its grace period (then SIGKILL).
+    """
     from services.runtime import load_keyring
-    from workflows.binaries import temporal_binary
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_database()
     load_keyring(settings)
     host, port = settings.temporal_address.rsplit(":", 1)
-    procs: list[subprocess.Popen[bytes]] = []
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
+    supervisor = Supervisor(
+        dev_stack_components(settings, logs),
+        policy=RestartPolicy(),
+        # beyond the API's and the worker's own bounded stop
+        stop_grace=max(settings.api_shutdown_grace_seconds, settings.worker_shutdown_grace_seconds)
+        + 10,
+        report=lambda line: print(line, file=sys.stderr, flush=True),
+    )
 
-    def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    # Ctrl-C, and a plain `kill`, stop everything this command started.
+    # Ctrl-C, and a plain `kill`, stop everything this command started: during the start
+    # as an interrupt, while supervising by setting `stopping` (never mid-restart).
+    stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     keycloak_dir = (settings.data_dir / "keycloak").resolve()
     keycloak_env = {**os.environ, "REFERRAL_KEYCLOAK_PORT": str(settings.keycloak_port)}
 
     def stop_all() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop()
         subprocess.run(
             ["bash", str(KEYCLOAK_SCRIPTS / "stop.sh"), str(keycloak_dir)],
             env=keycloak_env,
             capture_output=True,
             check=False,
         )
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
     try:
         print("starting Keycloak (development realm; the first start takes a minute)", flush=True)
@@ -187,33 +301,9 @@ def dev_stack() -> None:
         if started.returncode != 0:
             print("Keycloak did not start: Java 17+ is required (see README)", file=sys.stderr)
             raise typer.Exit(1)
-        temporal = spawn(
-            "temporal",
-            [
-                temporal_binary("temporal"),
-                "server",
-                "start-dev",
-                "--db-filename",
-                str(settings.data_dir / "temporal.db"),
-                "--ip",
-                host,
-                "--port",
-                port,
-                "--ui-ip",
-                host,
-                "--ui-port",
-                str(settings.temporal_ui_port),
-                "--ui-codec-endpoint",
-                f"{settings.api_base_url}/codec",
-                "--log-level",
-                "warn",
-            ],
-        )
-        _wait_port(host, int(port), 60, temporal)
-        referral = str(Path(sys.executable).parent / "referral")
-        worker_proc = spawn("worker", [referral, "worker"])
-        api_proc = spawn("api", [referral, "api"])
-        _wait_port(settings.api_host, settings.api_port, 60, api_proc)
+        _wait_port(host, int(port), 60, supervisor.start("temporal"))
+        supervisor.start("worker")
+        _wait_port(settings.api_host, settings.api_port, 60, supervisor.start("api"))
         print(
             "\nReferral engine is running (development settings, demo data):\n"
             f"  API          {settings.api_base_url}/docs\n"
@@ -222,13 +312,14 @@ def dev_stack() -> None:
             f"  logs         {logs}/\n\n"
             "Try next, in another shell from this checkout:\n"
             "  .venv/bin/referral demo\n\n"
+            "A component that crashes or stops answering is restarted on its own.\n"
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
-        while all(p.poll() is None for p in (temporal, worker_proc, api_proc)):
-            time.sleep(0.5)
-        print("a component stopped; see the logs", file=sys.stderr)
-        raise typer.Exit(1)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        supervisor.run(stopping)
+        print("\nstopping...", flush=True)
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
     finally:

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from api import docs, errors
 from api.auditor import report_router
 from api.auditor import router as audit_router
-from api.auth import TokenValidator
+from api.auth import DEVELOPMENT_KEY_THUMBPRINT, TokenValidator
 from api.codec import router as codec_router
 from api.middleware import CodecOnlyCors, RequestLimits, SecurityHeaders
 from api.policy_routes import router as policy_router
@@ -37,6 +37,10 @@ NO_TOKEN_PATHS = {
     "/docs",
     "/openapi.json",
 }
+
+
+def _nothing() -> None:
+    """A request thread's least work (the liveness check)."""
 
 
 def create_app(
@@ -89,6 +93,11 @@ def create_app(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         cache_seconds=settings.jwks_cache_seconds,
+        refetch_seconds=settings.jwks_refetch_seconds,
+        # the development realm's fixed key is public in the repository
+        refused_thumbprints=(
+            frozenset({DEVELOPMENT_KEY_THUMBPRINT}) if settings.is_production else frozenset()
+        ),
     )
     errors.install(app)
     docs.install(app)
@@ -111,42 +120,65 @@ def create_app(
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=303)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+    @app.get("/healthz", tags=["health"], response_model=None)
+    async def healthz() -> dict[str, str] | JSONResponse:
+        """Liveness: the event loop answers and a request thread runs within the bound.
+
+        A process whose request threads are all stuck (waiting on a database that will not
+        answer, say) still accepts connections but serves nothing: it fails this check, and
+        `make run` restarts it. Nothing here touches the database or another service.
+        """
+        try:
+            await asyncio.wait_for(
+                run_in_threadpool(_nothing), timeout=settings.liveness_timeout_seconds
+            )
+        except TimeoutError:
+            return errors.problem(503, "Not live", "no request thread is free to serve", "not-live")
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], responses=errors.problem_responses(503))
     async def readyz() -> JSONResponse:
-        """Readiness: the database and Temporal answer."""
+        """Readiness: the database, Temporal and the identity provider (JWKS) answer."""
         checks: dict[str, str] = {}
+        bound = settings.liveness_timeout_seconds
 
         def database() -> None:
             with runtime.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
 
         try:
-            await run_in_threadpool(database)
+            await asyncio.wait_for(run_in_threadpool(database), timeout=bound)
             checks["database"] = "ok"
         except Exception:  # noqa: BLE001
             checks["database"] = "unavailable"
         try:
-            client = await ensure_temporal(app)
+            client = await asyncio.wait_for(ensure_temporal(app), timeout=bound)
             await asyncio.wait_for(client.service_client.check_health(), timeout=3)
             checks["temporal"] = "ok"
         except Exception:  # noqa: BLE001
             checks["temporal"] = "unavailable"
+        tokens: TokenValidator = app.state.tokens
+        try:
+            reachable = await asyncio.wait_for(
+                run_in_threadpool(tokens.identity_provider_reachable), timeout=bound
+            )
+        except TimeoutError:
+            reachable = False
+        checks["identity_provider"] = "ok" if reachable else "unavailable"
         ready = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         if ready:
             return JSONResponse(body)
+        down = ", ".join(name for name, state in checks.items() if state != "ok")
         return JSONResponse(
             {
                 "type": "urn:referral:problem:not-ready",
                 "title": "Not ready",
                 "status": 503,
-                "detail": "a dependency is unavailable",
-                **body,
+                "detail": f"unavailable: {down}",
+                # not spread over `status`: a problem's status is the HTTP status (RFC 9457)
+                "readiness": body["status"],
+                "checks": checks,
             },
             status_code=503,
             media_type=errors.PROBLEM,

@@ -62,10 +62,24 @@ class Settings(BaseSettings):
     hsts: bool | None = None
 
     # Token validation (Keycloak realm `referral`): issuer and audience are always required.
+    # The API checks access tokens offline (signature, expiry), so a logout or a disabled
+    # user loses API access only when the token expires: the realm's access-token lifetime
+    # (accessTokenLifespan, 300 s = 5 minutes in deploy/keycloak/realm) bounds it. Keep it
+    # short in production too. The key set is used for `jwks_cache_seconds`, then replaced
+    # whole (keys dropped from the JWKS stop being trusted); it is fetched at most every
+    # `jwks_refetch_seconds` (unknown key id, or identity provider down: 503).
     jwks_url: str = "http://127.0.0.1:8081/realms/referral/protocol/openid-connect/certs"
     jwt_issuer: str = "http://127.0.0.1:8081/realms/referral"
     jwt_audience: str = "referral-api"
-    jwks_cache_seconds: int = 300
+    jwks_cache_seconds: int = Field(default=300, gt=0)
+    jwks_refetch_seconds: float = Field(default=5.0, ge=0)
+
+    # Liveness: /healthz fails when a request thread cannot be had within this time (the
+    # process no longer serves), and `make run` then restarts the API. On SIGTERM the API
+    # and the worker finish what they do for at most their grace, then exit regardless.
+    liveness_timeout_seconds: float = Field(default=5.0, gt=0)
+    api_shutdown_grace_seconds: int = Field(default=10, gt=0)
+    worker_shutdown_grace_seconds: float = Field(default=15.0, gt=0)
 
     # The development Keycloak that `make run` starts (deploy/keycloak/).
     keycloak_port: int = 8081

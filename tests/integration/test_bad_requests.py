@@ -256,4 +256,5 @@ async def test_health_and_docs_need_no_token(api: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {
         "database": "ok",
         "temporal": "ok",
+        "identity_provider": "ok",
     }

@@ -16,14 +16,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from temporalio.worker import Worker
 
-from api.cli import uvicorn_options
+from api.cli import api_server
 from api.middleware import SecurityHeaders
 from services.settings import Settings
 from tests.integration.audit_probe import walk_routes
@@ -143,14 +142,13 @@ async def test_hsts_only_where_the_settings_ask_for_it() -> None:
 
 
 async def test_the_api_server_sends_no_server_banner(settings: Settings) -> None:
-    """`referral api` runs uvicorn with these options: no `server: uvicorn` header."""
+    """`referral api` runs this server: no `server: uvicorn` header."""
     app = SecurityHeaders(Starlette(routes=[Route("/", _plain)]), hsts=False)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    options = {**uvicorn_options(settings), "host": "127.0.0.1", "port": port}
-    options.pop("factory", None)
-    server = uvicorn.Server(uvicorn.Config(app, **options))
+    local = settings.model_copy(update={"api_host": "127.0.0.1", "api_port": port})
+    server = api_server(local, app, factory=False)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

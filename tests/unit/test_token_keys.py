@@ -1,0 +1,132 @@
+"""The API's key set against a real JWKS over HTTP (tests/tokens.py), stopped and re-keyed.
+
+An identity-provider outage is not a bad token: while the JWKS cannot be fetched and no
+cached key checks a token, the answer is Unavailable (503), never Unauthenticated (401).
+A key dropped from the JWKS stops being trusted when the cache refreshes. Production
+refuses the development realm's fixed key, whose private half is in the repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from api.auth import DEVELOPMENT_KEY_THUMBPRINT, TokenValidator, thumbprint
+from services.errors import Unauthenticated, Unavailable
+from tests.tokens import AUDIENCE, ISSUER, JwksServer, TokenMinter, running_jwks
+
+REALM_EXPORT = Path(__file__).resolve().parents[2] / "deploy/keycloak/realm/referral-realm.json"
+
+
+@pytest.fixture
+def jwks() -> Iterator[JwksServer]:
+    with running_jwks() as server:
+        yield server
+
+
+def validator(jwks: JwksServer, **kwargs: object) -> TokenValidator:
+    kwargs.setdefault("refetch_seconds", 0)
+    return TokenValidator(
+        jwks_url=jwks.jwks_url,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def token(minter: TokenMinter) -> str:
+    return minter.mint("cgg-antwerpen", "care_worker")
+
+
+def development_key() -> rsa.RSAPrivateKey:
+    realm = json.loads(REALM_EXPORT.read_text())
+    (provider,) = realm["components"]["org.keycloak.keys.KeyProvider"]
+    der = base64.b64decode(provider["config"]["privateKey"][0])
+    key = serialization.load_der_private_key(der, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def test_started_while_the_identity_provider_is_down_503_until_it_is_back(
+    jwks: JwksServer,
+) -> None:
+    jwks.stop()
+    tokens = validator(jwks)
+    with pytest.raises(Unavailable):
+        tokens.validate(token(jwks.minter))
+    assert not tokens.identity_provider_reachable()
+    jwks.start()
+    assert tokens.validate(token(jwks.minter)).organisation == "cgg-antwerpen"
+    assert tokens.identity_provider_reachable()
+
+
+def test_an_outage_after_the_keys_were_fetched_keeps_checking_with_the_cached_keys(
+    jwks: JwksServer,
+) -> None:
+    tokens = validator(jwks, cache_seconds=1)
+    tokens.validate(token(jwks.minter))
+    jwks.stop()
+    time.sleep(1.1)  # the cache is due for a refresh, which fails
+    assert tokens.validate(token(jwks.minter)).subject
+    # a token signed by a key the API never saw cannot be checked: unavailable, not refused
+    newcomer = jwks.add_key()
+    with pytest.raises(Unavailable):
+        tokens.validate(token(newcomer))
+
+
+def test_a_key_dropped_from_the_jwks_is_refused_once_the_cache_refreshes(
+    jwks: JwksServer,
+) -> None:
+    old = jwks.minter
+    tokens = validator(jwks, cache_seconds=1)
+    tokens.validate(token(old))
+    new = jwks.add_key()
+    jwks.publish_only(new)
+    time.sleep(1.1)
+    with pytest.raises(Unauthenticated):
+        tokens.validate(token(old))
+    assert tokens.validate(token(new)).subject
+
+
+def test_an_unknown_key_id_is_401_and_refetches_at_most_once_per_window(
+    jwks: JwksServer,
+) -> None:
+    tokens = validator(jwks, refetch_seconds=30)
+    tokens.validate(token(jwks.minter))
+    fetches = jwks.requests
+    stranger = TokenMinter(
+        key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        kid="not-published",
+        jwks_url=jwks.jwks_url,
+    )
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            tokens.validate(token(stranger))
+    assert jwks.requests == fetches + 1
+
+
+def test_a_key_rotated_in_right_after_a_fetch_is_trusted_at_once(jwks: JwksServer) -> None:
+    tokens = validator(jwks, refetch_seconds=30)
+    tokens.validate(token(jwks.minter))  # fetches the key set
+    rotated = jwks.add_key()
+    assert tokens.validate(token(rotated)).subject
+
+
+def test_the_development_key_thumbprint_is_the_realm_exports_key() -> None:
+    assert thumbprint(development_key().public_key()) == DEVELOPMENT_KEY_THUMBPRINT
+
+
+def test_production_refuses_tokens_signed_with_the_development_key(jwks: JwksServer) -> None:
+    dev = TokenMinter(key=development_key(), kid="dev-fixed", jwks_url=jwks.jwks_url)
+    jwks.publish_only(dev)
+    assert validator(jwks).validate(token(dev)).subject  # development: accepted
+    production = validator(jwks, refused_thumbprints=frozenset({DEVELOPMENT_KEY_THUMBPRINT}))
+    with pytest.raises(Unauthenticated):
+        production.validate(token(dev))
