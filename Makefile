@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install chromium lint bench clean
+.PHONY: run test install chromium lint bench reliability clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ chromium:
 	    else \
 	        echo "chromium is missing: 'sudo apt-get install chromium' for the browser tests" >&2; \
 	    fi; }
+
+# Only the fault-injection suite (it also runs within `make test`).
+reliability: install
+	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
