@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install chromium keycloak-prerequisites lint bench bench-quick clean
+.PHONY: run test install chromium keycloak-prerequisites lint bench bench-quick reliability clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,6 @@ chromium:
 # Keycloak (the identity provider) runs on Java 17+ and is fetched from Maven Central with
 # mvn (and unzipped). As root the Debian packages are installed when missing; otherwise the
 # exact command is printed and `make run` stops.
-
 keycloak-prerequisites:
 	@missing=""; \
 	java_major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)[."].*/\1/p' | head -1); \
@@ -53,6 +52,10 @@ keycloak-prerequisites:
 	        exit 1; \
 	    fi; \
 	fi
+
+# Only the fault-injection suite (it also runs within `make test`).
+reliability: install
+	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
