@@ -35,6 +35,14 @@ class Conflict(DomainError):
     type_slug = "conflict"
 
 
+class KeyInUse(Conflict):
+    """Another request with the same Idempotency-Key is still being served: try again
+    shortly (a request that died is taken over after a short lease)."""
+
+    title = "Request in progress"
+    type_slug = "idempotency-key-in-use"
+
+
 class StepRefused(Conflict):
     """A lifecycle step refused in the referral's current state (e.g. lost to a withdrawal)."""
 

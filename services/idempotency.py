@@ -18,11 +18,14 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from services.errors import Conflict, Unprocessable
+from services.errors import KeyInUse, Unprocessable
 from services.models import StepAnswer, utcnow
 
-# A claim left by a request that died before answering is taken over after this long.
-STALE_CLAIM = timedelta(seconds=60)
+# A claim left by a request that died before answering is taken over after this long. Short
+# is safe: the taken-over step reaches the workflow under the same update id (Temporal runs
+# it once), and its stored state and answer commit in one transaction.
+STALE_CLAIM = timedelta(seconds=15)
+IN_USE = "a request with this Idempotency-Key is being processed; try again shortly"
 
 
 def fingerprint(key: bytes, *, purpose: str, body: Any) -> str:
@@ -69,7 +72,7 @@ def claim(
         if row.status_code is not None:
             return Claim(replay_status=row.status_code)
         if now - row.created_at < STALE_CLAIM:
-            raise Conflict("a request with this Idempotency-Key is being processed")
+            raise KeyInUse(IN_USE)
         # the first request died before answering: this one takes over (the workflow
         # update carries the same id, so Temporal still runs the step once)
         row.created_at = now
@@ -91,7 +94,7 @@ def claim(
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise Conflict("a request with this Idempotency-Key is being processed") from None
+        raise KeyInUse(IN_USE) from None
     return Claim(replay_status=None)
 
 

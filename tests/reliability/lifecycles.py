@@ -36,6 +36,16 @@ class RunLog:
     failures: list[str] = field(default_factory=list)
 
 
+def _in_use(resp: httpx.Response) -> bool:
+    """409 'idempotency-key-in-use': the documented answer to try the same request again."""
+    if resp.status_code != 409:
+        return False
+    try:
+        return bool(resp.json().get("type", "").endswith(":idempotency-key-in-use"))
+    except ValueError:
+        return False
+
+
 class Driver:
     def __init__(self, base_url: str, minter: TokenMinter, log: RunLog, deadline: float) -> None:
         self.client = httpx.AsyncClient(
@@ -71,6 +81,8 @@ class Driver:
                 resp = await self.client.request(method, path, json=body, headers=headers)
             except httpx.TransportError:
                 resp = None
+            if resp is not None and _in_use(resp):
+                resp = None  # the first try with this key is still served, or died: retry
             if resp is not None and resp.status_code not in RETRY_STATUSES:
                 if resp.status_code >= 500:
                     self.log.server_errors[f"{label} {resp.status_code}"] += 1
