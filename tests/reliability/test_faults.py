@@ -36,6 +36,8 @@ from temporalio.service import RPCError
 
 from services.audit.models import AuditEntry
 from services.crypto import FileKeyRing, data_converter
+from services.db import make_engine, migrate, session_scope
+from services.demo import load_demo
 from services.models import JusticeMessage, Notification, Offer, Referral
 from tests.reliability.lifecycles import Driver, RunLog
 from tests.reliability.stack import JwksServer, Stack, build_stack
@@ -59,9 +61,24 @@ class Env:
 
 
 @pytest.fixture
-def reliability_env(
-    engine: Engine, database_url: str, tmp_path: Path
-) -> Iterator[Env]:
+def reliability_env(engine: Engine, database_url: str, tmp_path: Path) -> Iterator[Env]:
+    own_engine = None
+    if database_url.startswith("sqlite"):
+        # Each scenario gets a database file of its own: three processes killed at random
+        # on one file must not take the rest of the suite's database down with them.
+        database_url = f"sqlite:///{tmp_path / 'reliability.db'}"
+        migrate(database_url)
+        own_engine = engine = make_engine(database_url)
+        with session_scope(engine) as session:
+            load_demo(session=session)
+    try:
+        yield from _environment(engine, database_url, tmp_path)
+    finally:
+        if own_engine is not None:
+            own_engine.dispose()
+
+
+def _environment(engine: Engine, database_url: str, tmp_path: Path) -> Iterator[Env]:
     with jwks_server() as minter:
         jwks = JwksServer(minter)
         jwks.start()
@@ -139,7 +156,7 @@ SCENARIOS: dict[str, Callable[[Env], Awaitable[None]]] = {
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 async def test_no_referral_lost_stuck_or_duplicated(
     scenario: str, reliability_env: Env, database_url: str
-) -> None:
+) -> None:  # database_url: the suite's; the scenario's own is in reliability_env
     if scenario == "postgres-restart" and not (
         database_url.startswith("postgresql") and os.environ.get("CI_POSTGRES_RESTARTABLE")
     ):
