@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -252,8 +253,8 @@ async def step(
         runtime, principal, ctx, AuditEventType.UPDATE, f"referral.{action.value}", referral_id
     )
     try:
-        await run_in_threadpool(_authorise, runtime, access, referral_id, action, widening)
         handle = _handle(temporal, referral_id)
+        taken = False
         if keyed:
             update_id = idempotency.update_id(
                 runtime.keyring.pseudonym_key(),
@@ -261,13 +262,25 @@ async def step(
                 idempotency_key=str(idempotency_key),
             )
             handle = _KeyedHandle(temporal, referral_id, update_id)
-        try:
-            await run_update(handle, actor_of(principal))
-        except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
-            refused = await run_in_threadpool(refusal, runtime, access, referral_id, exc)
-            if refused is None:
-                raise
-            raise refused from None
+            if claimed.takeover:
+                taken = await _update_taken(handle, update_id)
+        if taken:
+            # The first try was decided, reached the workflow and took effect, then died
+            # before answering. Deciding the step again on the state it created would refuse
+            # it (an accepted offer cannot be accepted): the retry finishes the first try,
+            # as the caller's view of the case.
+            await run_in_threadpool(
+                _authorise, runtime, access, referral_id, policy.Action.VIEW_REFERRAL
+            )
+        else:
+            await run_in_threadpool(_authorise, runtime, access, referral_id, action, widening)
+            try:
+                await run_update(handle, actor_of(principal))
+            except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
+                refused = await run_in_threadpool(refusal, runtime, access, referral_id, exc)
+                if refused is None:
+                    raise
+                raise refused from None
 
         # Without stored state the view is read from the request pool before the entry is
         # written; with care notes it is read in the audit writer's transaction, so it shows
@@ -294,6 +307,15 @@ async def step(
         if keyed:
             await run_in_threadpool(_release, runtime, org, str(idempotency_key))
         raise
+
+
+async def _update_taken(handle: WorkflowHandle[ReferralWorkflow, Snapshot], update_id: str) -> bool:
+    """Whether the workflow already completed the update `update_id` successfully."""
+    try:
+        await asyncio.wait_for(handle.get_update_handle(update_id).result(), timeout=10)
+    except (RPCError, WorkflowUpdateFailedError, TimeoutError):
+        return False  # never reached it, refused it, or it is still running: ask it again
+    return True
 
 
 def _claim(

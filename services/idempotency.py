@@ -47,6 +47,8 @@ class Claim:
     """The outcome of claiming a key: a fresh claim, or the stored answer to repeat."""
 
     replay_status: int | None
+    # this request takes over the claim of one that died before answering
+    takeover: bool = False
 
 
 def claim(
@@ -78,7 +80,7 @@ def claim(
         row.created_at = now
         session.add(row)
         session.commit()
-        return Claim(replay_status=None)
+        return Claim(replay_status=None, takeover=True)
     session.add(
         StepAnswer(
             organisation=organisation,
