@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -45,6 +46,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
+from services.access import Access
 from services.lifecycle import OPEN_STAGES, CancelInput, Snapshot, Stage
 from services.models import Consent, JusticeMessage, Referral, StatusHistory
 from services.referrals import PROCESS_FACTS
@@ -517,6 +519,17 @@ async def _interleave(
             before_first = await _admitted(handle, first_update)
             first_sent = _post(race, api, str(rid), _first_request(case.first))
             await _arrived(handle, first_update, before_first, first_sent)
+            if case.first == "withdrawal":
+                # The step took the lock first, so the whole step goes first: its care
+                # notes reach the store while the consent still stands. The withdrawal is
+                # held in its own activity until the step has answered (the other order,
+                # notes that reach the store after the withdrawal, is raced on its own in
+                # test_notes_that_reach_the_store_after_a_withdrawal_are_refused).
+                withdrawal = race.gates.hold(rid, *FIRST_GATE["withdrawal"])
+                gate.open()
+                await asyncio.wait([second_sent])
+                withdrawal.open()
+                return second_sent, first_sent, before
     gate.open()
     return second_sent, first_sent, before
 
@@ -664,3 +677,58 @@ async def check(
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
     ]
     assert not failed, f"workflow task failed at events {failed}"
+
+
+async def test_notes_that_reach_the_store_after_a_withdrawal_are_refused(
+    race: Race, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order of a progress report and a withdrawal: the workflow took the report
+    first, but the withdrawal takes effect before the report's care notes reach the store.
+    The API is held between the two (after the Update answered, before it stores), the
+    withdrawal runs through, then the API goes on: the notes are refused (409, stored
+    nowhere) and the withdrawal stands."""
+    j = Journey(race.api, race.minter)
+
+    def handle_of() -> Handle:
+        return race.client.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(j.id))
+
+    handle = await _to_stage(j, handle_of, Stage.IN_PROGRESS, race.engine)
+    rid = uuid.UUID(str(j.id))
+
+    entered, release = threading.Event(), threading.Event()
+    armed = [True]
+    finish_with = Access.finish_with
+
+    def held_finish_with(self: Access, write: Any) -> Any:
+        if self.referral_id == rid and armed[0]:
+            armed[0] = False
+            entered.set()
+            release.wait(25)
+        return finish_with(self, write)
+
+    monkeypatch.setattr(Access, "finish_with", held_finish_with)
+    progress = _post(race, race.api, str(rid), _second_request("progress"))
+    try:
+        deadline = time.monotonic() + 30
+        while not entered.is_set():
+            assert not progress.done(), progress.result().text
+            assert time.monotonic() < deadline, "the report never reached the store"
+            await asyncio.sleep(0.02)
+        assert _stages(race, rid)[-1] == "in_progress"  # the workflow took the report
+        withdrawal = _post(race, race.api, str(rid), _first_request("withdrawal"))
+        while not [c for c in _consents(race, rid) if c.withdrawn_at is not None]:
+            assert not withdrawal.done(), withdrawal.result().text
+            assert time.monotonic() < deadline + 30, "the withdrawal never took effect"
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+    report, withdrawn = await progress, await withdrawal
+
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert report.status_code == 409, report.text
+    assert report.headers["content-type"] == "application/problem+json"
+    assert "not recorded" in report.json()["detail"]
+    assert not _notes(race, rid)
+    snap = await _until(handle, lambda s: s.stage is Stage.OUTCOME_REPORTED, "ended")
+    assert snap.outcome is Stage.CANCELLED, snap.outcome
+    assert [m.fact for m in _facts(race, rid)].count("consent_withdrawn") == 1
