@@ -150,6 +150,7 @@ def project(
             return project(runtime, access, referral_id, own)
     referral, case, consent = guard(session, access, referral_id, policy.Action.VIEW_REFERRAL)
     decisions = access.disclosures(case=case, consent=consent)
+    follows = access.decide(action=policy.Action.VIEW_STAGE, case=case, consent=consent)
     view, disclosed = referrals.case_view(
         session=session,
         vault=runtime.vault,
@@ -157,6 +158,7 @@ def project(
         referral=referral,
         decisions=decisions,
         consent=consent,
+        stage_visible=referrals.may_see_stage(decisions, follows),
     )
     access.disclose(disclosed)
     return view
@@ -183,19 +185,18 @@ def refusal(
     """The refusal of a step as the caller may read it, None if `exc` is no refusal.
 
     Why a step is refused names the stage ("not allowed in stage in_progress"). Only a caller
-    to whom the stage may be disclosed (the compliance category, decided as for the detail
-    view, within this step's access) reads why; every other caller reads the same words
-    whatever the hidden stage."""
+    who may see the stage (decided as for the detail view, within this step's access) reads
+    why; every other caller reads the same words whatever the hidden stage."""
     described = describe(exc)
     if described is None or described[0] != StepRefused.status:
         return None
     with Session(runtime.engine) as session:
         referral = referrals.get(session=session, referral_id=referral_id)
-        decisions = access.disclosures(
-            case=referrals.case_facts(session=session, referral=referral),
-            consent=referrals.consent_facts(session=session, referral_id=referral_id),
-        )
-    if referrals.may_see_stage(decisions):
+        case = referrals.case_facts(session=session, referral=referral)
+        consent = referrals.consent_facts(session=session, referral_id=referral_id)
+        decisions = access.disclosures(case=case, consent=consent)
+        follows = access.decide(action=policy.Action.VIEW_STAGE, case=case, consent=consent)
+    if referrals.may_see_stage(decisions, follows):
         return StepRefused(described[2])
     return StepRefused(StepRefused.UNSEEN)
 
@@ -498,10 +499,19 @@ async def list_referrals(
                 total = len(viewable)
                 page = viewable[offset : offset + limit]
                 decisions = access.disclosures_each(cases=[fact for _, fact in page])
+                follows = access.decide_each(
+                    action=policy.Action.VIEW_STAGE, cases=[fact for _, fact in page]
+                )
                 items = [
                     ReferralSummary.model_validate(row).model_dump()
                     for row in referrals.list_rows(
-                        session=session, rows=[row for row, _ in page], decisions=decisions
+                        session=session,
+                        rows=[row for row, _ in page],
+                        decisions=decisions,
+                        stage_visible=[
+                            referrals.may_see_stage(decided, follow)
+                            for decided, follow in zip(decisions, follows, strict=True)
+                        ],
                     )
                 ]
             return {"items": items, "total": total, "offset": offset, "limit": limit}

@@ -46,6 +46,8 @@ class DataCategory(StrEnum):
 class Action(StrEnum):
     CREATE_REFERRAL = "create_referral"
     VIEW_REFERRAL = "view_referral"
+    # the exact stage, status and report due of a referral (the care team's own process)
+    VIEW_STAGE = "view_stage"
     LIST_REFERRALS = "list_referrals"
     RECORD_CONSENT = "record_consent"
     WITHDRAW_CONSENT = "withdraw_consent"

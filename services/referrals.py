@@ -42,8 +42,9 @@ from services.models import (
 from services.principal import Principal
 from services.settings import Settings
 
-# Stages a principal without the `compliance` category sees only coarsely: whether the
-# person is in care, and how that went, is a compliance fact (ARCHITECTURE.md).
+# Stages a principal who may not see the exact stage sees only coarsely: toward anyone but
+# the care team, whether the person is in care, and how that went, is a compliance fact
+# (ARCHITECTURE.md).
 _COARSE_STAGE = {
     Stage.ACCEPTED.value: "referred_to_care",
     Stage.IN_PROGRESS.value: "referred_to_care",
@@ -294,12 +295,14 @@ def list_rows(
     session: Session,
     rows: Sequence[Referral],
     decisions: Sequence[Mapping[policy.DataCategory, policy.Decision]],
+    stage_visible: Sequence[bool],
 ) -> list[dict[str, Any]]:
-    """Each row projected with its own disclosure decisions, by the detail view's projection."""
+    """Each row projected with its own disclosure decisions and stage decision, by the
+    detail view's projection."""
     history = status_history(session=session, referral_ids=[row.id for row in rows])
     return [
-        process_view(row, decisions=decided, history=history[row.id])
-        for row, decided in zip(rows, decisions, strict=True)
+        process_view(row, decisions=decided, history=history[row.id], stage_visible=exact)
+        for row, decided, exact in zip(rows, decisions, stage_visible, strict=True)
     ]
 
 
@@ -352,9 +355,15 @@ def allowed_categories(decisions: Mapping[policy.DataCategory, policy.Decision])
     return frozenset(cat.value for cat, d in decisions.items() if d.allowed)
 
 
-def may_see_stage(decisions: Mapping[policy.DataCategory, policy.Decision]) -> bool:
-    """Whether the exact stage may reach the caller: it is a compliance fact."""
-    return policy.DataCategory.COMPLIANCE.value in allowed_categories(decisions)
+def may_see_stage(
+    decisions: Mapping[policy.DataCategory, policy.Decision], follows: policy.Decision
+) -> bool:
+    """Whether the exact stage may reach the caller: the care team follows the case it runs
+    (`follows`: the `view_stage` decision), whatever the consent; toward anyone else the
+    stage is a compliance fact."""
+    return follows.allowed or policy.DataCategory.COMPLIANCE.value in allowed_categories(
+        decisions
+    )
 
 
 # Transitions that keep the stage and change only what is visible to every party of the
@@ -363,15 +372,19 @@ _VISIBLE_REASONS = frozenset({"consent_amended"})
 
 
 def seen_updated_at(
-    *, referral: Referral, history: Sequence[StatusHistory], allowed: frozenset[str]
+    *,
+    referral: Referral,
+    history: Sequence[StatusHistory],
+    allowed: frozenset[str],
+    stage_visible: bool,
 ) -> datetime:
-    """When what the caller may see last changed. A caller without the compliance category
+    """When what the caller may see last changed. A caller who may not see the exact stage
     sees accepted and in_progress alike; were `updated_at` to move on intake or a progress
     report, it would tell them care started. Care notes move it only for those who may read
     them (`store_care_notes` stamps the record, not the status history)."""
     if {"clinical", "welfare"} & allowed:
         return referral.updated_at
-    compliance = "compliance" in allowed
+    compliance = stage_visible
     seen_at = referral.created_at
     previous: str | None = None
     for row in sorted(history, key=lambda r: r.version):
@@ -410,9 +423,10 @@ def process_view(
     *,
     decisions: Mapping[policy.DataCategory, policy.Decision],
     history: Sequence[StatusHistory],
+    stage_visible: bool,
 ) -> dict[str, Any]:
-    """The process state as the caller's disclosure decisions let it see it: the one
-    projection behind both the list rows and the detail view."""
+    """The process state as the caller's decisions let it see it (`stage_visible`:
+    `may_see_stage`): the one projection behind both the list rows and the detail view."""
     allowed = allowed_categories(decisions)
     view: dict[str, Any] = {
         "id": str(referral.id),
@@ -427,10 +441,14 @@ def process_view(
         "decision_due": _iso(referral.decision_due),
         "decision": referral.decision,
         "created_at": _iso(referral.created_at),
-        "updated_at": _iso(seen_updated_at(referral=referral, history=history, allowed=allowed)),
+        "updated_at": _iso(
+            seen_updated_at(
+                referral=referral, history=history, allowed=allowed, stage_visible=stage_visible
+            )
+        ),
         "purged": referral.purged_at is not None,
     }
-    if "compliance" in allowed:
+    if stage_visible:
         view.update(
             {
                 "stage": referral.stage,
@@ -486,11 +504,14 @@ def case_view(
     referral: Referral,
     decisions: dict[policy.DataCategory, policy.Decision],
     consent: policy.ConsentFacts | None,
+    stage_visible: bool,
 ) -> tuple[dict[str, Any], list[str]]:
     """The referral projected per data category, and the categories actually disclosed."""
     allowed = {cat.value: d for cat, d in decisions.items() if d.allowed}
     history = status_history(session=session, referral_ids=[referral.id])[referral.id]
-    view = process_view(referral, decisions=decisions, history=history)
+    view = process_view(
+        referral, decisions=decisions, history=history, stage_visible=stage_visible
+    )
     content: dict[str, dict[str, Any]] = {}
     wanted = {
         name: token

@@ -77,7 +77,9 @@ async def test_only_assigned_care_workers_see_the_content(
 
     # an unassigned colleague of the provider sees the process, not the content
     unassigned = await j.view(CGG_WORKER)
-    assert unassigned["stage"] == "referred_to_care"  # without compliance: the coarse stage
+    # the exact stage: the care team follows the case it runs (lifecycle.permit-care-team-
+    # follows-stage), though the compliance category is withheld from the unassigned
+    assert unassigned["stage"] == "in_progress"
     assert not set(unassigned["content"]) & CONTENT
     assert CLINICAL_NOTE not in str(unassigned) and WELFARE_NOTE not in str(unassigned)
     # the intake coordinator sees it without being assigned

@@ -194,9 +194,18 @@ class CaseState:
         return parties
 
     def sees_stage(self, caller: Caller) -> bool:
-        """Whether the compliance category (which carries the exact stage) reaches `caller`."""
+        """Whether the exact stage reaches `caller`: the care team follows the case it runs,
+        whatever the consent; anyone else only with the compliance category."""
         roles = set(caller.roles)
-        if caller.auditor or "admin" in roles or self.withdrawn:
+        if caller.auditor or "admin" in roles:
+            return False
+        if (
+            caller.sector in ("health", "welfare")
+            and CARE_ROLES & roles
+            and caller.organisation == self.accepted
+        ):
+            return True
+        if self.withdrawn:
             return False
         if "compliance" not in self.categories:
             return False

@@ -28,6 +28,9 @@ WHO_MAY: dict[Action, list[tuple[set[tuple[str, str]], set[Relation]]]] = {
         (INTAKE, {Relation.OFFERED_PROVIDER}),
         (CARE_PROFESSIONALS, {Relation.CARE_TEAM}),
     ],
+    # the exact stage: to justice only with the compliance category (a disclosure, see
+    # disclosure_table.csv); the care team follows the case it runs whatever the consent
+    Action.VIEW_STAGE: [(CARE_PROFESSIONALS, {Relation.CARE_TEAM})],
     Action.LIST_REFERRALS: [(PROSECUTORS_OFFICE | CARE_PROFESSIONALS, ANY_RELATION)],
     # The care team records a consent only as a widening within care, which needs the
     # facts of the proposed version: see test_policy_consent_widening.py.
