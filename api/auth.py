@@ -2,7 +2,8 @@
 
 The claim shapes are those of the Keycloak realm in `deploy/keycloak/`: roles in
 `realm_access.roles`, the organisation as the single key of `organization` with its
-`sector` attribute (attributes are lists).
+`sector` attribute (attributes are lists). Platform roles (the administrator) have their
+place there too: the operators' organisation, of sector `platform`, a party to no case.
 
 The key set is cached and replaced whole on every refresh, so a key dropped from the JWKS
 stops being trusted at the next refresh. While the JWKS cannot be fetched, tokens signed by
@@ -24,7 +25,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from services.errors import Unauthenticated, Unavailable
-from services.principal import Principal, Role, Sector
+from services.principal import PLATFORM_ROLES, Principal, Role, Sector
 
 _KNOWN_ROLES = {role.value for role in Role}
 
@@ -201,4 +202,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     realm_access = claims.get("realm_access")
     raw_roles = realm_access.get("roles", []) if isinstance(realm_access, dict) else []
     roles = frozenset(Role(r) for r in raw_roles if isinstance(r, str) and r in _KNOWN_ROLES)
+    if sector is Sector.PLATFORM:
+        # the platform's operators do no casework: a case role given to one is ignored
+        roles &= PLATFORM_ROLES
     return Principal(subject=subject, organisation=str(code), sector=sector, roles=roles)

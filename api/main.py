@@ -24,7 +24,7 @@ from api.policy_routes import router as policy_router
 from api.routes import router
 from api.web import pages as web_pages
 from api.web import session as web_session
-from api.web_auth import CookieSealer, SessionStore
+from api.web_auth import CookieSealer, LoginRefused, SessionStore
 from api.web_auth import router as web_auth_router
 from services import telemetry
 from services.runtime import Runtime
@@ -115,6 +115,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=web_session.STATIC), name="static")
     app.add_exception_handler(web_session.LoginRequired, web_session.login_required)
     app.add_exception_handler(web_session.CsrfRefused, web_session.csrf_refused)
+    app.add_exception_handler(LoginRefused, web_session.login_refused)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -83,6 +83,7 @@ def purpose_of(principal: Principal) -> str:
         Sector.HEALTH: "treatment",
         Sector.WELFARE: "social_support",
         Sector.AUDIT: "audit",
+        Sector.PLATFORM: "operations",
     }[principal.sector]
 
 

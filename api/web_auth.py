@@ -149,6 +149,11 @@ async def login(request: Request, next: str | None = None) -> RedirectResponse:
     return response
 
 
+class LoginRefused(Exception):
+    """The identity provider logged the person in, but their token gives them no place in
+    this application; the UI answers with a page (api/web/session.py)."""
+
+
 @router.get("/auth/callback")
 async def callback(
     request: Request, code: str | None = None, state: str | None = None
@@ -178,7 +183,12 @@ async def callback(
         raise Unauthenticated("the identity provider refused the login")
     tokens = resp.json()
     validator: TokenValidator = request.app.state.tokens
-    await run_in_threadpool(validator.validate, tokens["access_token"])
+    try:
+        await run_in_threadpool(validator.validate, tokens["access_token"])
+    except Unauthenticated:
+        # the identity provider knows the person, this application does not (e.g. no
+        # organisation): a page that says so, not the JSON API's 401
+        raise LoginRefused from None
     session = _session_from(tokens)
     # the synchroniser token of the UI's forms (api/web/session.py), one per session
     session["csrf"] = secrets.token_urlsafe(32)

@@ -12,6 +12,8 @@ class Sector(StrEnum):
     HEALTH = "health"
     WELFARE = "welfare"
     AUDIT = "audit"
+    # the platform's operators: they run the engine and are no party to any case
+    PLATFORM = "platform"
 
 
 class Role(StrEnum):
@@ -21,6 +23,10 @@ class Role(StrEnum):
     CARE_WORKER = "care_worker"
     AUDITOR = "auditor"
     ADMIN = "admin"
+
+
+# Roles of the platform, not of casework: the only roles a `platform` principal holds.
+PLATFORM_ROLES = frozenset({Role.ADMIN})
 
 
 class Principal(BaseModel):

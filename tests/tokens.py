@@ -26,6 +26,7 @@ SECTORS = {
     "free-clinic-antwerpen": "health",
     "caw-brussel": "welfare",
     "dpo-office": "audit",
+    "platform": "platform",
 }
 
 

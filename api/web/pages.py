@@ -65,6 +65,13 @@ from workflows.referral import ReferralWorkflow
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 ReferralPath = Annotated[uuid.UUID, Path()]
+# Where each area starts; the platform's operators (admin) start at the policies' explanation.
+AREA_HOMES = {
+    "justice": "/ui/justice",
+    "care": "/ui/care",
+    "audit": "/ui/audit",
+    "platform": "/ui/audit/explain",
+}
 CARE_STAGES_OFFER = {"offered"}
 CARE_STAGES_ACTIVE = {"accepted", "in_progress"}
 # Open stages as any viewer may see them (the office's coarse `referred_to_care` included).
@@ -147,7 +154,7 @@ async def home(web: WebDep) -> Response:
     """Each role's home; someone with no UI role sees what they may do (nothing)."""
     areas = web.areas
     if len(areas) >= 1:
-        return redirect(f"/ui/{areas[0]}")
+        return redirect(AREA_HOMES[areas[0]])
     return web.render("no_area.html", 403)
 
 

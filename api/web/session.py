@@ -132,6 +132,8 @@ class Web:
             out.append("care")
         if p.has_any(Role.AUDITOR):
             out.append("audit")
+        if p.sector is Sector.PLATFORM and p.has_any(Role.ADMIN):
+            out.append("platform")
         return out
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -234,6 +236,20 @@ WebDep = Annotated[Web, Depends(get_web)]
 async def login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
     return redirect("/login?next=" + quote(exc.next_path, safe="/"))
+
+
+async def login_refused(request: Request, exc: Exception) -> Response:
+    return render(
+        request,
+        "error.html",
+        403,
+        title=N_("You may not do this"),
+        message=N_(
+            "You are logged in, but your account has no place in this application. "
+            "Ask your administrator for access."
+        ),
+        detail=None,
+    )
 
 
 async def csrf_refused(request: Request, exc: Exception) -> Response:

@@ -52,7 +52,7 @@ DEMO_USERS: dict[str, tuple[str, str | None]] = {
     "demo-intake-coordinator-caw-brussel": ("intake_coordinator", "caw-brussel"),
     "demo-care-worker-caw-brussel": ("care_worker", "caw-brussel"),
     "demo-auditor-dpo-office": ("auditor", "dpo-office"),
-    "demo-admin": ("admin", None),
+    "demo-admin": ("admin", "platform"),
 }
 
 # Organisations of the realm export: alias -> sector (organisation attribute "sector").
@@ -63,6 +63,7 @@ DEMO_ORGANIZATIONS: dict[str, str] = {
     "free-clinic-antwerpen": "health",
     "caw-brussel": "welfare",
     "dpo-office": "audit",
+    "platform": "platform",
 }
 
 

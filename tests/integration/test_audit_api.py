@@ -447,7 +447,7 @@ async def test_access_report_is_for_the_care_team_only(
 
 def test_every_role_category_event_and_purpose_has_a_label() -> None:
     """The report labels every value it can meet, in every language, non-empty."""
-    purposes = {"judicial_follow_up", "treatment", "social_support", "audit"}
+    purposes = {"judicial_follow_up", "treatment", "social_support", "audit", "operations"}
     assert len(purposes) == len(Sector)
     needed = (
         {f"role.{r.value}" for r in Role}

@@ -102,9 +102,25 @@ async def test_each_demo_role_reaches_exactly_what_it_should(
         f"/api/v1/referrals/{referral_id}/consent", json=consent_body(), headers=office
     )
     assert resp.status_code == 200, resp.text
-    # the admin of the realm belongs to no organisation: no access to referrals at all
+    # the realm's administrator is a platform operator (organisation `platform`): what
+    # administrators may use answers, a case does not
     admin = _bearer(_token(keycloak, "demo-admin"))
-    assert (await kc_api.get("/api/v1/referrals", headers=admin)).status_code == 401
+    assert (await kc_api.get("/api/v1/referrals", headers=admin)).status_code == 403
+    assert (await kc_api.get(f"/api/v1/referrals/{referral_id}", headers=admin)).status_code == 404
+    explained = await kc_api.get(
+        "/api/v1/policy/explain",
+        params={
+            "role": "care_worker",
+            "sector": "health",
+            "relation": "care_team",
+            "category": "clinical",
+            "consent": "active",
+        },
+        headers=admin,
+    )
+    assert explained.status_code == 200, explained.text
+    decoded = await kc_api.post("/codec/decode", json={"payloads": []}, headers=admin)
+    assert decoded.status_code == 200, decoded.text
 
 
 async def test_forged_keycloak_tokens_are_refused(kc_api: httpx.AsyncClient, keycloak: Any) -> None:

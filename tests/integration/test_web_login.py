@@ -163,3 +163,14 @@ async def test_callback_refuses_a_forged_state(web: httpx.AsyncClient) -> None:
 async def test_login_only_redirects_to_local_paths(web: httpx.AsyncClient) -> None:
     start = await web.get("/login", params={"next": "https://evil.example/"})
     assert start.status_code == 302
+
+
+async def test_the_administrators_web_login_lands_on_the_policies(web: httpx.AsyncClient) -> None:
+    """demo-admin (a platform operator) gets a session and a page, not a JSON 401."""
+    done = await _login(web, "demo-admin")
+    assert done.status_code == 303, done.text
+    home = await web.get("/ui/")
+    assert home.status_code in (302, 303) and home.headers["location"] == "/ui/audit/explain"
+    page = await web.get("/ui/audit/explain")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")

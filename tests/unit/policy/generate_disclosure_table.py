@@ -34,7 +34,7 @@ ROLES = (
     "auditor",
     "admin",
 )
-SECTORS = ("justice", "health", "welfare", "audit")
+SECTORS = ("justice", "health", "welfare", "audit", "platform")
 RELATIONS = ("referrer", "offered_provider", "care_team", "framework_member", "outsider")
 # Whether the intake coordinator of the provider assigned the row's user to the case
 # (need to know). It matters only inside the care team.
@@ -113,6 +113,8 @@ def expected(
         return False  # clinical and welfare never to justice
     if role == "admin":
         return False  # administrators read no case data
+    if sector == "platform":
+        return False  # the platform's operators are a party to no case
     if sector == "audit" or role == "auditor":
         # auditors see the access log only
         return category == "access_log" and sector == "audit" and role == "auditor"
