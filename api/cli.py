@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import os
 import signal
 import socket
@@ -17,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -35,6 +38,9 @@ from services.supervisor import (
 )
 
 KEYCLOAK_SCRIPTS = Path(__file__).resolve().parent.parent / "deploy" / "keycloak"
+REALM_EXPORT = KEYCLOAK_SCRIPTS / "realm" / "referral-realm.json"
+# The origin the realm export registers for the web login (redirect URIs, web origins).
+REALM_EXPORT_ORIGIN = "http://127.0.0.1:8000"
 
 app = typer.Typer(
     no_args_is_help=True, help="Referral engine: diversion to care before prosecution."
@@ -244,6 +250,108 @@ def dev_stack_components(settings: Settings, logs: Path) -> list[Component]:
     ]
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # a port a stopped process left in TIME_WAIT is free; one something listens on is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def busy_ports(settings: Settings, environ: dict[str, str] | None = None) -> list[str]:
+    """What to do about each port `make run` needs that something else already holds: the
+    port, what needs it, and the setting that moves it."""
+    env = os.environ if environ is None else environ
+    temporal_host, temporal_port = settings.temporal_address.rsplit(":", 1)
+    api_example = settings.api_port + 10
+    keycloak_example = settings.keycloak_port + 10
+    management = int(
+        env.get("REFERRAL_KEYCLOAK_MANAGEMENT_PORT", str(settings.keycloak_port + 1000))
+    )
+    needed = [
+        (
+            settings.api_host,
+            settings.api_port,
+            "the API and the web UI",
+            f"REFERRAL_API_PORT={api_example} REFERRAL_API_BASE_URL=http://127.0.0.1:{api_example}",
+        ),
+        (
+            "127.0.0.1",
+            settings.keycloak_port,
+            "Keycloak (the login)",
+            f"REFERRAL_KEYCLOAK_PORT={keycloak_example} "
+            f"REFERRAL_JWKS_URL=http://127.0.0.1:{keycloak_example}/realms/referral/protocol/"
+            "openid-connect/certs "
+            f"REFERRAL_JWT_ISSUER=http://127.0.0.1:{keycloak_example}/realms/referral "
+            f"REFERRAL_KEYCLOAK_TOKEN_URL=http://127.0.0.1:{keycloak_example}/realms/referral/"
+            "protocol/openid-connect/token",
+        ),
+        (
+            "127.0.0.1",
+            management,
+            "Keycloak's health checks",
+            f"REFERRAL_KEYCLOAK_MANAGEMENT_PORT={management + 10}",
+        ),
+        (
+            temporal_host,
+            int(temporal_port),
+            "the Temporal dev server",
+            f"REFERRAL_TEMPORAL_ADDRESS={temporal_host}:{int(temporal_port) + 10}",
+        ),
+        (
+            temporal_host,
+            settings.temporal_ui_port,
+            "the Temporal UI",
+            f"REFERRAL_TEMPORAL_UI_PORT={settings.temporal_ui_port + 10} "
+            f"REFERRAL_TEMPORAL_UI_ORIGIN=http://{temporal_host}:{settings.temporal_ui_port + 10}",
+        ),
+    ]
+    return [
+        f"port {port} on {host} is already in use; {what} needs it. Stop what holds it, or "
+        f"move {what} with {setting.split('=', 1)[0]}, e.g.:\n    {setting} make run"
+        for host, port, what, setting in needed
+        if _port_in_use(host, port)
+    ]
+
+
+def dev_realm(api_base_url: str) -> str:
+    """The development realm export with the web login's redirect URIs, web origins and
+    logout redirects on the origin of `api_base_url` (the export registers port 8000)."""
+    parts = urlsplit(api_base_url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(c in parts.netloc for c in '"\\/ @')
+    ):
+        raise ValueError(
+            "REFERRAL_API_BASE_URL must be an http(s) URL such as http://127.0.0.1:8000"
+        )
+    origin = f"{parts.scheme}://{parts.netloc}"
+    text = REALM_EXPORT.read_text(encoding="utf-8")
+    if REALM_EXPORT_ORIGIN not in text:
+        raise RuntimeError(f"the realm export no longer registers {REALM_EXPORT_ORIGIN}")
+    realm = json.loads(text.replace(REALM_EXPORT_ORIGIN, origin))
+    return json.dumps(realm, indent=2, ensure_ascii=False) + "\n"
+
+
+def keycloak_environment(settings: Settings) -> dict[str, str]:
+    """The environment of deploy/keycloak/start.sh for `make run`: its port, and the realm
+    to import, written for this API's base URL (so the web login works on any port)."""
+    realm_dir = (settings.data_dir / "keycloak-realm").resolve()
+    realm_dir.mkdir(parents=True, exist_ok=True)
+    (realm_dir / REALM_EXPORT.name).write_text(dev_realm(settings.api_base_url), encoding="utf-8")
+    return {
+        **os.environ,
+        "REFERRAL_KEYCLOAK_PORT": str(settings.keycloak_port),
+        "REFERRAL_KEYCLOAK_REALM_DIR": str(realm_dir),
+    }
+
+
 @app.command("dev-stack")
 def dev_stack() -> None:
     """Run everything locally (Keycloak, Temporal dev server, worker, API) until interrupted.
@@ -255,6 +363,11 @@ def dev_stack() -> None:
     from services.runtime import load_keyring
 
     settings = get_settings()
+    busy = busy_ports(settings)
+    if busy:
+        for message in busy:
+            print(message, file=sys.stderr)
+        raise typer.Exit(1)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_database()
     load_keyring(settings)
@@ -276,7 +389,7 @@ def dev_stack() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     keycloak_dir = (settings.data_dir / "keycloak").resolve()
-    keycloak_env = {**os.environ, "REFERRAL_KEYCLOAK_PORT": str(settings.keycloak_port)}
+    keycloak_env = keycloak_environment(settings)
 
     def stop_all() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -299,7 +412,10 @@ def dev_stack() -> None:
             check=False,
         )
         if started.returncode != 0:
-            print("Keycloak did not start: Java 17+ is required (see README)", file=sys.stderr)
+            print(
+                "Keycloak did not start (the reason is above; it needs Java 17+, see README)",
+                file=sys.stderr,
+            )
             raise typer.Exit(1)
         _wait_port(host, int(port), 60, supervisor.start("temporal"))
         supervisor.start("worker")

@@ -16,6 +16,9 @@
 #   REFERRAL_KEYCLOAK_START_TIMEOUT    seconds to wait for the realm (default 240)
 #   REFERRAL_KEYCLOAK_JAVA_OPTS        extra JVM options
 #   REFERRAL_JAVA_HOME                 force a JDK (otherwise the newest Java 17+ found)
+#   REFERRAL_KEYCLOAK_REALM_DIR        the realm export(s) to import (default: realm/ here;
+#                                      `make run` writes one whose web-login redirect URIs
+#                                      follow REFERRAL_API_BASE_URL)
 #
 # Prints the realm issuer on stdout once the realm's OIDC discovery document answers.
 set -euo pipefail
@@ -55,7 +58,7 @@ cp -R "$KC_HOME/bin" "$RUN_HOME/bin"
 for entry in lib conf providers themes version.txt; do
     [ -e "$KC_HOME/$entry" ] && ln -s "$KC_HOME/$entry" "$RUN_HOME/$entry"
 done
-cp "$KC_DEPLOY_DIR"/realm/*.json "$RUN_HOME/data/import/"
+cp "${REFERRAL_KEYCLOAK_REALM_DIR:-$KC_DEPLOY_DIR/realm}"/*.json "$RUN_HOME/data/import/"
 
 if [ -n "${REFERRAL_KEYCLOAK_ADMIN_PASSWORD:-}" ]; then
     ADMIN_PASSWORD="$REFERRAL_KEYCLOAK_ADMIN_PASSWORD"
