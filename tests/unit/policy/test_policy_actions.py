@@ -111,3 +111,17 @@ def test_only_the_intake_coordinator_puts_people_on_the_case(action: Action) -> 
     # an assigned care worker does not assign colleagues
     worker, case = situation("care_worker", "welfare", Relation.CARE_TEAM, assigned=True)
     assert not authorize(worker, action, case).allowed
+
+
+@pytest.mark.parametrize("extra", [Role.AUDITOR, Role.ADMIN])
+def test_the_stage_is_no_case_data_for_someone_who_also_audits_or_administers(
+    extra: Role,
+) -> None:
+    """The care team follows its case's stage whatever the consent; a care professional who
+    also holds the auditor or admin role sees what those roles see: no case data."""
+    principal, case = situation("intake_coordinator", "health", Relation.CARE_TEAM)
+    follows = authorize(principal, Action.VIEW_STAGE, case)
+    assert follows.allowed
+    assert follows.policy_ids == ("lifecycle.permit-care-team-follows-stage",)
+    both = principal.model_copy(update={"roles": principal.roles | {extra}})
+    assert not authorize(both, Action.VIEW_STAGE, case).allowed
