@@ -37,7 +37,7 @@ from api.schemas import (
     ProgressIn,
 )
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
-from api.web.labels import N_
+from api.web.labels import N_, refusal_text
 from api.web.session import CSRF_FIELD, Web, WebDep, back_from, redirect
 from api.web_auth import safe_next
 from services import policy
@@ -114,7 +114,8 @@ def _error(web: Web, status: int, detail: str | None) -> HTMLResponse:
         status,
         title=STATUS_TITLES.get(status, N_("Something went wrong")),
         message=None,
-        detail=detail,
+        # the API's words are English: the page says them in the user's language
+        detail=refusal_text(web._, detail),
         back=back_from(web.request.url.path),
     )
 
