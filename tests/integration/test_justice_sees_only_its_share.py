@@ -28,6 +28,8 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from api.web.i18n import Translator
+from api.web.labels import REFUSALS
 from services.audit.models import AuditEntry
 from services.errors import StepRefused
 from services.models import JusticeMessage, Referral, StatusHistory
@@ -45,6 +47,8 @@ from tests.integration.journey import (
 )
 from tests.integration.web_client import WebUser, main_of
 from tests.tokens import TokenMinter
+
+UI_WORDS = Translator("en")  # the language of WebUser's pages
 
 Party = tuple[str, str]
 JUSTICE_ASSISTANT = ("parket-antwerpen", "justice_assistant")
@@ -260,14 +264,14 @@ async def test_a_refusal_tells_the_office_nothing_of_a_stage_it_may_not_see(
             (await answers(api, minter, party, rid))[0].json() for rid in (accepted, in_progress)
         ]
         assert views[0]["stage"] == views[1]["stage"] == "referred_to_care"
-    # the web UI answers a refusal with the API's words, so with the same ones here
+    # the web UI says the API's words in the user's language, so the same ones here
     async with WebUser(app, minter, OFFICE) as office:
         pages = [
             await office.post(f"/ui/referrals/{rid}/decision", {"decision": "dismissed"})
             for rid in (accepted, in_progress)
         ]
     assert pages[0].status_code == pages[1].status_code == 409
-    assert StepRefused.UNSEEN in main_of(pages[0].text)
+    assert UI_WORDS(REFUSALS[StepRefused.UNSEEN]) in main_of(pages[0].text)
     assert main_of(pages[0].text) == main_of(pages[1].text).replace(in_progress, accepted)
     # cancel last: a step that succeeds ends both twins
     for party in (JUSTICE_ASSISTANT, OFFICE):
