@@ -235,7 +235,7 @@ async def access_report(
     def run() -> dict[str, Any]:
         with runtime.gatekeeper.access(
             principal=principal,
-            event_type=AuditEventType.READ,
+            event_type=AuditEventType.EXPORT,
             action="referral.access_report",
             purpose=purpose_of(principal),
             ctx=ctx,
