@@ -20,12 +20,15 @@ from sqlmodel import Session
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep
 from api.routes import guard, purpose_of
-from services import policy, subject_report
+from api.schemas import PersonAccessReportIn
+from services import person_report, policy, subject_report
 from services.access import Access, RequestContext
 from services.audit.keys import public_keys_pem
 from services.audit.models import AuditEventType
+from services.audit.purpose import PurposeOfUse
 from services.audit.witness import Cosignature, stored_cosignatures
 from services.errors import Forbidden, Unprocessable
+from services.models import utcnow
 from services.principal import Principal
 from services.runtime import Runtime
 
@@ -215,6 +218,59 @@ async def public_key(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextD
             return public_keys_pem(key.key() for key in runtime.audit_keys.chain())
 
     return await run_in_threadpool(run)
+
+
+@router.post(
+    "/person-access-report",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {"schema": {"type": "string"}}}}},
+)
+def person_access_report(
+    body: PersonAccessReportIn, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> Response:
+    """The person's access report on request (GDPR art. 15), across all their referrals and
+    with what went to justice, as a PDF letter (the data-protection officer; an export)."""
+    pdf = person_access_report_pdf(runtime, principal, ctx, body)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="access-report-{body.lang}.pdf"'},
+    )
+
+
+def person_access_report_pdf(
+    runtime: Runtime, principal: Principal, ctx: RequestContext, body: PersonAccessReportIn
+) -> bytes:
+    """The letter's PDF, decided by Cedar and recorded as an export naming the person's
+    audit pseudonym (blocking: the API and the auditor's page call it in a thread)."""
+    with runtime.gatekeeper.access(
+        principal=principal,
+        event_type=AuditEventType.EXPORT,
+        action="person.access_report",
+        purpose=PurposeOfUse.PATRQT.value,
+        ctx=ctx,
+    ) as access:
+        decision = access.decide(action=policy.Action.PERSON_ACCESS_REPORT, case=None, consent=None)
+        if not decision.allowed:
+            raise Forbidden("only the data-protection officer produces a person's access report")
+        subject = runtime.pseudonymizer.national_number(body.national_number)
+        access.person_pseudonym = runtime.gatekeeper.person(subject)
+        with Session(runtime.engine) as session:
+            referral_ids = person_report.referral_ids_of(session=session, subject_pseudonym=subject)
+            entries = person_report.entries_of_person(
+                session=session,
+                person_pseudonym=access.person_pseudonym,
+                referral_pseudonyms=[
+                    pseudonym
+                    for pseudonym in map(runtime.gatekeeper.pseudonym, referral_ids)
+                    if pseudonym is not None
+                ],
+            )
+            report = person_report.build(
+                session=session, entries=entries, lang=body.lang, today=utcnow()
+            )
+        access.disclose(["access_log"])
+        return person_report.render_pdf(report)
 
 
 @report_router.get(

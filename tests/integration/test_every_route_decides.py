@@ -80,6 +80,11 @@ ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], Body | None]] = {
     ("GET", "/api/v1/audit/consistency-proof"): ("search_audit", OFFICE, None),
     ("POST", "/api/v1/audit/verify"): ("verify_audit", AUDITOR, None),
     ("GET", "/api/v1/audit/public-key"): ("verify_audit", AUDITOR, None),
+    ("POST", "/api/v1/audit/person-access-report"): (
+        "person_access_report",
+        OFFICE,
+        lambda: {"national_number": "85073003328", "lang": "nl"},
+    ),
     ("POST", "/codec/decode"): ("decode_payloads", OFFICE, lambda: {"payloads": []}),
     ("POST", "/codec/encode"): ("decode_payloads", AUDITOR, lambda: {"payloads": []}),
 }

@@ -191,6 +191,15 @@ ROUTES: dict[tuple[str, str], Route] = {
     # verifying the whole log is the auditor's; the referring office is refused (and audited)
     ("POST", f"{A}/verify"): Route("verify_audit", _audit("verify"), OFFICE, 403, None),
     ("GET", f"{A}/public-key"): Route("verify_audit", _audit("public_key"), AUDITOR, 200, None),
+    # the person's access report on request: the DPO's, recorded as an export
+    ("POST", f"{A}/person-access-report"): Route(
+        "person_access_report",
+        ("export", "person.access_report"),
+        AUDITOR,
+        200,
+        None,
+        body={"national_number": "85073003328", "lang": "en"},
+    ),
 }
 
 # Outside /api/v1: nothing but these.
