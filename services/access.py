@@ -237,6 +237,11 @@ class Access:
 
         def write_and_mark(session: Session) -> tuple[T, int]:
             result = write(session)
+            if self.person_pseudonym is None and self.referral_id is not None:
+                # a referral this transaction creates is not yet visible to other connections
+                referral = session.get(Referral, self.referral_id)
+                if referral is not None and referral.subject_pseudonym:
+                    self.person_pseudonym = self.gatekeeper.person(referral.subject_pseudonym)
             return result, self._mark_received(session)
 
         result, _ = self.gatekeeper.audit.append_with(
