@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pypdf import PdfReader
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
@@ -30,6 +31,7 @@ from tests.integration.journey import (
     Journey,
     consent_body,
 )
+from tests.integration.web_client import WebUser, main_of
 from tests.tokens import TokenMinter
 from workflows.activities import ReferralActivities
 
@@ -361,3 +363,37 @@ async def test_the_persons_access_report_is_a_letter_in_four_languages(
     text = _pdf_text(resp.content)
     assert " ".join(translate("fr", "letter.none").split()) in text
     assert " ".join(translate("fr", "letter.justice_none").split()) in text
+
+
+async def test_the_auditor_page_produces_the_letter(
+    app: FastAPI, api: httpx.AsyncClient, minter: TokenMinter, engine: Engine
+) -> None:
+    me = person(112)
+    await Journey(api, minter).create(identity=me)
+    async with WebUser(app, minter, AUDITOR) as dpo:
+        home = await dpo.page("/ui/audit")
+        assert 'action="/ui/audit/person-report"' in home and 'for="national_number"' in home
+        before = _last_index(engine)
+        resp = await dpo.post(
+            "/ui/audit/person-report", {"national_number": me["national_number"], "lang": "de"}
+        )
+        assert resp.status_code == 200, main_of(resp.text)[:800]
+        assert resp.headers["content-type"] == "application/pdf"
+        text = _pdf_text(resp.content)
+        assert " ".join(translate("de", "letter.title").split()) in text
+        assert f"{translate('de', 'letter.referral')} 1" in text
+        (entry,) = _entries_after(engine, before)
+        assert (entry.event_type, entry.action, entry.outcome) == (
+            "export",
+            "person.access_report",
+            "success",
+        )
+        # a bad number is a 422 page, and nothing is looked up or recorded
+        before = _last_index(engine)
+        bad = await dpo.post("/ui/audit/person-report", {"national_number": "12", "lang": "de"})
+        assert bad.status_code == 422 and _entries_after(engine, before) == []
+    async with WebUser(app, minter, OFFICE) as office:
+        refused = await office.post(
+            "/ui/audit/person-report", {"national_number": me["national_number"], "lang": "nl"}
+        )
+        assert refused.status_code == 403
