@@ -203,8 +203,7 @@ class Access:
             actor_role=",".join(sorted(r.value for r in principal.roles))[:64] or "none",
             action=self.action,
             referral_pseudonym=self.gatekeeper.pseudonym(self.referral_id),
-            person_pseudonym=self.person_pseudonym
-            or self.gatekeeper.person_of_referral(self.referral_id),
+            person_pseudonym=self.person_pseudonym,
             # nothing is disclosed by an access that did not succeed
             categories=tuple(self.disclosed) if outcome is AuditOutcome.SUCCESS else (),
             decision=self.decision,
@@ -222,6 +221,9 @@ class Access:
         """Write the access's one entry (blocking; committed when this returns)."""
         if self.finished:
             return
+        if self.person_pseudonym is None:
+            # before the audit writer's transaction: it never waits for a request connection
+            self.person_pseudonym = self.gatekeeper.person_of_referral(self.referral_id)
         if self.received and outcome is AuditOutcome.SUCCESS:
             self.gatekeeper.audit.append_with(
                 self._mark_received, lambda first: self._events(outcome, first)
