@@ -26,6 +26,7 @@ from services.access import Access, RequestContext
 from services.audit.keys import public_keys_pem
 from services.audit.models import AuditEventType
 from services.audit.purpose import PurposeOfUse
+from services.audit.purpose import system_of as purpose_system_of
 from services.audit.witness import Cosignature, stored_cosignatures
 from services.errors import Forbidden, Unprocessable
 from services.models import utcnow
@@ -69,6 +70,11 @@ def _entry(e: Any) -> dict[str, Any]:
         "decision": e.decision,
         "policy_ids": list(e.policy_ids),
         "purpose_of_use": e.purpose_of_use,
+        # HL7 v3 PurposeOfUse, or the local code system of the justice purposes
+        "purpose_of_use_system": purpose_system_of(e.purpose_of_use),
+        "person_pseudonym": e.person_pseudonym,
+        "source_node": e.source_node,
+        "client_address": e.client_address,
         "request_id": e.request_id,
         "trace_id": e.trace_id,
         "outcome": e.outcome,
@@ -83,6 +89,7 @@ async def search_entries(
     principal: PrincipalDep,
     ctx: ContextDep,
     referral_pseudonym: Annotated[str | None, Query(pattern=r"^rp_[0-9a-f]{32}$")] = None,
+    person_pseudonym: Annotated[str | None, Query(pattern=r"^pp_[0-9a-f]{32}$")] = None,
     actor: Annotated[str | None, Query(max_length=255)] = None,
     organisation: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[str | None, Query(max_length=128)] = None,
@@ -100,6 +107,7 @@ async def search_entries(
                 rows = runtime.audit.search(
                     session,
                     referral_pseudonym=referral_pseudonym,
+                    person_pseudonym=person_pseudonym,
                     actor=actor,
                     organisation=organisation,
                     action=action,

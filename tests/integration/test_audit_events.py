@@ -145,6 +145,26 @@ async def test_entries_name_the_person_across_referrals_with_purpose_and_source(
     # ... and never the national number, nor its referral-table pseudonym
     subject = runtime.pseudonymizer.national_number(national_number(101))
     assert persons[first.id] != subject and national_number(101) not in str(persons)
+    # the auditor finds that person's accesses across both referrals
+    found = await api.get(
+        "/api/v1/audit/entries",
+        params={"person_pseudonym": persons[first.id], "limit": 500},
+        headers=minter.headers(*AUDITOR),
+    )
+    assert found.status_code == 200, found.text
+    rows = found.json()["entries"]
+    assert {r["referral_pseudonym"] for r in rows} == {
+        runtime.gatekeeper.pseudonym(uuid.UUID(str(j.id))) for j in (first, second)
+    }
+    read = next(r for r in rows if r["action"] == "referral.read")
+    assert read["purpose_of_use_system"] == "urn:referral:purpose-of-use"
+    assert (read["source_node"], read["client_address"]) == (runtime.gatekeeper.source_node, CLIENT)
+    bad = await api.get(
+        "/api/v1/audit/entries",
+        params={"person_pseudonym": national_number(101)},
+        headers=minter.headers(*AUDITOR),
+    )
+    assert bad.status_code == 422 and national_number(101) not in bad.text
 
 
 async def test_justice_channel_is_recorded_at_source_and_at_recipient(
