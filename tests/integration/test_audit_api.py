@@ -97,10 +97,15 @@ ENTRY_KEYS = {
     "decision",
     "policy_ids",
     "purpose_of_use",
+    "purpose_of_use_system",
     "request_id",
     "trace_id",
     "outcome",
     "withheld",
+    # IHE BALP / ATNA: the person (a keyed pseudonym), the recording node, the client
+    "person_pseudonym",
+    "source_node",
+    "client_address",
     "leaf_hash",
 }
 
