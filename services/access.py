@@ -9,6 +9,7 @@ answer leaves; a refused or failed access is recorded too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from services import policy
@@ -37,6 +39,7 @@ from services.models import JusticeMessage, Referral, utcnow
 from services.principal import Principal
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ class Access:
         if self.finished:
             return
         if self.person_pseudonym is None:
-            # before the audit writer's transaction: it never waits for a request connection
+            # before the audit writer's transaction, on the audit writer's own pool
             self.person_pseudonym = self.gatekeeper.person_of_referral(self.referral_id)
         if self.received and outcome is AuditOutcome.SUCCESS:
             self.gatekeeper.audit.append_with(
@@ -266,7 +269,8 @@ class Gatekeeper:
     """Asks the policies and writes one audit entry per access, whatever the decision.
 
     `source_node`: this process's node id in every entry (ATNA AuditSourceID). `engine`: where
-    the referrals are, to find the person a referral concerns (None: entries name no person).
+    the referrals are, to find the person a referral concerns (None: entries name no person);
+    the audit writer's own, so that recording an access never waits for a request connection.
     """
 
     def __init__(
@@ -303,10 +307,16 @@ class Gatekeeper:
             if referral_id in self._persons:
                 self._persons.move_to_end(referral_id)
                 return self._persons[referral_id]
-        with self._engine.connect() as conn:
-            subject = conn.execute(
-                select(col(Referral.subject_pseudonym)).where(col(Referral.id) == referral_id)
-            ).scalar_one_or_none()
+        try:
+            with self._engine.connect() as conn:
+                subject = conn.execute(
+                    select(col(Referral.subject_pseudonym)).where(col(Referral.id) == referral_id)
+                ).scalar_one_or_none()
+        except SQLAlchemyError as error:
+            # the entry is written all the same, naming the referral (the person is found
+            # through it later); an access is never left unrecorded for want of its person
+            logger.warning("person of a referral not found for its entry: %s", type(error).__name__)
+            return None
         if not subject:
             return None
         person = self.person(subject)

@@ -118,6 +118,6 @@ class Runtime:
                 audit=audit,
                 pseudonym_key=keyring.pseudonym_key(),
                 source_node=settings.audit_source_node,
-                engine=engine,
+                engine=audit_engine,
             ),
         )
