@@ -108,7 +108,7 @@ async def test_failed_authentications_are_recorded(
     assert (await api.get("/api/v1/referrals", headers=bad)).status_code == 401
     # a web login whose callback comes without a login in progress (or a forged state)
     assert (await api.get("/auth/callback?code=abc&state=forged")).status_code == 401
-    entries = _entries_after(engine, before)
+    entries = [e for e in _entries_after(engine, before) if e.actor_subject == "unauthenticated"]
     assert [(e.event_type, e.action, e.outcome) for e in entries] == [
         ("login", "authentication.api", "refused"),
         ("login", "authentication.api", "refused"),
@@ -194,7 +194,9 @@ async def test_justice_channel_is_recorded_at_source_and_at_recipient(
     # a message is received once: reading the case again records the read only
     before = _last_index(engine)
     await j.view(OFFICE)
-    again = [e.event_type for e in _entries_after(engine, before)]
+    again = [
+        e.event_type for e in _entries_after(engine, before) if e.actor_organisation == OFFICE[0]
+    ]
     assert again == ["read"], again
     # the care team reading compliance facts is no receipt of the channel
     before = _last_index(engine)
@@ -228,7 +230,11 @@ async def test_a_purge_is_recorded_with_the_shredding(
     )
     before = _last_index(engine)
     await asyncio.to_thread(activities.purge, PurgeInput(referral_id=referral_id))
-    (entry,) = _entries_after(engine, before)
+    (entry,) = [
+        e
+        for e in _entries_after(engine, before)
+        if e.referral_pseudonym == runtime.gatekeeper.pseudonym(referral_id)
+    ]
     assert (entry.event_type, entry.action, entry.outcome) == (
         "delete",
         "referral.purge",
@@ -244,7 +250,7 @@ async def test_a_purge_is_recorded_with_the_shredding(
     # a retried purge finds nothing left to purge and records nothing more
     before = _last_index(engine)
     await asyncio.to_thread(activities.purge, PurgeInput(referral_id=referral_id))
-    assert _entries_after(engine, before) == []
+    assert [e for e in _entries_after(engine, before) if e.action == "referral.purge"] == []
 
 
 async def test_exports_are_recorded(
@@ -258,7 +264,7 @@ async def test_exports_are_recorded(
         f"/api/v1/referrals/{j.id}/access-report", headers=minter.headers(*CGG_WORKER)
     )
     assert report.status_code == 200, report.text
-    (entry,) = _entries_after(engine, before)
+    (entry,) = [e for e in _entries_after(engine, before) if e.actor_organisation == CGG_WORKER[0]]
     assert (entry.event_type, entry.action, entry.outcome) == (
         "export",
         "referral.access_report",
@@ -272,7 +278,7 @@ async def test_exports_are_recorded(
     body = {"national_number": national_number(106), "lang": "en"}
     resp = await api.post(REPORT, json=body, headers=minter.headers(*AUDITOR))
     assert resp.status_code == 200, resp.text
-    (entry,) = _entries_after(engine, before)
+    (entry,) = [e for e in _entries_after(engine, before) if e.actor_organisation == AUDITOR[0]]
     assert (entry.event_type, entry.action, entry.outcome) == (
         "export",
         "person.access_report",
@@ -294,7 +300,7 @@ async def test_only_the_dpo_produces_a_persons_report(
     resp = await api.post(REPORT, json=body, headers=minter.headers(*party))
     assert resp.status_code == 403, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
-    (entry,) = _entries_after(engine, before)
+    (entry,) = [e for e in _entries_after(engine, before) if e.actor_organisation == party[0]]
     assert (entry.event_type, entry.decision, entry.outcome) == ("export", "deny", "refused")
     assert entry.person_pseudonym is None  # nobody was looked up
 
@@ -317,7 +323,7 @@ async def test_a_bad_report_request_is_refused_and_changes_nothing(
     assert resp.status_code == 422, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
     assert "91.04.17" not in resp.text  # the submitted number is not echoed
-    assert _entries_after(engine, before) == []
+    assert [e for e in _entries_after(engine, before) if e.actor_organisation == AUDITOR[0]] == []
 
 
 def _pdf_text(content: bytes) -> str:
@@ -402,7 +408,7 @@ async def test_the_auditor_page_produces_the_letter(
         text = _pdf_text(resp.content)
         assert " ".join(translate("de", "letter.title").split()) in text
         assert f"{translate('de', 'letter.referral')} 1" in text
-        (entry,) = _entries_after(engine, before)
+        (entry,) = [e for e in _entries_after(engine, before) if e.actor_organisation == AUDITOR[0]]
         assert (entry.event_type, entry.action, entry.outcome) == (
             "export",
             "person.access_report",
@@ -411,7 +417,10 @@ async def test_the_auditor_page_produces_the_letter(
         # a bad number is a 422 page, and nothing is looked up or recorded
         before = _last_index(engine)
         bad = await dpo.post("/ui/audit/person-report", {"national_number": "12", "lang": "de"})
-        assert bad.status_code == 422 and _entries_after(engine, before) == []
+        assert bad.status_code == 422
+        assert [
+            e for e in _entries_after(engine, before) if e.actor_organisation == AUDITOR[0]
+        ] == []
     async with WebUser(app, minter, OFFICE) as office:
         refused = await office.post(
             "/ui/audit/person-report", {"national_number": me["national_number"], "lang": "nl"}

@@ -172,7 +172,7 @@ async def test_web_login_with_pkce_gives_a_secure_session(
     assert store.load(value) is not None
     before = _last_index(engine)
     out = await web.get("/logout")
-    (logout,) = _entries_after(engine, before)
+    (logout,) = [e for e in _entries_after(engine, before) if e.action.startswith("session.")]
     assert (logout.event_type, logout.action, logout.outcome) == (
         "logout",
         "session.logout",
@@ -195,7 +195,7 @@ async def test_callback_refuses_a_forged_state(web: httpx.AsyncClient, engine: E
     resp = await web.get("/auth/callback?code=abc&state=forged")
     assert resp.status_code == 401
     assert resp.headers["content-type"] == "application/problem+json"
-    (failed,) = _entries_after(engine, before)
+    (failed,) = [e for e in _entries_after(engine, before) if e.actor_subject == "unauthenticated"]
     assert (failed.event_type, failed.action, failed.outcome) == (
         "login",
         "authentication.web",
