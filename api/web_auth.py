@@ -36,7 +36,7 @@ from sqlmodel import Session, col
 from api.auth import TokenValidator
 from api.deps import get_context
 from services.audit import events as audit_events
-from services.errors import Unauthenticated
+from services.errors import Unauthenticated, Unavailable
 from services.models import WebSession
 from services.principal import Principal
 from services.runtime import Runtime
@@ -243,8 +243,8 @@ async def _principal_of(request: Request, session: dict[str, Any]) -> Principal 
     validator: TokenValidator = request.app.state.tokens
     try:
         return await run_in_threadpool(validator.validate, str(session.get("access_token", "")))
-    except Unauthenticated:
-        return None
+    except (Unauthenticated, Unavailable):
+        return None  # the logout goes on (recorded without a name) even while the IdP is down
 
 
 async def current_session(request: Request) -> dict[str, Any] | None:
