@@ -20,12 +20,16 @@ from sqlmodel import Session
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep
 from api.routes import guard, purpose_of
-from services import policy, subject_report
+from api.schemas import PersonAccessReportIn
+from services import person_report, policy, subject_report
 from services.access import Access, RequestContext
 from services.audit.keys import public_keys_pem
 from services.audit.models import AuditEventType
+from services.audit.purpose import PurposeOfUse
+from services.audit.purpose import system_of as purpose_system_of
 from services.audit.witness import Cosignature, stored_cosignatures
 from services.errors import Forbidden, Unprocessable
+from services.models import utcnow
 from services.principal import Principal
 from services.runtime import Runtime
 
@@ -66,6 +70,11 @@ def _entry(e: Any) -> dict[str, Any]:
         "decision": e.decision,
         "policy_ids": list(e.policy_ids),
         "purpose_of_use": e.purpose_of_use,
+        # HL7 v3 PurposeOfUse, or the local code system of the justice purposes
+        "purpose_of_use_system": purpose_system_of(e.purpose_of_use),
+        "person_pseudonym": e.person_pseudonym,
+        "source_node": e.source_node,
+        "client_address": e.client_address,
         "request_id": e.request_id,
         "trace_id": e.trace_id,
         "outcome": e.outcome,
@@ -80,6 +89,7 @@ async def search_entries(
     principal: PrincipalDep,
     ctx: ContextDep,
     referral_pseudonym: Annotated[str | None, Query(pattern=r"^rp_[0-9a-f]{32}$")] = None,
+    person_pseudonym: Annotated[str | None, Query(pattern=r"^pp_[0-9a-f]{32}$")] = None,
     actor: Annotated[str | None, Query(max_length=255)] = None,
     organisation: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[str | None, Query(max_length=128)] = None,
@@ -97,6 +107,7 @@ async def search_entries(
                 rows = runtime.audit.search(
                     session,
                     referral_pseudonym=referral_pseudonym,
+                    person_pseudonym=person_pseudonym,
                     actor=actor,
                     organisation=organisation,
                     action=action,
@@ -217,6 +228,59 @@ async def public_key(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextD
     return await run_in_threadpool(run)
 
 
+@router.post(
+    "/person-access-report",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {"schema": {"type": "string"}}}}},
+)
+def person_access_report(
+    body: PersonAccessReportIn, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+) -> Response:
+    """The person's access report on request (GDPR art. 15), across all their referrals and
+    with what went to justice, as a PDF letter (the data-protection officer; an export)."""
+    pdf = person_access_report_pdf(runtime, principal, ctx, body)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="access-report-{body.lang}.pdf"'},
+    )
+
+
+def person_access_report_pdf(
+    runtime: Runtime, principal: Principal, ctx: RequestContext, body: PersonAccessReportIn
+) -> bytes:
+    """The letter's PDF, decided by Cedar and recorded as an export naming the person's
+    audit pseudonym (blocking: the API and the auditor's page call it in a thread)."""
+    with runtime.gatekeeper.access(
+        principal=principal,
+        event_type=AuditEventType.EXPORT,
+        action="person.access_report",
+        purpose=PurposeOfUse.PATRQT.value,
+        ctx=ctx,
+    ) as access:
+        decision = access.decide(action=policy.Action.PERSON_ACCESS_REPORT, case=None, consent=None)
+        if not decision.allowed:
+            raise Forbidden("only the data-protection officer produces a person's access report")
+        subject = runtime.pseudonymizer.national_number(body.national_number)
+        access.person_pseudonym = runtime.gatekeeper.person(subject)
+        with Session(runtime.engine) as session:
+            referral_ids = person_report.referral_ids_of(session=session, subject_pseudonym=subject)
+            entries = person_report.entries_of_person(
+                session=session,
+                person_pseudonym=access.person_pseudonym,
+                referral_pseudonyms=[
+                    pseudonym
+                    for pseudonym in map(runtime.gatekeeper.pseudonym, referral_ids)
+                    if pseudonym is not None
+                ],
+            )
+            report = person_report.build(
+                session=session, entries=entries, lang=body.lang, today=utcnow()
+            )
+        access.disclose(["access_log"])
+        return person_report.render_pdf(report)
+
+
 @report_router.get(
     "/referrals/{referral_id}/access-report",
     response_model=None,
@@ -235,7 +299,7 @@ async def access_report(
     def run() -> dict[str, Any]:
         with runtime.gatekeeper.access(
             principal=principal,
-            event_type=AuditEventType.READ,
+            event_type=AuditEventType.EXPORT,
             action="referral.access_report",
             purpose=purpose_of(principal),
             ctx=ctx,

@@ -656,18 +656,41 @@ def keys_rewrap() -> None:
     print(f"rewrapped {count} data keys")
 
 
+def _os_user() -> str:
+    """The operating-system account running the command (recorded with what it exports)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
 @audit_app.command("export")
 def audit_export(out: Annotated[Path, typer.Option(help="Output file (JSON lines)")]) -> None:
     """Export the audit keys, every entry and cosignature, and the heads, ending with one
     signed now over every entry."""
+    from services.audit.events import record_operator_export
+    from services.audit.models import AuditOutcome
     from services.audit.offline import export_signed
     from services.runtime import Runtime
 
     runtime = Runtime.build(get_settings())
+    outcome = AuditOutcome.FAILED
     try:
         count = export_signed(runtime.audit, runtime.engine, out, runtime.audit_keys.chain())
+        outcome = AuditOutcome.SUCCESS
     finally:
-        runtime.close()
+        # recorded after the export (the next export carries it), whatever its outcome
+        try:
+            record_operator_export(
+                runtime.gatekeeper,
+                operator=_os_user(),
+                action="audit.export",
+                outcome=outcome,
+            )
+        finally:
+            runtime.close()
     print(f"exported {count} entries to {out}, ending with a tree head at size {count}")
 
 

@@ -56,7 +56,15 @@ def get_context(request: Request) -> RequestContext:
     span = trace.get_current_span().get_span_context()
     trace_id = format(span.trace_id, "032x") if span.is_valid else None
     request_id = getattr(request.state, "request_id", None)
-    return RequestContext(request_id=request_id, trace_id=trace_id)
+    return RequestContext(
+        request_id=request_id, trace_id=trace_id, client_address=client_address(request)
+    )
+
+
+def client_address(request: Request) -> str | None:
+    """The client's network address as the server saw it (behind a proxy: the proxy's,
+    unless the server is told to trust its forwarded headers)."""
+    return request.client.host[:64] if request.client is not None else None
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

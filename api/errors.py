@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
@@ -15,9 +16,11 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.deps import get_context
 from api.schemas import Problem
+from services.audit import events as audit_events
 from services.db import pool_exhausted
-from services.errors import DomainError
+from services.errors import DomainError, Unauthenticated
 
 PROBLEM = "application/problem+json"
 logger = logging.getLogger("api.errors")
@@ -80,10 +83,30 @@ def describe(exc: Exception) -> tuple[int, str, str, str] | None:
     return None
 
 
-async def _known(_: Request, exc: Exception) -> JSONResponse:
+async def _known(request: Request, exc: Exception) -> JSONResponse:
     described = describe(exc)
     assert described is not None
+    if isinstance(exc, Unauthenticated):
+        try:
+            await run_in_threadpool(_record_failed_authentication, request)
+        except Exception as error:  # noqa: BLE001 - unrecorded: the answer may not leave
+            logger.warning("failed authentication not recorded: %s", type(error).__name__)
+            return problem(
+                503, "Service unavailable", "the audit log is unavailable", "unavailable"
+            )
     return problem(*described)
+
+
+def _record_failed_authentication(request: Request) -> None:
+    """Every 401 leaves an audit entry (IHE BALP login, outcome refused): the web login's
+    callback (`/auth/...`) or a request to the API."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return  # an app without a runtime (unit tests of the handlers) records nothing
+    channel = "web" if request.url.path.startswith("/auth/") else "api"
+    audit_events.record_failed_authentication(
+        runtime.gatekeeper, channel=channel, ctx=get_context(request)
+    )
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

@@ -32,6 +32,7 @@ from api.schemas import (
 from services import care_team, idempotency, policy, referrals
 from services import consent as consent_service
 from services.access import Access, RequestContext
+from services.audit import purpose
 from services.audit.models import AuditEventType, AuditOutcome
 from services.case_content import ReferralCreate
 from services.db import session_scope
@@ -60,7 +61,7 @@ from services.lifecycle import (
     Stage,
 )
 from services.models import CareTeamAssignment, Referral, utcnow
-from services.principal import Principal, Sector
+from services.principal import Principal
 from services.runtime import Runtime
 from workflows.reconciler import start_referral
 from workflows.referral import ReferralWorkflow, workflow_id
@@ -77,14 +78,9 @@ _HIDDEN_RELATIONS = {policy.Relation.OUTSIDER, policy.Relation.FRAMEWORK_MEMBER}
 
 
 def purpose_of(principal: Principal) -> str:
-    """The purpose of use recorded with each access, from the caller's sector."""
-    return {
-        Sector.JUSTICE: "judicial_follow_up",
-        Sector.HEALTH: "treatment",
-        Sector.WELFARE: "social_support",
-        Sector.AUDIT: "audit",
-        Sector.PLATFORM: "operations",
-    }[principal.sector]
+    """The purpose of use recorded with each access (an HL7 PurposeOfUse code or a local code
+    for justice: services/audit/purpose.py), from the caller's sector."""
+    return purpose.for_sector(principal.sector).value
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -162,6 +158,15 @@ def project(
         stage_visible=referrals.may_see_stage(decisions, follows),
     )
     access.disclose(disclosed)
+    if access.principal.organisation == referral.referring_office:
+        # what the channel to justice carried reaches its recipient with this view
+        compliance = policy.DataCategory.COMPLIANCE.value in disclosed
+        access.receive(
+            referrals.channel_messages_shown(
+                session=session, referral=referral, compliance=compliance
+            ),
+            [policy.DataCategory.COMPLIANCE.value] if compliance else [],
+        )
     return view
 
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from services.case_content import LongText
+from services.case_content import (
+    NATIONAL_NUMBER_PATTERN,
+    LongText,
+    national_number_birth_date,
+)
 from services.lifecycle import (
     AttendanceStatus,
     ConsentPurpose,
@@ -37,6 +48,22 @@ Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:|-
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class PersonAccessReportIn(Body):
+    """Whose access report the DPO produces (the national number is pseudonymised at once,
+    never stored or logged), and in which language the letter is written."""
+
+    national_number: str = Field(min_length=11, max_length=15)
+    lang: Literal["nl", "fr", "de", "en"] = "nl"
+
+    @field_validator("national_number")
+    @classmethod
+    def _national_number_valid(cls, value: str) -> str:
+        if not NATIONAL_NUMBER_PATTERN.match(value):
+            raise ValueError("a national number has 11 digits (YY.MM.DD-XXX.CC)")
+        national_number_birth_date(value)  # the modulo-97 check
+        return value
 
 
 class ConsentIn(Body):

@@ -34,9 +34,12 @@ from sqlalchemy import Engine, delete
 from sqlmodel import Session, col
 
 from api.auth import TokenValidator
-from services.errors import Unauthenticated
+from api.deps import get_context
+from services.audit import events as audit_events
+from services.errors import Unauthenticated, Unavailable
 from services.models import WebSession
 from services.principal import Principal
+from services.runtime import Runtime
 from services.settings import Settings
 
 SESSION_COOKIE = "referral_session"
@@ -183,12 +186,23 @@ async def callback(
         raise Unauthenticated("the identity provider refused the login")
     tokens = resp.json()
     validator: TokenValidator = request.app.state.tokens
+    runtime: Runtime = request.app.state.runtime
     try:
-        await run_in_threadpool(validator.validate, tokens["access_token"])
+        principal = await run_in_threadpool(validator.validate, tokens["access_token"])
     except Unauthenticated:
         # the identity provider knows the person, this application does not (e.g. no
-        # organisation): a page that says so, not the JSON API's 401
+        # organisation): recorded as a refused authentication, then a page that says so,
+        # not the JSON API's 401
+        await run_in_threadpool(
+            audit_events.record_failed_authentication,
+            runtime.gatekeeper,
+            channel="web",
+            ctx=get_context(request),
+        )
         raise LoginRefused from None
+    await run_in_threadpool(
+        audit_events.record_login, runtime.gatekeeper, principal=principal, ctx=get_context(request)
+    )
     session = _session_from(tokens)
     # the synchroniser token of the UI's forms (api/web/session.py), one per session
     session["csrf"] = secrets.token_urlsafe(32)
@@ -213,22 +227,41 @@ def _session_from(tokens: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/logout")
 async def logout(request: Request) -> RedirectResponse:
-    """End the session here and at Keycloak."""
+    """End the session here and at Keycloak (recorded: who logged out, if the session still
+    named someone)."""
     settings: Settings = request.app.state.settings
     id_token = ""
+    principal: Principal | None = None
     secret = request.cookies.get(SESSION_COOKIE)
     if secret:
         store: SessionStore = request.app.state.sessions
         session = await run_in_threadpool(store.load, secret)
         if session is not None:
             id_token = str(session.get("id_token", ""))
+            principal = await _principal_of(request, session)
         await run_in_threadpool(store.delete, secret)
+    runtime: Runtime = request.app.state.runtime
+    await run_in_threadpool(
+        audit_events.record_logout,
+        runtime.gatekeeper,
+        principal=principal,
+        ctx=get_context(request),
+    )
     params = {"client_id": WEB_CLIENT_ID, "post_logout_redirect_uri": settings.api_base_url + "/"}
     if id_token:
         params["id_token_hint"] = id_token
     response = RedirectResponse(f"{_endpoints(settings)['logout']}?{urlencode(params)}", 302)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+async def _principal_of(request: Request, session: dict[str, Any]) -> Principal | None:
+    """Who a stored session names, if its access token still verifies (no refresh)."""
+    validator: TokenValidator = request.app.state.tokens
+    try:
+        return await run_in_threadpool(validator.validate, str(session.get("access_token", "")))
+    except (Unauthenticated, Unavailable):
+        return None  # the logout goes on (recorded without a name) even while the IdP is down
 
 
 async def current_session(request: Request) -> dict[str, Any] | None:

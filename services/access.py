@@ -9,13 +9,19 @@ answer leaves; a refused or failed access is recorded too.
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import UUID
 
-from sqlmodel import Session
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col
 
 from services import policy
 from services.audit.log import AuditLog
@@ -24,12 +30,16 @@ from services.audit.models import (
     AuditEvent,
     AuditEventType,
     AuditOutcome,
+    pseudonymise_person,
     pseudonymise_referral,
 )
+from services.audit.purpose import PurposeOfUse
 from services.errors import DomainError
+from services.models import JusticeMessage, Referral, utcnow
 from services.principal import Principal
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,17 @@ class RequestContext:
 
     request_id: str | None = None
     trace_id: str | None = None
+    # the client's network address (ATNA NetworkAccessPointID), None for the engine's steps
+    client_address: str | None = None
 
 
-def outcome_of(error: BaseException | None) -> AuditOutcome:
-    """The outcome of an access that ended with `error` (None: it succeeded)."""
+def outcome_of(error: BaseException | None, decision: AuditDecision | None = None) -> AuditOutcome:
+    """The outcome of an access that ended with `error` (None: it succeeded). A permitted
+    access that then did not take effect (a 409 after the permit) failed: it was not refused."""
     if error is None:
         return AuditOutcome.SUCCESS
+    if decision is AuditDecision.PERMIT:
+        return AuditOutcome.FAILED
     if isinstance(error, DomainError) and error.status < 500:
         return AuditOutcome.REFUSED
     return AuditOutcome.FAILED
@@ -65,6 +80,13 @@ class Access:
     disclosed: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)
     finished: bool = False
+    # the person's audit pseudonym when the access concerns no single referral (else found
+    # from the referral when the entry is written)
+    person_pseudonym: str | None = None
+    # messages of the channel to justice this access showed their recipient (keys), and the
+    # categories they carry: the first showing is recorded as their receipt
+    received: list[str] = field(default_factory=list)
+    received_categories: list[str] = field(default_factory=list)
 
     def decide(
         self,
@@ -133,6 +155,47 @@ class Access:
             if category not in self.disclosed:
                 self.disclosed.append(category)
 
+    def receive(self, keys: Iterable[str], categories: Iterable[str]) -> None:
+        """Record that the answer shows these messages of the channel to justice."""
+        for key in keys:
+            if key not in self.received:
+                self.received.append(key)
+        for category in categories:
+            if category not in self.received_categories:
+                self.received_categories.append(category)
+
+    def receipt(self, messages: int) -> AuditEvent:
+        """The entry of the first receipt of `messages` channel messages (IHE BALP: privacy
+        disclosure at the recipient), beside the access's own entry."""
+        return self.event(AuditOutcome.SUCCESS).model_copy(
+            update={
+                "event_type": AuditEventType.DISCLOSURE_RECIPIENT,
+                "action": f"justice_channel.receive.{min(messages, 999)}",
+                "categories": tuple(self.received_categories),
+                "withheld": (),
+                "purpose_of_use": PurposeOfUse.JUSTFUP.value,
+            }
+        )
+
+    def _events(self, outcome: AuditOutcome, first_received: int) -> list[AuditEvent]:
+        events = [self.event(outcome)]
+        if outcome is AuditOutcome.SUCCESS and first_received:
+            events.append(self.receipt(first_received))
+        return events
+
+    def _mark_received(self, session: Session) -> int:
+        """Note the first receipt of the messages shown; how many were new (a concurrent
+        reader that noted them first leaves none: one receipt per message)."""
+        if not self.received:
+            return 0
+        marked = session.execute(
+            update(JusticeMessage)
+            .where(col(JusticeMessage.key).in_(self.received))
+            .where(col(JusticeMessage.received_at).is_(None))
+            .values(received_at=utcnow())
+        )
+        return int(getattr(marked, "rowcount", 0) or 0)
+
     def event(self, outcome: AuditOutcome) -> AuditEvent:
         """The one audit event of this access."""
         principal = self.principal
@@ -143,6 +206,7 @@ class Access:
             actor_role=",".join(sorted(r.value for r in principal.roles))[:64] or "none",
             action=self.action,
             referral_pseudonym=self.gatekeeper.pseudonym(self.referral_id),
+            person_pseudonym=self.person_pseudonym,
             # nothing is disclosed by an access that did not succeed
             categories=tuple(self.disclosed) if outcome is AuditOutcome.SUCCESS else (),
             decision=self.decision,
@@ -152,21 +216,41 @@ class Access:
             trace_id=self.ctx.trace_id,
             outcome=outcome,
             withheld=tuple(self.withheld),
+            source_node=self.gatekeeper.source_node,
+            client_address=self.ctx.client_address,
         )
 
     def finish(self, outcome: AuditOutcome = AuditOutcome.SUCCESS) -> None:
         """Write the access's one entry (blocking; committed when this returns)."""
         if self.finished:
             return
-        self.gatekeeper.audit.append([self.event(outcome)])
+        if self.person_pseudonym is None:
+            # before the audit writer's transaction, on the audit writer's own pool
+            self.person_pseudonym = self.gatekeeper.person_of_referral(self.referral_id)
+        if self.received and outcome is AuditOutcome.SUCCESS:
+            self.gatekeeper.audit.append_with(
+                self._mark_received, lambda first: self._events(outcome, first)
+            )
+        else:
+            self.gatekeeper.audit.append([self.event(outcome)])
         self.finished = True
 
     def finish_with(self, write: Callable[[Session], T]) -> T:
         """Store `write`'s state and this access's entry in one transaction (blocking)."""
         if self.finished:
             raise RuntimeError("this access has already been recorded")
-        result = self.gatekeeper.audit.append_with(
-            write, lambda _: [self.event(AuditOutcome.SUCCESS)]
+
+        def write_and_mark(session: Session) -> tuple[T, int]:
+            result = write(session)
+            if self.person_pseudonym is None and self.referral_id is not None:
+                # a referral this transaction creates is not yet visible to other connections
+                referral = session.get(Referral, self.referral_id)
+                if referral is not None and referral.subject_pseudonym:
+                    self.person_pseudonym = self.gatekeeper.person(referral.subject_pseudonym)
+            return result, self._mark_received(session)
+
+        result, _ = self.gatekeeper.audit.append_with(
+            write_and_mark, lambda done: self._events(AuditOutcome.SUCCESS, done[1])
         )
         self.finished = True
         return result
@@ -174,21 +258,73 @@ class Access:
     def abandon(self, error: BaseException) -> None:
         """Record an access that ended with `error`, unless it was recorded already."""
         if not self.finished:
-            self.finish(outcome_of(error))
+            self.finish(outcome_of(error, self.decision))
+
+
+# Who a referral concerns never changes: a small bounded cache saves a query per access.
+_PERSON_CACHE_SIZE = 4096
 
 
 class Gatekeeper:
-    """Asks the policies and writes one audit entry per access, whatever the decision."""
+    """Asks the policies and writes one audit entry per access, whatever the decision.
 
-    def __init__(self, *, audit: AuditLog, pseudonym_key: bytes) -> None:
+    `source_node`: this process's node id in every entry (ATNA AuditSourceID). `engine`: where
+    the referrals are, to find the person a referral concerns (None: entries name no person);
+    the audit writer's own, so that recording an access never waits for a request connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        pseudonym_key: bytes,
+        source_node: str | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         self.audit = audit
         self._pseudonym_key = pseudonym_key
+        self.source_node = source_node or socket.gethostname() or "unknown"
+        self._engine = engine
+        self._persons: OrderedDict[UUID, str] = OrderedDict()
+        self._persons_lock = threading.Lock()
 
     def pseudonym(self, referral_id: UUID | None) -> str | None:
         """The audit pseudonym of a referral (keyed HMAC), or None."""
         if referral_id is None:
             return None
         return pseudonymise_referral(referral_id, self._pseudonym_key)
+
+    def person(self, subject_pseudonym: str) -> str:
+        """The audit pseudonym of the person with this subject pseudonym (keyed HMAC)."""
+        return pseudonymise_person(subject_pseudonym, self._pseudonym_key)
+
+    def person_of_referral(self, referral_id: UUID | None) -> str | None:
+        """The audit pseudonym of the person a referral concerns; None when there is no such
+        referral (or no longer a subject pseudonym) or no engine to look in (blocking)."""
+        if referral_id is None or self._engine is None:
+            return None
+        with self._persons_lock:
+            if referral_id in self._persons:
+                self._persons.move_to_end(referral_id)
+                return self._persons[referral_id]
+        try:
+            with self._engine.connect() as conn:
+                subject = conn.execute(
+                    select(col(Referral.subject_pseudonym)).where(col(Referral.id) == referral_id)
+                ).scalar_one_or_none()
+        except SQLAlchemyError as error:
+            # the entry is written all the same, naming the referral (the person is found
+            # through it later); an access is never left unrecorded for want of its person
+            logger.warning("person of a referral not found for its entry: %s", type(error).__name__)
+            return None
+        if not subject:
+            return None
+        person = self.person(subject)
+        with self._persons_lock:
+            self._persons[referral_id] = person
+            while len(self._persons) > _PERSON_CACHE_SIZE:
+                self._persons.popitem(last=False)
+        return person
 
     def open(
         self,

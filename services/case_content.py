@@ -60,7 +60,7 @@ LongText = Annotated[
     AfterValidator(_visible_text),
 ]
 
-_NATIONAL_NUMBER = re.compile(r"^\d{2}\.?\d{2}\.?\d{2}-?\d{3}\.?\d{2}$")
+NATIONAL_NUMBER_PATTERN = re.compile(r"^\d{2}\.?\d{2}\.?\d{2}-?\d{3}\.?\d{2}$")
 # How far ahead a judicial deadline may lie (a referral before prosecution is short-lived).
 MAX_DEADLINE_AHEAD = timedelta(days=5 * 366)
 
@@ -126,7 +126,7 @@ class Identity(Strict):
     @field_validator("national_number")
     @classmethod
     def _national_number_valid(cls, value: str, info: ValidationInfo) -> str:
-        if not _NATIONAL_NUMBER.match(value):
+        if not NATIONAL_NUMBER_PATTERN.match(value):
             raise ValueError("a national number has 11 digits (YY.MM.DD-XXX.CC)")
         year, month, day = national_number_birth_date(value)
         born = info.data.get("birth_date")  # validated before this field, if it was valid

@@ -220,6 +220,8 @@ class JusticeMessage(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
+    # When the office first read it (IHE BALP: disclosure at the recipient, audited then).
+    received_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
 
 
 class IdempotencyRecord(SQLModel, table=True):

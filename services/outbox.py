@@ -12,13 +12,14 @@ from sqlmodel import Session
 from services import policy
 from services.access import Gatekeeper, RequestContext
 from services.audit.models import AuditEventType, AuditOutcome
+from services.audit.purpose import PurposeOfUse
 from services.lifecycle import ComplianceFact, NotificationKind
 from services.models import JusticeMessage, Notification, Offer, Referral, utcnow
 from services.principal import Principal, Role, Sector
 from services.referrals import PROCESS_FACTS, case_facts, consent_facts
 
 # The purpose of use recorded with each decision and message on the channel.
-CHANNEL_PURPOSE = "judicial_follow_up"
+CHANNEL_PURPOSE = PurposeOfUse.JUSTRPT.value
 
 # Every message on the channel to justice carries this notice (shared professional secrecy).
 NO_REDISCLOSURE_NOTICE = (

@@ -67,6 +67,7 @@ class Action(StrEnum):
     ASSIGN_CARE_WORKER = "assign_care_worker"
     RELEASE_CARE_WORKER = "release_care_worker"
     DISCLOSE = "disclose"
+    PERSON_ACCESS_REPORT = "person_access_report"
 
 
 # Actions about the engine as a whole: their resource is the Registry, not a case.
@@ -77,6 +78,7 @@ REGISTRY_ACTIONS: Final = frozenset(
         Action.VERIFY_AUDIT,
         Action.EXPLAIN_POLICY,
         Action.DECODE_PAYLOADS,
+        Action.PERSON_ACCESS_REPORT,
     }
 )
 CASE_ACTIONS: Final = frozenset(Action) - REGISTRY_ACTIONS - {Action.DISCLOSE}

@@ -487,6 +487,15 @@ def process_facts(*, session: Session, referral: Referral) -> list[dict[str, Any
     return [{"fact": m.fact, "at": _iso(m.created_at), "notice": m.notice} for m in messages]
 
 
+def channel_messages_shown(*, session: Session, referral: Referral, compliance: bool) -> list[str]:
+    """Keys of the channel messages the referring office's view shows: every fact with the
+    compliance category, else the process facts only (see `case_view`)."""
+    statement = select(JusticeMessage.key).where(JusticeMessage.referral_id == referral.id)
+    if not compliance:
+        statement = statement.where(col(JusticeMessage.fact).in_(PROCESS_FACTS))
+    return list(session.exec(statement).all())
+
+
 def withheld_reason(decision: policy.Decision, consent: policy.ConsentFacts | None) -> str:
     """Why a category is withheld, as a code (never the content)."""
     if decision.policy_ids:

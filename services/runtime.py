@@ -114,5 +114,10 @@ class Runtime:
             vault=PersonalDataVault(keyring),
             pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),
             audit=audit,
-            gatekeeper=Gatekeeper(audit=audit, pseudonym_key=keyring.pseudonym_key()),
+            gatekeeper=Gatekeeper(
+                audit=audit,
+                pseudonym_key=keyring.pseudonym_key(),
+                source_node=settings.audit_source_node,
+                engine=audit_engine,
+            ),
         )

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # Signed tree heads of the audit log: every N entries or T seconds, and on demand.
     audit_sth_every_entries: int = Field(default=1000, gt=0)
     audit_sth_every_seconds: float = Field(default=60.0, gt=0)
+    # This node's id in every audit entry (ATNA AuditSourceID); the host name when unset.
+    audit_source_node: str | None = Field(default=None, min_length=1, max_length=128)
 
     otel_exporter: OtelExporter = OtelExporter.NONE
     otel_endpoint: str = "http://127.0.0.1:4318"

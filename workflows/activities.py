@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 
-from services import consent, matching, outbox, projection
+from services import consent, matching, outbox, projection, purge
 from services.access import Gatekeeper
 from services.db import session_scope
 from services.lifecycle import (
@@ -30,7 +30,6 @@ from services.lifecycle import (
     TransitionInput,
     TransitionResult,
 )
-from services.models import Referral, utcnow
 
 
 class Shredder(Protocol):
@@ -45,7 +44,7 @@ class ReferralActivities:
     ) -> None:
         self._engine = engine
         self._shredder = shredder
-        # records the justice channel's decisions and messages (None: unit tests without audit)
+        # records the justice channel's messages and the purges (None: unit tests without audit)
         self._gatekeeper = gatekeeper
 
     def _idempotent(self, work: Callable[[Session], bool]) -> bool:
@@ -150,15 +149,14 @@ class ReferralActivities:
 
     @activity.defn
     def purge(self, inp: PurgeInput) -> EmptyResult:
-        """Crypto-shred the referral: destroy its data key and drop the sealed fields."""
-        with session_scope(self._engine) as session:
-            referral = session.get(Referral, inp.referral_id)
-            if referral is not None and referral.purged_at is None:
-                if self._shredder is not None:
-                    self._shredder.shred(session=session, referral_id=inp.referral_id)
-                referral.personal = {}
-                referral.purged_at = utcnow()
-                session.add(referral)
+        """Crypto-shred the referral (destroy its data key, drop the sealed fields) and record
+        the purge in the same transaction."""
+        purge.purge_referral(
+            engine=self._engine,
+            gatekeeper=self._gatekeeper,
+            shredder=self._shredder,
+            referral_id=inp.referral_id,
+        )
         return EmptyResult()
 
     def all(self) -> list[Callable[..., Any]]:

@@ -34,6 +34,7 @@ from api.schemas import (
     DecisionIn,
     DeclineIn,
     IntakeIn,
+    PersonAccessReportIn,
     ProgressIn,
 )
 from api.web.i18n import LANGUAGE_COOKIE, LANGUAGES
@@ -831,6 +832,33 @@ async def audit_sign(web: WebDep) -> Response:
     if error is not None:
         return error
     return redirect("/ui/audit?done=signed")
+
+
+@router.post("/audit/person-report")
+async def audit_person_report(
+    web: WebDep,
+    national_number: Annotated[str, Form(max_length=32)],
+    lang: Annotated[str, Form(max_length=8)] = "nl",
+) -> Response:
+    """The person's access report on request, as the PDF letter the API makes (the DPO)."""
+    runtime = web.request.app.state.runtime
+    try:
+        body = PersonAccessReportIn(national_number=national_number, lang=lang)
+    except ValidationError as exc:
+        return _invalid(web, exc)
+    pdf, error = await _attempt(
+        web,
+        lambda: run_in_threadpool(
+            auditor.person_access_report_pdf, runtime, web.principal, web.ctx, body
+        ),
+    )
+    if error is not None:
+        return error
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="access-report-{body.lang}.pdf"'},
+    )
 
 
 @router.get("/audit/explain")

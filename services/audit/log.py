@@ -453,6 +453,7 @@ class AuditLog:
         session: Session,
         *,
         referral_pseudonym: str | None = None,
+        person_pseudonym: str | None = None,
         actor: str | None = None,
         organisation: str | None = None,
         action: str | None = None,
@@ -468,6 +469,7 @@ class AuditLog:
         statement = select(AuditEntry)
         filters = (
             (col(AuditEntry.referral_pseudonym), referral_pseudonym),
+            (col(AuditEntry.person_pseudonym), person_pseudonym),
             (col(AuditEntry.actor_subject), actor),
             (col(AuditEntry.actor_organisation), organisation),
             (col(AuditEntry.action), action),

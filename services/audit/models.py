@@ -34,6 +34,7 @@ APPEND_ONLY_MESSAGE = "audit log is append-only"
 AUDIT_TABLES = ("audit_entry", "audit_tree_head")
 TREE_HEAD_FORMAT = "referral-audit-tree-head/v1"
 PSEUDONYM_PATTERN = r"^rp_[0-9a-f]{32}$"
+PERSON_PSEUDONYM_PATTERN = r"^pp_[0-9a-f]{32}$"
 HASHED_FIELDS = (
     "index",
     "id",
@@ -55,10 +56,15 @@ HASHED_FIELDS = (
 # the categories withheld; older entries keep the fields above, so they still verify.
 ACCESS_FIELDS = ("outcome", "withheld")
 HASHED_FIELDS_V2 = HASHED_FIELDS + ACCESS_FIELDS
+# Entries since migration 0010 (IHE BALP / ATNA) also hash the person's pseudonym, the node
+# that recorded them and the client's network address; an entry has them when it names its
+# source node (every new entry does), so entries written before still verify.
+SOURCE_FIELDS = ("person_pseudonym", "source_node", "client_address")
+HASHED_FIELDS_V3 = HASHED_FIELDS_V2 + SOURCE_FIELDS
 
 
 class AuditEventType(StrEnum):
-    """IHE Basic Audit Log Patterns event kinds (plus login and export)."""
+    """IHE Basic Audit Log Patterns event kinds (plus login, logout and export)."""
 
     CREATE = "create"
     READ = "read"
@@ -70,6 +76,7 @@ class AuditEventType(StrEnum):
     AUTHORIZATION_PERMIT = "authorization_permit"
     AUTHORIZATION_DENY = "authorization_deny"
     LOGIN = "login"
+    LOGOUT = "logout"
     EXPORT = "export"
 
 
@@ -84,9 +91,10 @@ class AuditOutcome(StrEnum):
     """How an access ended (IHE BALP EventOutcomeIndicator, in words)."""
 
     SUCCESS = "success"
-    # refused by a decision or a rule of the process (4xx): nothing was disclosed or changed
+    # refused by a decision (4xx before or without a permit): nothing was disclosed or changed
     REFUSED = "refused"
-    # the access broke off (5xx, unavailable service): nothing was disclosed
+    # permitted, then it did not take effect: a rule of the process refused it (a 409 after
+    # a permit), or it broke off (5xx, unavailable service); nothing was disclosed
     FAILED = "failed"
 
 
@@ -110,6 +118,13 @@ class AuditEvent(BaseModel):
     trace_id: str | None = PydanticField(default=None, max_length=128)
     outcome: AuditOutcome | None = None
     withheld: tuple[str, ...] = ()
+    # The person the access concerns, as a keyed pseudonym (see `pseudonymise_person`), so
+    # one person's accesses are found across referrals without their national number.
+    person_pseudonym: str | None = PydanticField(default=None, pattern=PERSON_PSEUDONYM_PATTERN)
+    # ATNA AuditSourceIdentification and NetworkAccessPointID: the node that recorded the
+    # entry and the address of the client it served (None for the engine's own steps).
+    source_node: str | None = PydanticField(default=None, min_length=1, max_length=128)
+    client_address: str | None = PydanticField(default=None, max_length=64)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -121,6 +136,7 @@ class AuditEntry(SQLModel, table=True):
         Index("ix_audit_entry_referral_pseudonym", "referral_pseudonym"),
         Index("ix_audit_entry_actor_subject", "actor_subject"),
         Index("ix_audit_entry_recorded_at", "recorded_at"),
+        Index("ix_audit_entry_person_pseudonym", "person_pseudonym"),
     )
 
     index: int = Field(sa_column=Column("index", BigInteger, primary_key=True, autoincrement=False))
@@ -154,6 +170,16 @@ class AuditEntry(SQLModel, table=True):
     )
     withheld: list[str] | None = Field(
         default=None, sa_column=Column("withheld", JSON, nullable=True)
+    )
+    # Null on entries written before migration 0010 (see SOURCE_FIELDS).
+    person_pseudonym: str | None = Field(
+        default=None, sa_column=Column("person_pseudonym", String(64), nullable=True)
+    )
+    source_node: str | None = Field(
+        default=None, sa_column=Column("source_node", String(128), nullable=True)
+    )
+    client_address: str | None = Field(
+        default=None, sa_column=Column("client_address", String(64), nullable=True)
     )
     # Derivable from the fields above; stored so proofs need not re-serialise every entry.
     leaf_hash: str = Field(sa_column=Column("leaf_hash", String(64), nullable=False))
@@ -198,7 +224,7 @@ def entry_fields(entry: AuditEntry | Mapping[Any, Any]) -> dict[str, Any]:
     values: Mapping[Any, Any] = (
         entry
         if isinstance(entry, Mapping)
-        else {name: getattr(entry, name) for name in HASHED_FIELDS_V2}
+        else {name: getattr(entry, name) for name in HASHED_FIELDS_V3}
     )
     decision = values["decision"]
     fields = {
@@ -222,6 +248,9 @@ def entry_fields(entry: AuditEntry | Mapping[Any, Any]) -> dict[str, Any]:
     if outcome is not None:
         fields["outcome"] = str(outcome)
         fields["withheld"] = list(values.get("withheld") or ())
+    if values.get("source_node") is not None:
+        for name in SOURCE_FIELDS:
+            fields[name] = values.get(name)
     return fields
 
 
@@ -255,6 +284,9 @@ def new_entry(event: AuditEvent, *, index: int, recorded_at: datetime) -> AuditE
         trace_id=event.trace_id,
         outcome=None if event.outcome is None else event.outcome.value,
         withheld=None if event.outcome is None else list(event.withheld),
+        person_pseudonym=event.person_pseudonym,
+        source_node=event.source_node,
+        client_address=event.client_address,
         leaf_hash="",
     )
     entry.leaf_hash = compute_leaf_hash(entry).hex()
@@ -280,6 +312,15 @@ def pseudonymise_referral(referral_id: uuid.UUID, key: bytes) -> str:
         raise ValueError("the pseudonym key must have at least 256 bits")
     digest = hmac.new(key, b"audit-referral:" + referral_id.bytes, hashlib.sha256).hexdigest()
     return "rp_" + digest[:32]
+
+
+def pseudonymise_person(subject_pseudonym: str, key: bytes) -> str:
+    """The audit pseudonym of a person, from their referrals' subject pseudonym (itself a
+    keyed HMAC of the national number): the log links one person's referrals, never a number."""
+    if len(key) < 32:
+        raise ValueError("the pseudonym key must have at least 256 bits")
+    digest = hmac.new(key, b"audit-person:" + subject_pseudonym.encode(), hashlib.sha256)
+    return "pp_" + digest.hexdigest()[:32]
 
 
 _SQLITE_TRIGGER = (

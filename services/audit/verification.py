@@ -12,10 +12,23 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.audit import merkle
-from services.audit.models import HASHED_FIELDS, HASHED_FIELDS_V2, canonical_json, tree_head_bytes
+from services.audit.models import (
+    HASHED_FIELDS,
+    HASHED_FIELDS_V2,
+    HASHED_FIELDS_V3,
+    SOURCE_FIELDS,
+    canonical_json,
+    tree_head_bytes,
+)
 
-# An entry has the fields of its format: before or since one-entry-per-access.
-ENTRY_FIELD_SETS = (frozenset(HASHED_FIELDS), frozenset(HASHED_FIELDS_V2))
+# An entry has the fields of its format: before or since one-entry-per-access, and before or
+# since it names its source node (migration 0010).
+ENTRY_FIELD_SETS = (
+    frozenset(HASHED_FIELDS),
+    frozenset(HASHED_FIELDS_V2),
+    frozenset(HASHED_FIELDS_V3),
+    frozenset(HASHED_FIELDS + SOURCE_FIELDS),
+)
 
 KeyLookup = Callable[[str], Ed25519PublicKey | None]
 

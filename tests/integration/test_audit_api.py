@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from services.audit import merkle
 from services.audit.models import AuditEntry, format_timestamp, tree_head_bytes
+from services.audit.purpose import PurposeOfUse
 from services.audit.witness import Cosignature, TreeHead, Witness, store_cosignature
 from services.policy import DataCategory
 from services.principal import Role, Sector
@@ -96,10 +97,15 @@ ENTRY_KEYS = {
     "decision",
     "policy_ids",
     "purpose_of_use",
+    "purpose_of_use_system",
     "request_id",
     "trace_id",
     "outcome",
     "withheld",
+    # IHE BALP / ATNA: the person (a keyed pseudonym), the recording node, the client
+    "person_pseudonym",
+    "source_node",
+    "client_address",
     "leaf_hash",
 }
 
@@ -167,7 +173,7 @@ async def test_every_auditor_query_is_itself_audited(
         entry = new[0]
         assert (entry.decision, entry.outcome) == ("permit", "success")
         assert AUDIT_POLICY in entry.policy_ids
-        assert entry.purpose_of_use == "audit"
+        assert entry.purpose_of_use == "HOPERAT"  # HL7 PurposeOfUse: healthcare operations
         assert entry.actor_role == "auditor"
 
     # ... and the auditor can find those records through the API itself
@@ -447,15 +453,26 @@ async def test_access_report_is_for_the_care_team_only(
 
 def test_every_role_category_event_and_purpose_has_a_label() -> None:
     """The report labels every value it can meet, in every language, non-empty."""
+    # the words entries carried before HL7 PurposeOfUse codes, and every code since
     purposes = {"judicial_follow_up", "treatment", "social_support", "audit", "operations"}
     assert len(purposes) == len(Sector)
+    purposes |= {code.value for code in PurposeOfUse}
     needed = (
         {f"role.{r.value}" for r in Role}
+        | {"role.system"}
         | {f"category.{c.value}" for c in DataCategory}
         | {f"purpose.{p}" for p in purposes}
         | {
             f"event.{e}"
-            for e in ("create", "read", "update", "disclosure_source", "disclosure_recipient")
+            for e in (
+                "create",
+                "read",
+                "update",
+                "delete",
+                "export",
+                "disclosure_source",
+                "disclosure_recipient",
+            )
         }
         | {f"report.{k}" for k in ("title", "intro", "footer")}
         | {f"column.{k}" for k in ("organisation", "role", "action", "categories", "purpose")}

@@ -579,7 +579,49 @@ PATH_AND_QUERY_CASES = [
     ),
 ]
 
-ALL_CASES = CREATE_CASES + CONSENT_CASES + STEP_CASES + PATH_AND_QUERY_CASES
+
+def person_report(case_id: str, body: Any = DROP, **kw: Any) -> Case:
+    """The DPO's request for a person's access report: the number is never echoed."""
+    return Case(
+        f"person-report-{case_id}",
+        "POST",
+        "/api/v1/audit/person-access-report",
+        party=("dpo-office", "auditor"),
+        json=body,
+        secrets=kw.pop("secrets", []) + PERSONAL,
+        **kw,
+    )
+
+
+PERSON_REPORT_CASES = [
+    person_report("missing-number", {"lang": "nl"}, names="national_number"),
+    person_report(
+        "bad-check-digits",
+        {"national_number": BAD_NATIONAL_NUMBER, "lang": "nl"},
+        secrets=[BAD_NATIONAL_NUMBER],
+        names="national_number",
+    ),
+    person_report(
+        "number-a-name",
+        {"national_number": PERSON["name"], "lang": "nl"},
+        names="national_number",
+    ),
+    person_report("number-as-int", {"national_number": 91041712345, "lang": "nl"}),
+    person_report(
+        "unknown-language",
+        {"national_number": PERSON["national_number"], "lang": "es"},
+        names="lang",
+    ),
+    person_report(
+        "unknown-field",
+        {"national_number": PERSON["national_number"], "name": PERSON["name"]},
+    ),
+    person_report("no-body"),
+    person_report("json-array", []),
+    person_report("malformed-json", content=b"{national_number: 1}", headers=JSON),
+]
+
+ALL_CASES = CREATE_CASES + CONSENT_CASES + STEP_CASES + PATH_AND_QUERY_CASES + PERSON_REPORT_CASES
 
 
 def _ids_are_unique() -> None:

@@ -322,16 +322,17 @@ def facts(engine: Engine, referral_id: str) -> list[str]:
 
 
 def channel_audit(
-    engine: Engine, runtime: Runtime, referral_id: str
+    engine: Engine, runtime: Runtime, referral_id: str, *, received: bool = False
 ) -> list[tuple[str, str, str | None, str | None]]:
     """One entry per message the channel sent or held back: (event, action, decision,
-    outcome)."""
+    outcome); `received`: the office's receipts instead (the first reading of messages)."""
     pseudonym = runtime.gatekeeper.pseudonym(uuid.UUID(referral_id))
+    action = "justice_channel.receive." if received else "justice_channel.send"
     with Session(engine) as session:
         rows = session.exec(
             select(AuditEntry)
             .where(AuditEntry.referral_pseudonym == pseudonym)
-            .where(col(AuditEntry.action).startswith("justice_channel."))
+            .where(col(AuditEntry.action).startswith(action))
             .order_by(col(AuditEntry.index))
         ).all()
     return [(row.event_type, row.action, row.decision, row.outcome) for row in rows]
@@ -386,3 +387,7 @@ async def test_process_facts_always_reach_the_office(
     ]
     view = await j.view(OFFICE)
     assert [f["fact"] for f in view["process_facts"]] == ["consent_withdrawn"]
+    # ... and at the recipient, once, when the office first reads it (no category: no care)
+    assert channel_audit(engine, runtime, str(j.id), received=True) == [
+        ("disclosure_recipient", "justice_channel.receive.1", "permit", "success")
+    ]

@@ -238,7 +238,7 @@ async def test_every_question_is_audited_allow_or_deny(
     assert permit.outcome == "success"
     assert permit.policy_ids == ["audit.permit-explain-policy"]
     assert permit.actor_organisation == "dpo-office" and permit.referral_pseudonym is None
-    assert permit.purpose_of_use == "audit"
+    assert permit.purpose_of_use == "HOPERAT"  # HL7 PurposeOfUse: healthcare operations
 
     (deny,) = [e for e in _audit(engine, prosecutor) if e.action == "policy.explain"]
     assert deny.decision == "deny" and deny.outcome == "refused"

@@ -13,11 +13,14 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
 from api.web_auth import SESSION_COOKIE
+from services.audit.models import AuditEntry
 from services.runtime import Runtime
 from services.settings import Settings
 from tests.integration.journey import new_referral
@@ -87,11 +90,36 @@ async def _login(web: httpx.AsyncClient, username: str) -> httpx.Response:
     return await web.get(f"/auth/callback?{back.query}")
 
 
+def _entries_after(engine: Engine, index: int) -> list[AuditEntry]:
+    with Session(engine) as s:
+        return list(
+            s.exec(
+                select(AuditEntry).where(AuditEntry.index > index).order_by(col(AuditEntry.index))
+            ).all()
+        )
+
+
+def _last_index(engine: Engine) -> int:
+    with Session(engine) as s:
+        last = s.exec(select(func.max(AuditEntry.index))).one()
+    return -1 if last is None else last
+
+
 async def test_web_login_with_pkce_gives_a_secure_session(
-    web: httpx.AsyncClient, web_app: FastAPI
+    web: httpx.AsyncClient, web_app: FastAPI, engine: Engine
 ) -> None:
+    before = _last_index(engine)
     finished = await _login(web, "demo-prosecutor-antwerpen")
     assert finished.status_code == 303, finished.text
+    # the login is recorded (IHE BALP login): who, from where, through which node
+    (login,) = [e for e in _entries_after(engine, before) if e.event_type == "login"]
+    assert (login.action, login.outcome, login.actor_organisation) == (
+        "session.login",
+        "success",
+        "parket-antwerpen",
+    )
+    assert login.actor_role == "prosecutor" and login.purpose_of_use == "HSYSADMIN"
+    assert login.client_address == "127.0.0.1" and login.source_node
     assert finished.headers["location"] == "/api/v1/referrals"
     session_cookie = [c for c in finished.headers.get_list("set-cookie") if SESSION_COOKIE in c][0]
     assert "HttpOnly" in session_cookie and "Secure" in session_cookie
@@ -142,7 +170,15 @@ async def test_web_login_with_pkce_gives_a_secure_session(
     assert (await _login(web, "demo-prosecutor-antwerpen")).status_code == 303
     value = web.cookies[SESSION_COOKIE]
     assert store.load(value) is not None
+    before = _last_index(engine)
     out = await web.get("/logout")
+    (logout,) = [e for e in _entries_after(engine, before) if e.action.startswith("session.")]
+    assert (logout.event_type, logout.action, logout.outcome) == (
+        "logout",
+        "session.logout",
+        "success",
+    )
+    assert logout.actor_organisation == "parket-antwerpen" and logout.actor_role == "prosecutor"
     assert out.status_code == 302 and "/protocol/openid-connect/logout" in out.headers["location"]
     assert "id_token_hint=" in out.headers["location"]
     assert any(SESSION_COOKIE in c and "Max-Age=0" in c for c in out.headers.get_list("set-cookie"))
@@ -152,12 +188,19 @@ async def test_web_login_with_pkce_gives_a_secure_session(
     assert (await web.get("/api/v1/referrals", headers=stolen)).status_code == 401
 
 
-async def test_callback_refuses_a_forged_state(web: httpx.AsyncClient) -> None:
+async def test_callback_refuses_a_forged_state(web: httpx.AsyncClient, engine: Engine) -> None:
     start = await web.get("/login")
     assert start.status_code == 302
+    before = _last_index(engine)
     resp = await web.get("/auth/callback?code=abc&state=forged")
     assert resp.status_code == 401
     assert resp.headers["content-type"] == "application/problem+json"
+    (failed,) = [e for e in _entries_after(engine, before) if e.actor_subject == "unauthenticated"]
+    assert (failed.event_type, failed.action, failed.outcome) == (
+        "login",
+        "authentication.web",
+        "refused",
+    )
 
 
 async def test_login_only_redirects_to_local_paths(web: httpx.AsyncClient) -> None:

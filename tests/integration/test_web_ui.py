@@ -497,6 +497,11 @@ UI_ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], dict[str, object] |
     ("POST", "/ui/audit/verify"): ("verify_audit", OFFICE, None),
     ("POST", "/ui/audit/tree-heads"): ("verify_audit", AUDITOR, None),
     ("GET", "/ui/audit/explain"): ("explain_policy", CGG, None),
+    ("POST", "/ui/audit/person-report"): (
+        "person_access_report",
+        AUDITOR,
+        {"national_number": "85.07.30-033.28", "lang": "de"},
+    ),
 }
 UI_QUERIES = {
     "/ui/audit/explain": "?role=prosecutor&sector=justice&relation=referrer&subject=clinical",

@@ -77,7 +77,17 @@ def test_export_verify_trusted_head_and_key_rotation(cli_env: Path) -> None:
     second = cli_env / "second.jsonl"
     run("export", "--out", str(second))
     output = run("verify", str(second), "--public-key", str(keys), "--trusted-head", str(kept))
-    assert "covers entries 0..7, 3 new from 5" in output
+    # entry 5 records the first export itself (IHE BALP export), then the 3 appended
+    assert "covers entries 0..8, 4 new from 5" in output
+    exported = json.loads(
+        next(line for line in second.read_text().splitlines() if '"index":5,' in line)
+    )
+    assert (exported["event_type"], exported["action"], exported["outcome"]) == (
+        "export",
+        "audit.export",
+        "success",
+    )
+    assert exported["actor_subject"].startswith("os:") and exported["source_node"]
     assert "consistent with the trusted head" in output
     signers = {
         line.split("(key ")[1].split(")")[0] for line in output.splitlines() if "(key " in line
@@ -96,7 +106,7 @@ def test_export_verify_trusted_head_and_key_rotation(cli_env: Path) -> None:
     )
     assert (
         "TAMPERED: first bad entry index 5: the export ends at size 5, before the trusted "
-        "head at size 8"
+        "head at size 9"
     ) in output
 
     # Without its heads nothing is vouched for.
@@ -129,17 +139,17 @@ def test_witness_and_monitor_follow_the_log_and_raise_the_alarm(cli_env: Path) -
     run("export", "--out", str(cli_env / "a.jsonl"))  # signs the head at 4
     assert "cosigned the tree head at size 4" in run(*witness)
     assert "consistent: tree head at size 4 extends nothing" in run(*monitor)
-    append(3, start=4)
+    append(3, start=4)  # entries 5..7 (entry 4 records the export)
     out = cli_env / "b.jsonl"
     run("export", "--out", str(out))
-    assert "cosigned the tree head at size 7" in run(*witness)
-    assert "consistent: tree head at size 7 extends size 4" in run(*monitor)
+    assert "cosigned the tree head at size 8" in run(*witness)
+    assert "consistent: tree head at size 8 extends size 4" in run(*monitor)
 
     out = cli_env / "c.jsonl"
     run("export", "--out", str(out))
     verify = ["verify", str(out), "--public-key", str(keys), "--witness-key", str(witness_pem)]
     output = run(*verify, "--min-witnesses", "1")
-    assert "tree head at size 7" in output and "cosigned by 1 witness(es)" in output
+    assert "tree head at size 8" in output and "cosigned by 1 witness(es)" in output
     output = run(*verify, "--witness-key", str(other_pem), "--min-witnesses", "2", code=1)
     assert "no tree head carries 2 valid witness cosignature(s)" in output
 
@@ -160,16 +170,17 @@ def test_witness_and_monitor_follow_the_log_and_raise_the_alarm(cli_env: Path) -
     finally:
         runtime.close()
     append(1, start=7)
-    run("export", "--out", str(cli_env / "d.jsonl"))  # a validly signed head at 8
+    # a validly signed head at 11 (the exports b and c recorded as entries 8 and 9)
+    run("export", "--out", str(cli_env / "d.jsonl"))
     alarm = run(*monitor, code=2)
     assert alarm.startswith(
-        "ALARM: the tree head at size 8 is not consistent with the head at size 7"
+        "ALARM: the tree head at size 11 is not consistent with the head at size 8"
     )
     refused = run(*witness, code=2)
-    assert refused.startswith("REFUSED: the tree head at size 8 is not consistent")
+    assert refused.startswith("REFUSED: the tree head at size 11 is not consistent")
     # neither moved on: the next run still compares with the last good head
-    assert json.loads(monitor_state.read_text())["last_head"]["tree_size"] == 7
-    assert json.loads(witness_state.read_text())["last_head"]["tree_size"] == 7
+    assert json.loads(monitor_state.read_text())["last_head"]["tree_size"] == 8
+    assert json.loads(witness_state.read_text())["last_head"]["tree_size"] == 8
 
 
 def test_a_running_process_signs_with_the_rotated_key(cli_env: Path) -> None:

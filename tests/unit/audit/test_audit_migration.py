@@ -49,7 +49,8 @@ def test_the_migration_creates_append_only_audit_tables(tmp_path: Path) -> None:
 
 def test_the_witness_migration_creates_an_append_only_cosignature_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'witness.db'}"
-    command.upgrade(alembic_config(url), "0007_audit_witness")
+    # to the head: the log writes entries as the models describe them now
+    command.upgrade(alembic_config(url), "head")
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -77,5 +78,36 @@ def test_the_witness_migration_creates_an_append_only_cosignature_table(tmp_path
     try:
         with engine.connect() as conn:
             assert not inspect(conn).has_table(COSIGNATURE_TABLE.name)
+    finally:
+        engine.dispose()
+
+
+def test_the_audit_events_migration_adds_the_source_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    command.upgrade(alembic_config(url), "0010_audit_events")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("audit_entry")}
+            assert {"person_pseudonym", "source_node", "client_address"} <= columns
+            messages = {c["name"] for c in inspect(conn).get_columns("justice_message")}
+            assert "received_at" in messages
+        log = AuditLog(engine, Ed25519PrivateKey.generate(), "k1")
+        event = audit_event(0).model_copy(
+            update={"source_node": "node-a", "client_address": "192.0.2.7"}
+        )
+        log.append([audit_event(1), event])
+        log.sign_tree_head()
+        assert log.verify().ok
+        with pytest.raises(DBAPIError, match="append-only"):
+            execute_raw(engine, "UPDATE audit_entry SET client_address = '192.0.2.8'")
+    finally:
+        engine.dispose()
+    command.downgrade(alembic_config(url), "0007_audit_witness")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("audit_entry")}
+            assert "source_node" not in columns
     finally:
         engine.dispose()

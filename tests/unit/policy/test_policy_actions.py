@@ -51,6 +51,7 @@ WHO_MAY: dict[Action, list[tuple[set[tuple[str, str]], set[Relation]]]] = {
     Action.VERIFY_AUDIT: [(AUDITORS, ANY_RELATION)],
     Action.EXPLAIN_POLICY: [(AUDITORS | ADMINS, ANY_RELATION)],
     Action.ACCESS_REPORT: [(CARE_WORKERS, {Relation.CARE_TEAM})],
+    Action.PERSON_ACCESS_REPORT: [(AUDITORS, ANY_RELATION)],
     Action.DECODE_PAYLOADS: [(ADMINS, ANY_RELATION)],
     Action.ASSIGN_CARE_WORKER: [(INTAKE, {Relation.CARE_TEAM})],
     Action.RELEASE_CARE_WORKER: [(INTAKE, {Relation.CARE_TEAM})],
