@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
@@ -73,6 +78,8 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", max_length=200, pattern=r"^[A-Za-z0-9._:-]{8,200}$"),
 ]
 
+# How long a retry that took over a dead try's claim waits for that try's update outcome.
+UPDATE_TAKEN_WAIT = timedelta(seconds=10)
 _HIDDEN_RELATIONS = {policy.Relation.OUTSIDER, policy.Relation.FRAMEWORK_MEMBER}
 
 
@@ -312,8 +319,10 @@ async def step(
 async def _update_taken(handle: WorkflowHandle[ReferralWorkflow, Snapshot], update_id: str) -> bool:
     """Whether the workflow already completed the update `update_id` successfully."""
     try:
-        await asyncio.wait_for(handle.get_update_handle(update_id).result(), timeout=10)
-    except (RPCError, WorkflowUpdateFailedError, TimeoutError):
+        # The RPC's own deadline, not asyncio.wait_for: cancelling the poll turns into
+        # WorkflowUpdateRPCTimeoutOrCancelledError, which wait_for passes on as is.
+        await handle.get_update_handle(update_id).result(rpc_timeout=UPDATE_TAKEN_WAIT)
+    except (RPCError, WorkflowUpdateFailedError, RPCTimeoutOrCancelledError):
         return False  # never reached it, refused it, or it is still running: ask it again
     return True
 
