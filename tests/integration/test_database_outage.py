@@ -1,4 +1,4 @@
-"""The API and the worker while the database cannot be reached (a restart, a failover).
+"""The API and the worker while the database or Temporal cannot be reached (a restart).
 
 The API answers 503 problem+json with Retry-After, never a 500, and /readyz says the
 database is down; the worker keeps running (its activities fail and Temporal retries them).
@@ -15,17 +15,24 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from services import idempotency
+from services.crypto import data_converter
+from services.models import Consent
 from services.runtime import Runtime
 from services.settings import Settings
-from tests.integration.journey import OFFICE, new_referral
+from tests.integration.journey import OFFICE, Journey, consent_body, new_referral
 from tests.tokens import TokenMinter
+from workflows.binaries import temporal_binary
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +116,47 @@ async def test_the_worker_keeps_running_while_the_database_is_down(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+async def test_a_step_whose_update_may_have_reached_the_workflow_keeps_its_key_claimed(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    runtime: Runtime,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Temporal goes away while a step's update is sent: the answer is 503 and whether the
+    update arrived is unknown. The retry must not decide the step afresh (on a state the step
+    may have made, an accepted offer cannot be accepted): it is told to wait while the claim
+    lasts, then takes the claim over and asks Temporal for the update's outcome."""
+    journey = Journey(api, minter)
+    await journey.create()
+    # An API whose Temporal server stops after the client connected to it (a restart).
+    gone = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary("temporal"),
+        data_converter=data_converter(runtime.keyring),
+        ip="127.0.0.1",
+        ui=False,
+    )
+    await gone.shutdown()
+    cut_off = httpx.ASGITransport(app=create_app(settings, runtime=runtime, temporal=gone.client))
+    path = f"/api/v1/referrals/{journey.id}/consent"
+    body = consent_body()  # the same request each time
+    headers = {**minter.headers(*OFFICE), "Idempotency-Key": f"in-doubt-{journey.id}"}
+    async with httpx.AsyncClient(transport=cut_off, base_url="http://testserver") as cut:
+        _assert_retry_later(await cut.post(path, json=body, headers=headers))
+
+    retried = await api.post(path, json=body, headers=headers)
+    assert retried.status_code == 409, retried.text  # not decided again while in doubt
+    assert retried.json()["type"] == "urn:referral:problem:idempotency-key-in-use"
+
+    monkeypatch.setattr(idempotency, "STALE_CLAIM", timedelta(0))
+    taken_over = await api.post(path, json=body, headers=headers)
+    assert taken_over.status_code == 200, taken_over.text  # the update never arrived: run now
+    again = await api.post(path, json=body, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == journey.id
+    with Session(runtime.engine) as session:
+        consents = session.exec(
+            select(Consent).where(Consent.referral_id == uuid.UUID(str(journey.id)))
+        ).all()
+    assert len(consents) == 1
