@@ -69,10 +69,13 @@ ensure_installed() {
     [ -n "$(pg_bin)" ] || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
 }
 
+# Bound as PostgreSQL binds (SO_REUSEADDR): the port of a server just stopped, whose closed
+# connections linger in TIME_WAIT, is free for it, so a restart keeps its port.
 port_is_free() {
     python3 - "$1" <<'EOF' 2>/dev/null
 import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

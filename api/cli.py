@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -41,6 +42,8 @@ KEYCLOAK_SCRIPTS = Path(__file__).resolve().parent.parent / "deploy" / "keycloak
 REALM_EXPORT = KEYCLOAK_SCRIPTS / "realm" / "referral-realm.json"
 # The origin the realm export registers for the web login (redirect URIs, web origins).
 REALM_EXPORT_ORIGIN = "http://127.0.0.1:8000"
+
+logger = logging.getLogger("referral.cli")
 
 app = typer.Typer(
     no_args_is_help=True, help="Referral engine: diversion to care before prosecution."
@@ -129,7 +132,12 @@ async def _run_worker() -> None:
                     pass
                 # tree heads are also signed in quiet periods, not only when entries arrive
                 if time.monotonic() >= next_tree_head and not stop.is_set():
-                    await asyncio.to_thread(runtime.audit.maybe_sign_tree_head)
+                    try:
+                        await asyncio.to_thread(runtime.audit.maybe_sign_tree_head)
+                    except Exception as exc:  # noqa: BLE001 - database away: the next round signs
+                        logger.warning(
+                            "signing the audit tree head failed (%s); retrying", type(exc).__name__
+                        )
                     next_tree_head = time.monotonic() + settings.audit_sth_every_seconds
             await reconciler
 

@@ -9,20 +9,23 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import get_context
 from api.schemas import Problem
 from services.audit import events as audit_events
-from services.db import pool_exhausted
+from services.db import database_unavailable, pool_exhausted
 from services.errors import DomainError, Unauthenticated
 
 PROBLEM = "application/problem+json"
+# How long a caller is asked to wait before trying a 503 again (seconds): the database,
+# Temporal or the identity provider coming back takes a few seconds.
+RETRY_AFTER_SECONDS = 2
 logger = logging.getLogger("api.errors")
 
 # What each error status means for a caller of this API: the OpenAPI document says it once.
@@ -46,7 +49,11 @@ def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JS
     body = {"type": f"urn:referral:problem:{slug}", "title": title, "status": status}
     body["detail"] = detail
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="referral"'} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="referral"'}
+    elif status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -76,6 +83,16 @@ def describe(exc: Exception) -> tuple[int, str, str, str] | None:
             return 409, "Referral process ended", "the referral's process has ended", "ended"
         logger.warning("temporal unavailable: %s", exc.status)
         return 503, "Service unavailable", "the workflow service is unavailable", "unavailable"
+    if isinstance(exc, RPCTimeoutOrCancelledError):
+        # Temporal did not answer in time (e.g. the workflow's activities wait for the
+        # database): the step keeps its update id, so trying again cannot take it twice
+        logger.warning("temporal call timed out: %s", type(exc).__name__)
+        detail = "the workflow service did not answer in time; try again"
+        return 503, "Service unavailable", detail, "unavailable"
+    if database_unavailable(exc):
+        # the database went away (restart, failover, network): the pool reconnects
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return 503, "Service unavailable", "the database is unavailable; try again", "unavailable"
     if pool_exhausted(exc):
         # every pooled connection is busy (or a lock wait timed out): try again, never hang
         logger.warning("database busy: %s", type(exc).__name__)
@@ -145,7 +162,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:
-    if pool_exhausted(exc):
+    if pool_exhausted(exc) or database_unavailable(exc):
         return await _known(request, exc)
     return await _unexpected(request, exc)
 
@@ -203,11 +220,13 @@ def install(app: FastAPI) -> None:
     """Register every problem+json handler and document the answers in the OpenAPI."""
     app.add_exception_handler(PoolTimeout, _database)
     app.add_exception_handler(OperationalError, _database)
+    app.add_exception_handler(InterfaceError, _database)
     app.add_exception_handler(DomainError, _known)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(WorkflowUpdateFailedError, _known)
     app.add_exception_handler(RPCError, _known)
+    app.add_exception_handler(RPCTimeoutOrCancelledError, _known)
     app.add_exception_handler(Exception, _unexpected)
     plain_openapi = app.openapi
 

@@ -183,6 +183,7 @@ def create_app(
             },
             status_code=503,
             media_type=errors.PROBLEM,
+            headers={"Retry-After": str(errors.RETRY_AFTER_SECONDS)},
         )
 
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
 from api.errors import describe, problem_responses
@@ -39,6 +45,7 @@ from services.db import session_scope
 from services.errors import (
     Conflict,
     Forbidden,
+    KeyInUse,
     NotFound,
     PreconditionRequired,
     StepRefused,
@@ -74,6 +81,9 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", max_length=200, pattern=r"^[A-Za-z0-9._:-]{8,200}$"),
 ]
 
+logger = logging.getLogger("api.routes")
+# How long a retry that took over a dead try's claim waits for that try's update outcome.
+UPDATE_TAKEN_WAIT = timedelta(seconds=10)
 _HIDDEN_RELATIONS = {policy.Relation.OUTSIDER, policy.Relation.FRAMEWORK_MEMBER}
 
 
@@ -259,6 +269,11 @@ async def step(
     access = open_access(
         runtime, principal, ctx, AuditEventType.UPDATE, f"referral.{action.value}", referral_id
     )
+    # Whether the step may have reached the workflow without its outcome being known here.
+    # Then the claim stays when this request fails: a retry waits for the lease and takes it
+    # over, asking Temporal for the update's outcome, instead of deciding the step afresh on
+    # a state the step itself may have changed (an accepted offer cannot be accepted).
+    in_doubt = False
     try:
         handle = _handle(temporal, referral_id)
         taken = False
@@ -270,7 +285,9 @@ async def step(
             )
             handle = _KeyedHandle(temporal, referral_id, update_id)
             if claimed.takeover:
+                in_doubt = True
                 taken = await _update_taken(handle, update_id)
+                in_doubt = False
         if taken:
             # The first try was decided, reached the workflow and took effect, then died
             # before answering. Deciding the step again on the state it created would refuse
@@ -281,13 +298,16 @@ async def step(
             )
         else:
             await run_in_threadpool(_authorise, runtime, access, referral_id, action, widening)
+            in_doubt = keyed
             try:
                 await run_update(handle, actor_of(principal))
             except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
                 refused = await run_in_threadpool(refusal, runtime, access, referral_id, exc)
                 if refused is None:
-                    raise
+                    raise  # e.g. Temporal unavailable: the update may or may not have arrived
+                in_doubt = False  # the workflow refused it: nothing was taken
                 raise refused from None
+        in_doubt = keyed  # taken, but not answered until the answer is stored
 
         # Without stored state the view is read from the request pool before the entry is
         # written; with care notes it is read in the audit writer's transaction, so it shows
@@ -311,17 +331,28 @@ async def step(
         return await run_in_threadpool(access.finish_with, store)
     except BaseException as error:
         await run_in_threadpool(access.abandon, error)
-        if keyed:
+        if keyed and not in_doubt:
             await run_in_threadpool(_release, runtime, org, str(idempotency_key))
         raise
 
 
 async def _update_taken(handle: WorkflowHandle[ReferralWorkflow, Snapshot], update_id: str) -> bool:
-    """Whether the workflow already completed the update `update_id` successfully."""
+    """Whether the workflow already completed the update `update_id` successfully; False if
+    it never reached the workflow or was refused (the step is decided again). An update still
+    running raises KeyInUse: deciding it again now would meet the state it is making."""
     try:
-        await asyncio.wait_for(handle.get_update_handle(update_id).result(), timeout=10)
-    except (RPCError, WorkflowUpdateFailedError, TimeoutError):
-        return False  # never reached it, refused it, or it is still running: ask it again
+        # The RPC's own deadline, not asyncio.wait_for: cancelling the poll turns into
+        # WorkflowUpdateRPCTimeoutOrCancelledError, which wait_for passes on as is.
+        await handle.get_update_handle(update_id).result(rpc_timeout=UPDATE_TAKEN_WAIT)
+    except RPCTimeoutOrCancelledError:
+        logger.info("a taken-over step is still running in its workflow")
+        raise KeyInUse(idempotency.IN_USE) from None
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise  # Temporal unavailable: the outcome is unknown, try again later
+        return False  # the first try never reached the workflow
+    except WorkflowUpdateFailedError:
+        return False  # the workflow refused the first try: decide the step again
     return True
 
 

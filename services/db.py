@@ -63,6 +63,24 @@ def pool_exhausted(error: BaseException) -> bool:
     return False
 
 
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached now (restart, failover, network),
+    as opposed to a query it refused: the caller may try again once it is back."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True  # SQLAlchemy saw the connection drop; the pool makes new ones
+    sqlstate: str | None = getattr(error.orig, "sqlstate", None)
+    if sqlstate:
+        # class 08: connection exception; 57P01-57P05: the server shuts down, crashed,
+        # cannot take connections yet, or the session was idle too long
+        return sqlstate.startswith("08") or sqlstate.startswith("57P")
+    # psycopg reports a failed connect (refused, reset, timed out) without a SQLSTATE
+    return isinstance(error, OperationalError) and type(error.orig).__module__.startswith("psycopg")
+
+
 def alembic_config(url: str) -> Config:
     """The Alembic configuration pointing at our migrations and at `url`."""
     config = Config()

@@ -34,6 +34,8 @@ class RunLog:
     # the first attempt was applied but its answer lost, and the retry was refused.
     retry_refused: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # Why requests were tried again: "503", "409 in use" or "no answer" (connection broken).
+    retry_reasons: Counter[str] = field(default_factory=Counter)
 
 
 def _in_use(resp: httpx.Response) -> bool:
@@ -81,8 +83,13 @@ class Driver:
                 resp = await self.client.request(method, path, json=body, headers=headers)
             except httpx.TransportError:
                 resp = None
-            if resp is not None and _in_use(resp):
+            if resp is None:
+                self.log.retry_reasons["no answer"] += 1
+            elif _in_use(resp):
+                self.log.retry_reasons["409 in use"] += 1
                 resp = None  # the first try with this key is still served, or died: retry
+            elif resp.status_code in RETRY_STATUSES:
+                self.log.retry_reasons[str(resp.status_code)] += 1
             if resp is not None and resp.status_code not in RETRY_STATUSES:
                 if resp.status_code >= 500:
                     self.log.server_errors[f"{label} {resp.status_code}"] += 1
@@ -108,9 +115,7 @@ class Driver:
             await asyncio.sleep(0.25)
         raise TimeoutError(f"{rid} never reached {stage}")
 
-    async def step(
-        self, party: tuple[str, str], rid: str, name: str, body: Any = None
-    ) -> None:
+    async def step(self, party: tuple[str, str], rid: str, name: str, body: Any = None) -> None:
         resp = await self.call(
             party,
             "POST",

@@ -18,6 +18,7 @@ the database and Temporal are read back, and each of these counts must be 0:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import time
@@ -45,6 +46,7 @@ from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server
 from workflows.referral import workflow_id
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+logger = logging.getLogger(__name__)
 
 REFERRALS = 40
 DEADLINE_SECONDS = 240
@@ -107,9 +109,9 @@ async def _kill_and_restart(component_of: Callable[[Env], object], env: Env, dow
     await asyncio.to_thread(component.start)  # type: ignore[attr-defined]
 
 
-def _schedule_kill(which: str, at: tuple[float, ...], down: float = 1.0) -> Callable[
-    [Env], Awaitable[None]
-]:
+def _schedule_kill(
+    which: str, at: tuple[float, ...], down: float = 1.0
+) -> Callable[[Env], Awaitable[None]]:
     async def faults(env: Env) -> None:
         start = time.monotonic()
         for moment in at:
@@ -155,7 +157,10 @@ SCENARIOS: dict[str, Callable[[Env], Awaitable[None]]] = {
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 async def test_no_referral_lost_stuck_or_duplicated(
-    scenario: str, reliability_env: Env, database_url: str
+    scenario: str,
+    reliability_env: Env,
+    database_url: str,
+    record_property: Callable[[str, object], None],
 ) -> None:  # database_url: the suite's; the scenario's own is in reliability_env
     if scenario == "postgres-restart" and not (
         database_url.startswith("postgresql") and os.environ.get("CI_POSTGRES_RESTARTABLE")
@@ -173,6 +178,10 @@ async def test_no_referral_lost_stuck_or_duplicated(
         await driver.close()
 
     counts = await _count(env, log, started_at)
+    # what the scenario measured: shown by `pytest -rP`, and in a JUnit report
+    measured = f"{counts}; retries by reason {dict(log.retry_reasons)}"
+    logger.warning("%s: %s", scenario, measured)
+    record_property("measured", measured)
     assert counts == dict.fromkeys(counts, 0), (counts, log.failures[:5], log.retry_refused[:5])
     assert len(log.closed) == REFERRALS
 
@@ -189,9 +198,7 @@ async def _count(env: Env, log: RunLog, started_at: datetime) -> dict[str, int]:
         except RPCError:
             missing_workflows += 1
     with Session(env.engine) as session:
-        rows = session.exec(
-            select(Referral).where(col(Referral.created_at) >= started_at)
-        ).all()
+        rows = session.exec(select(Referral).where(col(Referral.created_at) >= started_at)).all()
         ids = {str(r.id) for r in rows}
         ours = [uuid.UUID(rid) for rid in log.created]
         facts = session.exec(
