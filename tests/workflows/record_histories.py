@@ -1,6 +1,6 @@
 """Record workflow histories for the replay test, one per path of the lifecycle:
 
-    python -m tests.workflows.record_histories release-2 [scenario ...]
+    python -m tests.workflows.record_histories release-3 [scenario ...]
 
 writes `tests/workflows/histories/<release>/<scenario>.json`. Histories of a release that
 is (or was) deployed are never re-recorded: the Replayer test keeps replaying them against
@@ -15,6 +15,7 @@ second step arrives, so the history holds two interleaved Updates as a real race
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,8 @@ from temporalio.worker import Worker
 from services.db import make_engine, migrate, session_scope
 from services.demo import load_demo
 from services.lifecycle import CancelInput, Outcome, Snapshot, Stage
+from services.runtime import Runtime
+from services.settings import Settings
 from tests import factories as f
 from tests.workflows.gates import GatedActivities, Gates
 from workflows.binaries import temporal_binary
@@ -324,19 +327,34 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
 async def main(release: str, names: list[str]) -> None:
     out = HERE / release
     out.mkdir(parents=True, exist_ok=True)
-    db = Path("/tmp") / f"record-{uuid.uuid4()}.db"
+    state = Path("/tmp") / f"record-{uuid.uuid4()}"
+    state.mkdir()
+    db = state / "record.db"
     url = f"sqlite:///{db}"
     migrate(url)
     engine = make_engine(url)
     with session_scope(engine) as session:
         load_demo(session=session)
+    # the real vault and audit log: the purges recorded are real purges
+    runtime = Runtime.build(
+        Settings(
+            environment="test",
+            data_dir=state,
+            database_url=url,
+            keyring_path=state / "keyring.json",
+            demo_users_enabled=False,
+        ),
+        engine=engine,
+    )
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
     queue = f"record-{uuid.uuid4()}"
     gates = Gates()
-    activities = GatedActivities(engine=engine, shredder=None, gates=gates)
+    activities = GatedActivities(
+        engine=engine, shredder=runtime.vault, gatekeeper=runtime.gatekeeper, gates=gates
+    )
     with ThreadPoolExecutor(16) as executor:
         async with Worker(
             env.client,
@@ -353,8 +371,8 @@ async def main(release: str, names: list[str]) -> None:
                 (out / f"{name}.json").write_text(history.to_json())
                 print(f"{release}/{name}: {len(history.events)} events", flush=True)  # noqa: T201
     await env.shutdown()
-    engine.dispose()
-    db.unlink(missing_ok=True)
+    runtime.close()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
