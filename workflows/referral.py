@@ -136,6 +136,8 @@ class ReferralWorkflow:
         self._care_purge_at: datetime | None = None
         self._office_purge_at: datetime | None = None
         self._shredded: list[DataHolding] = []
+        # what `_deadlines()` answered (None: not asked yet); validators may not ask it
+        self._deadlines_on: bool | None = None
 
     # ---- run ------------------------------------------------------------------
 
@@ -234,7 +236,8 @@ class ReferralWorkflow:
 
     def _deadlines(self) -> bool:
         """Whether this referral runs by release 3's deadlines and retention clocks."""
-        return workflow.patched(DEADLINES_PATCH)
+        self._deadlines_on = workflow.patched(DEADLINES_PATCH)
+        return self._deadlines_on
 
     @staticmethod
     def _passed(when: datetime | None) -> bool:
@@ -275,8 +278,7 @@ class ReferralWorkflow:
                             NotificationKind.DECISION_DUE,
                         )
             return
-        closing = self._decision_due + timedelta(seconds=self._inp.timings.decision_close)
-        if not await self._wait_change(version, closing):
+        if not await self._wait_change(version, self._decision_closing()):
             async with self._lock:
                 if self._version == version:
                     self._decision_due = None
@@ -603,7 +605,9 @@ class ReferralWorkflow:
     async def record_intake(self, inp: IntakeInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
-            self._refuse_if(self._care_problem(Stage.ACCEPTED, inp.actor))
+            self._refuse_if(
+                self._care_problem(Stage.ACCEPTED, inp.actor) or self._overdue(self._intake_due)
+            )
             self._intake_due = None
             self._next_report_due = self._after(self._inp.timings.progress_report_interval)
             business = "first_attendance" if inp.attended else "intake_scheduled"
@@ -617,6 +621,7 @@ class ReferralWorkflow:
         self._require_stage(Stage.ACCEPTED)
         self._require_org(inp.actor, self._accepted)
         self._require_unexpired()
+        self._require_in_time(self._intake_due)
 
     @workflow.update
     async def report_progress(self, inp: ProgressInput) -> Snapshot:
@@ -665,6 +670,7 @@ class ReferralWorkflow:
                 self._stage_problem(
                     (Stage.OUTCOME_REPORTED,), inp.actor, self._inp.referring_office
                 )
+                or self._overdue(self._decision_closing())
             )
             self._decision = inp.decision
             self._decision_due = None
@@ -678,6 +684,7 @@ class ReferralWorkflow:
     def _validate_decide(self, inp: DecisionInput) -> None:
         self._require_stage(Stage.OUTCOME_REPORTED)
         self._require_org(inp.actor, self._inp.referring_office)
+        self._require_in_time(self._decision_closing())
 
     @workflow.update
     async def cancel(self, inp: CancelInput) -> Snapshot:
@@ -704,6 +711,7 @@ class ReferralWorkflow:
             self._refuse_if(
                 self._stage_problem((Stage.ON_HOLD,), inp.actor, self._inp.referring_office)
                 or self._expired_problem()
+                or self._overdue(self._on_hold_until)
             )
             self._tried.clear()
             self._on_hold_until = None
@@ -715,6 +723,7 @@ class ReferralWorkflow:
         self._require_stage(Stage.ON_HOLD)
         self._require_org(inp.actor, self._inp.referring_office)
         self._require_unexpired()
+        self._require_in_time(self._on_hold_until)
 
     # ---- internals ------------------------------------------------------------
 
@@ -729,6 +738,24 @@ class ReferralWorkflow:
     def _require_open(self) -> None:
         if self._stage not in OPEN_STAGES:
             raise ValueError(f"not allowed in stage {self._stage.value}: the referral has ended")
+
+    def _require_in_time(self, due: datetime | None) -> None:
+        # release 3: once a stage's deadline has passed, its timer ends the stage as soon as
+        # it holds the lock, and no step may act first (as for the consent's validity)
+        if self._deadlines_on and self._passed(due):
+            raise ValueError("the deadline of this stage has passed")
+
+    def _overdue(self, due: datetime | None) -> str | None:
+        """The re-check under the lock of `_require_in_time` (it may ask the patch)."""
+        if self._passed(due) and self._deadlines():
+            return "the deadline of this stage has passed"
+        return None
+
+    def _decision_closing(self) -> datetime | None:
+        """When an undecided referral closes with no decision (release 3)."""
+        if self._decision_due is None:
+            return None
+        return self._decision_due + timedelta(seconds=self._inp.timings.decision_close)
 
     def _require_unexpired(self) -> None:
         problem = self._expired_problem()

@@ -54,10 +54,13 @@ class Recorder:
     queue: str
     gates: Gates
 
-    async def start(self) -> Handle:
+    async def start(self, **timings: int) -> Handle:
         rid = f.referral_row(self.engine)
         return await self.env.client.start_workflow(
-            ReferralWorkflow.run, f.workflow_input(rid), id=workflow_id(rid), task_queue=self.queue
+            ReferralWorkflow.run,
+            f.workflow_input(rid, **timings),
+            id=workflow_id(rid),
+            task_queue=self.queue,
         )
 
     async def until(self, handle: Handle, stage: Stage) -> Snapshot:
@@ -302,6 +305,59 @@ async def race_offer_expiry_then_decline(r: Recorder) -> Handle:
     return h
 
 
+# ---- release 3: a deadline on every open state, two retention clocks -------------------
+
+
+async def nobody_acts_purged(r: Recorder) -> Handle:
+    """No consent, no decision: back to justice, two reminders, closed, shredded, purged."""
+    h = await r.start()
+    await r.until(h, Stage.AWAITING_CONSENT)
+    await h.result()
+    return h
+
+
+async def intake_deadline_purged(r: Recorder) -> Handle:
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.result()
+    return h
+
+
+async def on_hold_limit_purged(r: Recorder) -> Handle:
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.decline, f.decline(f.CGG))
+    await r.until(h, Stage.OFFERED)
+    await h.execute_update(ReferralWorkflow.decline, f.decline(f.FREE_CLINIC))
+    await r.until(h, Stage.ON_HOLD)
+    await h.result()
+    return h
+
+
+async def reports_missed_purged(r: Recorder) -> Handle:
+    """One report, then three missed in a row: the case goes back to justice."""
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    await r.env.sleep(timedelta(days=31))
+    await h.execute_update(ReferralWorkflow.report_progress, f.progress(f.CGG))
+    await h.result()
+    return h
+
+
+async def two_clocks_purged(r: Recorder) -> Handle:
+    """Decided: care notes shredded after the care period, the rest after the justice one."""
+    h = await r.start(retention_justice=1825 * 86400)
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    await h.execute_update(ReferralWorkflow.close, f.close(f.CGG))
+    await r.decide_and_purge(h)
+    return h
+
+
 SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
     fn.__name__: fn
     for fn in (
@@ -320,6 +376,11 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
         race_withdrawal_then_progress,
         cancelled_in_progress,
         race_offer_expiry_then_decline,
+        nobody_acts_purged,
+        intake_deadline_purged,
+        on_hold_limit_purged,
+        reports_missed_purged,
+        two_clocks_purged,
     )
 }
 
