@@ -147,6 +147,18 @@ class ComplianceFact(StrEnum):
     CONSENT_NOT_GIVEN = "consent_not_given"
     NO_PROVIDER_AVAILABLE = "no_provider_available"
     ENDED_WITHOUT_REPORTING_CONSENT = "ended_without_reporting_consent"
+    # the care provider missed the last progress reports: the referral went back to justice
+    OUTCOME_NOT_REPORTED = "outcome_not_reported"
+
+
+class DataHolding(StrEnum):
+    """Whose data a retention clock keeps, and for how long (the framework's two periods)."""
+
+    # identity, contact, judicial context, referral reason and the compliance facts sent to
+    # the office: kept for the justice period
+    OFFICE = "office"
+    # clinical and welfare notes: kept for the care period
+    CARE = "care"
 
 
 class ProsecutorDecision(StrEnum):
@@ -202,6 +214,16 @@ class Actor(Message):
     roles: tuple[str, ...] = ()
 
 
+DAY_SECONDS = 86400
+# Defaults of the deadlines release 3 added, for referrals whose input predates them (and
+# for the settings): no open state waits for ever.
+DEFAULT_INTAKE_DEADLINE = 30 * DAY_SECONDS
+DEFAULT_ON_HOLD_LIMIT = 30 * DAY_SECONDS
+DEFAULT_MAX_MISSED_REPORTS = 3
+DEFAULT_DECISION_SECOND_REMINDER = 14 * DAY_SECONDS
+DEFAULT_DECISION_CLOSE = 30 * DAY_SECONDS
+
+
 class Timings(Message):
     """Durations in seconds, fixed when the referral is submitted."""
 
@@ -210,7 +232,19 @@ class Timings(Message):
     acceptance_reminder: int
     progress_report_interval: int
     decision_deadline: int
+    # the care period (clinical and welfare notes), from the decision
     retention: int
+    # the justice period (what the office holds), from the decision; None: the care period
+    retention_justice: int | None = None
+    # after acceptance: no intake by then and the referral goes back to justice
+    intake_deadline: int = DEFAULT_INTAKE_DEADLINE
+    # on hold (no provider left) for this long and the referral goes back to justice
+    on_hold_limit: int = DEFAULT_ON_HOLD_LIMIT
+    # this many progress reports missed in a row and the referral goes back to justice
+    max_missed_reports: int = DEFAULT_MAX_MISSED_REPORTS
+    # after the decision deadline: a second reminder, then closing with no decision
+    decision_second_reminder: int = DEFAULT_DECISION_SECOND_REMINDER
+    decision_close: int = DEFAULT_DECISION_CLOSE
 
 
 class ReferralWorkflowInput(Message):
@@ -245,6 +279,11 @@ class Snapshot(Message):
     decision_due: datetime | None = None
     purge_at: datetime | None = None
     updated_at: datetime | None = None
+    intake_due: datetime | None = None
+    on_hold_until: datetime | None = None
+    # the two retention clocks; `purge_at` is the later of them (then: purged)
+    care_purge_at: datetime | None = None
+    office_purge_at: datetime | None = None
 
 
 class ConsentRecordInput(Message):
@@ -388,7 +427,18 @@ class ConsentWithdrawStoreInput(Message):
 
 
 class PurgeInput(Message):
+    """Shred the referral for good; `holdings` are the clocks that end with it (none given:
+    every holding, as release 2 purged)."""
+
     referral_id: UUID
+    holdings: tuple[DataHolding, ...] = ()
+
+
+class ShredInput(Message):
+    """Shred what one holding keeps when its retention clock ends before the other's."""
+
+    referral_id: UUID
+    holding: DataHolding
 
 
 class EmptyResult(Message):

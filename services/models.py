@@ -57,8 +57,16 @@ class CooperationFramework(SQLModel, table=True):
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
     reporting_cadence_days: int = 30
+    # What the office holds (identity, judicial context, compliance facts) is kept for the
+    # justice period, care data (clinical and welfare notes) for the care period; both run
+    # from the prosecutor's decision (or the closing without one).
     retention_justice_days: int = 365 * 5
     retention_care_days: int = 365 * 2
+    # Deadlines of the open states; None: the engine's default (services/settings.py).
+    intake_deadline_days: int | None = None
+    on_hold_limit_days: int | None = None
+    max_missed_reports: int | None = None
+    decision_deadline_days: int | None = None
     active: bool = True
     demo: bool = False
 
@@ -104,6 +112,9 @@ class Referral(SQLModel, table=True):
     next_progress_report_due: datetime | None = _ts(nullable=True)
     decision_due: datetime | None = _ts(nullable=True)
     purge_at: datetime | None = _ts(nullable=True)
+    # each retention clock's shredding (services/retention.py); `purged_at`: both done
+    care_purged_at: datetime | None = _ts(nullable=True)
+    office_purged_at: datetime | None = _ts(nullable=True)
     purged_at: datetime | None = _ts(nullable=True)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)

@@ -229,14 +229,31 @@ def workflow_input(
         district=referral.district,
         target_group=TargetGroup(referral.target_group),
         language=referral.language,
-        timings=Timings(
-            consent_deadline=settings.consent_deadline_seconds,
-            acceptance_sla=settings.acceptance_sla_seconds,
-            acceptance_reminder=settings.acceptance_reminder_seconds,
-            progress_report_interval=framework.reporting_cadence_days * 86400,
-            decision_deadline=settings.decision_deadline_seconds,
-            retention=framework.retention_care_days * 86400,
+        timings=timings_of(framework=framework, settings=settings),
+    )
+
+
+def timings_of(*, framework: CooperationFramework, settings: Settings) -> Timings:
+    """The durations a referral runs by: its framework's, else the engine's defaults."""
+
+    def days(value: int | None, default: int) -> int:
+        return value * 86400 if value is not None else default
+
+    return Timings(
+        consent_deadline=settings.consent_deadline_seconds,
+        acceptance_sla=settings.acceptance_sla_seconds,
+        acceptance_reminder=settings.acceptance_reminder_seconds,
+        progress_report_interval=framework.reporting_cadence_days * 86400,
+        decision_deadline=days(
+            framework.decision_deadline_days, settings.decision_deadline_seconds
         ),
+        retention=framework.retention_care_days * 86400,
+        retention_justice=framework.retention_justice_days * 86400,
+        intake_deadline=days(framework.intake_deadline_days, settings.intake_deadline_seconds),
+        on_hold_limit=days(framework.on_hold_limit_days, settings.on_hold_limit_seconds),
+        max_missed_reports=framework.max_missed_reports or settings.max_missed_reports,
+        decision_second_reminder=settings.decision_second_reminder_seconds,
+        decision_close=settings.decision_close_seconds,
     )
 
 
@@ -361,9 +378,7 @@ def may_see_stage(
     """Whether the exact stage may reach the caller: the care team follows the case it runs
     (`follows`: the `view_stage` decision), whatever the consent; toward anyone else the
     stage is a compliance fact."""
-    return follows.allowed or policy.DataCategory.COMPLIANCE.value in allowed_categories(
-        decisions
-    )
+    return follows.allowed or policy.DataCategory.COMPLIANCE.value in allowed_categories(decisions)
 
 
 # Transitions that keep the stage and change only what is visible to every party of the
@@ -518,9 +533,7 @@ def case_view(
     """The referral projected per data category, and the categories actually disclosed."""
     allowed = {cat.value: d for cat, d in decisions.items() if d.allowed}
     history = status_history(session=session, referral_ids=[referral.id])[referral.id]
-    view = process_view(
-        referral, decisions=decisions, history=history, stage_visible=stage_visible
-    )
+    view = process_view(referral, decisions=decisions, history=history, stage_visible=stage_visible)
     content: dict[str, dict[str, Any]] = {}
     wanted = {
         name: token

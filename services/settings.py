@@ -9,6 +9,14 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.lifecycle import (
+    DEFAULT_DECISION_CLOSE,
+    DEFAULT_DECISION_SECOND_REMINDER,
+    DEFAULT_INTAKE_DEADLINE,
+    DEFAULT_MAX_MISSED_REPORTS,
+    DEFAULT_ON_HOLD_LIMIT,
+)
+
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"
@@ -114,11 +122,22 @@ class Settings(BaseSettings):
     otel_service_name: str = "referral-engine"
 
     # Default durations of the programme (seconds); a cooperation framework may override
-    # the reporting cadence and retention periods.
+    # the reporting cadence, the retention periods and the deadlines of the open states.
+    # Every open state has a deadline, so every referral ends and reaches its purge.
     consent_deadline_seconds: int = Field(default=14 * 86400, gt=0)
     acceptance_sla_seconds: int = Field(default=5 * 86400, gt=0)
     acceptance_reminder_seconds: int = Field(default=3 * 86400, gt=0)
+    # accepted, and no intake by then: back to justice
+    intake_deadline_seconds: int = Field(default=DEFAULT_INTAKE_DEADLINE, gt=0)
+    # on hold (no provider left) this long: back to justice
+    on_hold_limit_seconds: int = Field(default=DEFAULT_ON_HOLD_LIMIT, gt=0)
+    # this many progress reports missed in a row: back to justice
+    max_missed_reports: int = Field(default=DEFAULT_MAX_MISSED_REPORTS, gt=0)
+    # the prosecutor's decision: a reminder at the deadline, a second one this long after
+    # it, then the referral closes with no decision (and its retention starts)
     decision_deadline_seconds: int = Field(default=30 * 86400, gt=0)
+    decision_second_reminder_seconds: int = Field(default=DEFAULT_DECISION_SECOND_REMINDER, gt=0)
+    decision_close_seconds: int = Field(default=DEFAULT_DECISION_CLOSE, gt=0)
 
     @model_validator(mode="after")
     def _refuse_development_material_in_production(self) -> Settings:
@@ -131,6 +150,8 @@ class Settings(BaseSettings):
                 raise ValueError("the JWKS URL must use https in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("the embedded SQLite database is refused in production")
+        if self.decision_second_reminder_seconds >= self.decision_close_seconds:
+            raise ValueError("the second decision reminder must come before the closing")
         return self
 
     @property

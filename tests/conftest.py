@@ -52,6 +52,13 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's key files (key ring, audit signing key): every runtime built in the
+    session shares them, as the processes of one deployment do."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
 def activity_executor() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(max_workers=16) as executor:
         yield executor

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
-from uuid import UUID
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 
-from services import consent, matching, outbox, projection, purge
+from services import consent, matching, outbox, projection, retention
 from services.access import Gatekeeper
 from services.db import session_scope
 from services.lifecycle import (
@@ -27,24 +26,26 @@ from services.lifecycle import (
     OfferInput,
     OfferResult,
     PurgeInput,
+    ShredInput,
     TransitionInput,
     TransitionResult,
 )
+from services.retention import Shredder
 
-
-class Shredder(Protocol):
-    def shred(self, *, session: Session, referral_id: UUID) -> None: ...
+__all__ = ["ReferralActivities", "Shredder"]
 
 
 class ReferralActivities:
-    """The referral workflow's I/O; one instance per worker, sharing the engine."""
+    """The referral workflow's I/O; one instance per worker, sharing the engine.
 
-    def __init__(
-        self, *, engine: Engine, shredder: Shredder | None, gatekeeper: Gatekeeper | None = None
-    ) -> None:
+    The shredder (the vault) and the gatekeeper are required: a purge destroys the
+    referral's data key and every shredding is an audit entry, so a worker that could purge
+    without either would leave the data, or leave no trace."""
+
+    def __init__(self, *, engine: Engine, shredder: Shredder, gatekeeper: Gatekeeper) -> None:
         self._engine = engine
         self._shredder = shredder
-        # records the justice channel's messages and the purges (None: unit tests without audit)
+        # records the justice channel's decisions and messages, and every shredding
         self._gatekeeper = gatekeeper
 
     def _idempotent(self, work: Callable[[Session], bool]) -> bool:
@@ -120,7 +121,7 @@ class ReferralActivities:
             return sent.sent is not None
 
         created = self._idempotent(send)
-        if sends and self._gatekeeper is not None:
+        if sends:
             # after the commit: a message is recorded as disclosed only once it exists
             outbox.audit_send(
                 gatekeeper=self._gatekeeper,
@@ -148,14 +149,21 @@ class ReferralActivities:
         return EmptyResult()
 
     @activity.defn
+    def shred(self, inp: ShredInput) -> EmptyResult:
+        """One retention clock ended before the other: shred what that holding keeps."""
+        retention.shred(
+            gatekeeper=self._gatekeeper, referral_id=inp.referral_id, holding=inp.holding
+        )
+        return EmptyResult()
+
+    @activity.defn
     def purge(self, inp: PurgeInput) -> EmptyResult:
-        """Crypto-shred the referral (destroy its data key, drop the sealed fields) and record
-        the purge in the same transaction."""
-        purge.purge_referral(
-            engine=self._engine,
+        """Crypto-shred the referral: drop what the holdings keep, destroy its data key."""
+        retention.purge(
             gatekeeper=self._gatekeeper,
             shredder=self._shredder,
             referral_id=inp.referral_id,
+            holdings=inp.holdings,
         )
         return EmptyResult()
 
@@ -169,5 +177,6 @@ class ReferralActivities:
             self.report_to_justice,
             self.store_consent,
             self.withdraw_consent,
+            self.shred,
             self.purge,
         ]

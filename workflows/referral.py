@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ConsentStoreInput,
         ConsentWithdrawInput,
         ConsentWithdrawStoreInput,
+        DataHolding,
         DecisionInput,
         DeclineInput,
         FindProvidersInput,
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         PurgeInput,
         ReferralWorkflowInput,
         RematchInput,
+        ShredInput,
         Snapshot,
         Stage,
         TransitionInput,
@@ -66,10 +68,21 @@ ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 LOST_RACE_PATCH = "refuse-steps-that-lost-a-race"
 LOST_RACE = "the referral changed while this step waited; nothing was done"
 
+# Release 3: a deadline on every open state (intake after acceptance, on hold, missed
+# progress reports, the decision: a second reminder, then closing with no decision) and two
+# retention clocks, each shredded at its own time. The patch is consulted where release 2
+# would wait for ever or purge on one clock; a release-2 history that passed such a point
+# replays as it was (and keeps release-2 behaviour), every referral from now on ends.
+DEADLINES_PATCH = "deadlines-on-every-open-state"
+
 _OUTCOME_STAGE = {
     Outcome.COMPLETED: Stage.COMPLETED,
     Outcome.FAILED: Stage.FAILED,
     Outcome.NOT_STARTED: Stage.NOT_STARTED,
+}
+_CARE_DEADLINE_FACT = {
+    "intake_deadline": ComplianceFact.NOT_STARTED,
+    "progress_reports_missed": ComplianceFact.OUTCOME_NOT_REPORTED,
 }
 _OUTCOME_FACT = {
     Stage.COMPLETED: ComplianceFact.COMPLETED,
@@ -114,6 +127,17 @@ class ReferralWorkflow:
         self._decision_reminded = False
         self._purge_at: datetime | None = None
         self._updated_at: datetime | None = None
+        # release 3 (DEADLINES_PATCH): the deadlines of accepted, on hold and the decision
+        self._intake_due: datetime | None = None
+        self._on_hold_until: datetime | None = None
+        self._missed_in_a_row = 0
+        self._decision_reminders = 0
+        # the two retention clocks, and the holdings shredded so far
+        self._care_purge_at: datetime | None = None
+        self._office_purge_at: datetime | None = None
+        self._shredded: list[DataHolding] = []
+        # what `_deadlines()` answered (None: not asked yet); validators may not ask it
+        self._deadlines_on: bool | None = None
 
     # ---- run ------------------------------------------------------------------
 
@@ -151,24 +175,37 @@ class ReferralWorkflow:
             if not await self._wait_change(version, self._next_report_due):
                 async with self._lock:
                     if self._version == version:
-                        await self._progress_report_missed()
+                        if not self._deadlines():
+                            await self._progress_report_missed()
+                        elif self._passed(self._next_report_due):  # not the consent's end
+                            await self._progress_report_missed()
+                            await self._end_if_reports_missed()
+        elif stage is Stage.ACCEPTED and self._deadlines():
+            await self._deadline(version, self._intake_due, "intake_not_held", "intake_deadline")
+        elif stage is Stage.ON_HOLD and self._deadlines():
+            await self._deadline(version, self._on_hold_until, "no_provider_found", "on_hold_limit")
         elif stage in (Stage.ON_HOLD, Stage.ACCEPTED):
-            await self._wait_change(version, None)
+            await self._wait_change(version, None)  # release 2: until someone acts
         elif stage in ENDED_STAGES:
             async with self._lock:
                 if self._version == version:
                     await self._report_outcome()
+        elif stage is Stage.OUTCOME_REPORTED and self._decision_reminded and self._deadlines():
+            await self._watch_decision(version)
         elif stage is Stage.OUTCOME_REPORTED:
             due = None if self._decision_reminded else self._decision_due
             if not await self._wait_change(version, due):
                 async with self._lock:
                     if self._version == version and not self._decision_reminded:
                         self._decision_reminded = True
+                        self._decision_reminders = 1
                         await self._notify(
                             "decision-due",
                             self._inp.referring_office,
                             NotificationKind.DECISION_DUE,
                         )
+        elif stage is Stage.CLOSED and self._deadlines():
+            await self._watch_retention()
         elif stage is Stage.CLOSED:
             await workflow.sleep(max(timedelta(0), self._remaining(self._purge_at)))
             async with self._lock:
@@ -197,6 +234,114 @@ class ReferralWorkflow:
             return self._version != version
         return True
 
+    def _deadlines(self) -> bool:
+        """Whether this referral runs by release 3's deadlines and retention clocks."""
+        self._deadlines_on = workflow.patched(DEADLINES_PATCH)
+        return self._deadlines_on
+
+    @staticmethod
+    def _passed(when: datetime | None) -> bool:
+        return when is not None and workflow.now() >= when
+
+    async def _deadline(
+        self, version: int, due: datetime | None, business: str, reason: str
+    ) -> None:
+        """Wait in an open state until a step or `due`; then back to justice."""
+        if due is None:  # cannot happen (set on entering the state); never wait for ever
+            workflow.logger.warning("open stage without its deadline")
+            due = workflow.now()
+        if not await self._wait_change(version, due):
+            async with self._lock:
+                # the wait also ends when the consent's validity does: that is not ours
+                if self._version == version and self._passed(due):
+                    await self._end(Stage.RETURNED_TO_JUSTICE, business, reason)
+
+    async def _end_if_reports_missed(self) -> None:
+        """After N reports missed in a row the provider had its chances: back to justice."""
+        if self._missed_in_a_row >= self._inp.timings.max_missed_reports:
+            await self._end(
+                Stage.RETURNED_TO_JUSTICE, "progress_reports_missed", "progress_reports_missed"
+            )
+
+    async def _watch_decision(self, version: int) -> None:
+        """After the first reminder: a second one, then closing with no decision."""
+        assert self._decision_due is not None  # set with the outcome
+        second = self._decision_due + timedelta(seconds=self._inp.timings.decision_second_reminder)
+        if self._decision_reminders < 2:
+            if not await self._wait_change(version, second):
+                async with self._lock:
+                    if self._version == version and self._decision_reminders < 2:
+                        self._decision_reminders = 2
+                        await self._notify(
+                            "decision-due-2",
+                            self._inp.referring_office,
+                            NotificationKind.DECISION_DUE,
+                        )
+            return
+        if not await self._wait_change(version, self._decision_closing()):
+            async with self._lock:
+                if self._version == version:
+                    self._decision_due = None
+                    self._start_retention()
+                    await self._transition(
+                        Stage.CLOSED, "closed_no_decision", "decision_deadline_passed"
+                    )
+
+    def _start_retention(self) -> None:
+        """Start both retention clocks (release 3); `purge_at` is the later of them."""
+        timings = self._inp.timings
+        self._care_purge_at = self._after(timings.retention)
+        self._office_purge_at = self._after(timings.retention_justice or timings.retention)
+        self._purge_at = max(self._care_purge_at, self._office_purge_at)
+
+    async def _watch_retention(self) -> None:
+        """Shred each holding when its clock ends; the last one purges the referral."""
+        clocks = {DataHolding.CARE: self._care_purge_at, DataHolding.OFFICE: self._office_purge_at}
+        if any(at is None for at in clocks.values()):  # closed by a release-2 decision
+            self._start_retention_from(self._purge_at)
+            clocks = {
+                DataHolding.CARE: self._care_purge_at,
+                DataHolding.OFFICE: self._office_purge_at,
+            }
+        pending = sorted(
+            (at, holding)
+            for holding, at in clocks.items()
+            if at is not None and holding not in self._shredded
+        )
+        await workflow.sleep(max(timedelta(0), self._remaining(pending[0][0])))
+        async with self._lock:
+            due = [holding for at, holding in pending if self._passed(at)]
+            if len(due) < len(pending):
+                for holding in due:
+                    await workflow.execute_activity_method(
+                        ReferralActivities.shred,
+                        ShredInput(referral_id=self._inp.referral_id, holding=holding),
+                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        retry_policy=ACTIVITY_RETRY,
+                    )
+                    self._shredded.append(holding)
+                business = "_".join(h.value for h in due)
+                await self._transition(
+                    Stage.CLOSED, f"{business}_data_shredded", f"{business}_retention_elapsed"
+                )
+                return
+            await workflow.execute_activity_method(
+                ReferralActivities.purge,
+                PurgeInput(
+                    referral_id=self._inp.referral_id,
+                    holdings=tuple(holding for _, holding in pending),
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+            self._shredded.extend(holding for _, holding in pending)
+            await self._transition(Stage.PURGED, "purged", "retention_elapsed")
+
+    def _start_retention_from(self, purge_at: datetime | None) -> None:
+        """A referral decided on release 2 keeps its one clock for both holdings."""
+        at = purge_at or workflow.now()
+        self._care_purge_at = self._office_purge_at = at
+
     async def _match(self) -> None:
         found = await workflow.execute_activity_method(
             ReferralActivities.find_providers,
@@ -214,6 +359,7 @@ class ReferralWorkflow:
         if not found.providers:
             self._offered = None
             self._offer_expires_at = None
+            self._on_hold_until = self._after(self._inp.timings.on_hold_limit)
             await self._transition(Stage.ON_HOLD, "no_provider_available", "no_provider_left")
             await self._notify(
                 f"no-provider-{self._version}",
@@ -276,6 +422,7 @@ class ReferralWorkflow:
 
     async def _progress_report_missed(self) -> None:
         self._missed_reports += 1
+        self._missed_in_a_row += 1
         if self._accepted is not None:  # always, in progress; never fail the task over it
             await self._notify(
                 f"progress-missed-{self._missed_reports}",
@@ -292,6 +439,15 @@ class ReferralWorkflow:
             fact: ComplianceFact | None = ComplianceFact.CONSENT_WITHDRAWN
         elif ended is Stage.CANCELLED and self._reason == "consent_expired":
             fact = ComplianceFact.CONSENT_EXPIRED
+        elif ended is Stage.RETURNED_TO_JUSTICE and self._reason == "on_hold_limit":
+            fact = ComplianceFact.NO_PROVIDER_AVAILABLE
+        elif ended is Stage.RETURNED_TO_JUSTICE and self._reason in _CARE_DEADLINE_FACT:
+            # how care went is compliance data: only with the consent to report it
+            fact = (
+                _CARE_DEADLINE_FACT[self._reason]
+                if self._reporting_consent
+                else ComplianceFact.ENDED_WITHOUT_REPORTING_CONSENT
+            )
         elif ended is Stage.RETURNED_TO_JUSTICE:
             fact = ComplianceFact.CONSENT_NOT_GIVEN
         elif ended in _OUTCOME_FACT:
@@ -310,6 +466,8 @@ class ReferralWorkflow:
     async def _end(self, stage: Stage, business: str, reason: str) -> None:
         self._offer_expires_at = None
         self._next_report_due = None
+        self._intake_due = None
+        self._on_hold_until = None
         await self._transition(stage, business, reason)
 
     # ---- queries and updates ----------------------------------------------------
@@ -412,6 +570,7 @@ class ReferralWorkflow:
             self._refuse_if(self._offer_problem(inp.actor, attempt))
             self._accepted = self._offered
             self._offer_expires_at = None
+            self._intake_due = self._after(self._inp.timings.intake_deadline)
             await self._transition(Stage.ACCEPTED, "accepted", "offer_accepted")
             await self._tell_justice(f"registered-{self._version}", ComplianceFact.REGISTERED)
             return self._snapshot()
@@ -446,7 +605,10 @@ class ReferralWorkflow:
     async def record_intake(self, inp: IntakeInput) -> Snapshot:
         await self._submitted()
         async with self._lock:
-            self._refuse_if(self._care_problem(Stage.ACCEPTED, inp.actor))
+            self._refuse_if(
+                self._care_problem(Stage.ACCEPTED, inp.actor) or self._overdue(self._intake_due)
+            )
+            self._intake_due = None
             self._next_report_due = self._after(self._inp.timings.progress_report_interval)
             business = "first_attendance" if inp.attended else "intake_scheduled"
             await self._transition(Stage.IN_PROGRESS, business, "intake")
@@ -459,6 +621,7 @@ class ReferralWorkflow:
         self._require_stage(Stage.ACCEPTED)
         self._require_org(inp.actor, self._accepted)
         self._require_unexpired()
+        self._require_in_time(self._intake_due)
 
     @workflow.update
     async def report_progress(self, inp: ProgressInput) -> Snapshot:
@@ -468,6 +631,7 @@ class ReferralWorkflow:
             if self._stage is not Stage.IN_PROGRESS:
                 return self._snapshot()  # release 1: answered with the ended state
             self._next_report_due = self._after(self._inp.timings.progress_report_interval)
+            self._missed_in_a_row = 0
             await self._transition(Stage.IN_PROGRESS, inp.attendance.value, "progress_report")
             if inp.attendance.value == "attending":
                 await self._tell_justice(f"attending-{self._version}", ComplianceFact.ATTENDING)
@@ -506,10 +670,13 @@ class ReferralWorkflow:
                 self._stage_problem(
                     (Stage.OUTCOME_REPORTED,), inp.actor, self._inp.referring_office
                 )
+                or self._overdue(self._decision_closing())
             )
             self._decision = inp.decision
             self._decision_due = None
             self._purge_at = self._after(self._inp.timings.retention)
+            if self._deadlines():
+                self._start_retention()
             await self._transition(Stage.CLOSED, "closed", f"decision_{inp.decision.value}")
             return self._snapshot()
 
@@ -517,6 +684,7 @@ class ReferralWorkflow:
     def _validate_decide(self, inp: DecisionInput) -> None:
         self._require_stage(Stage.OUTCOME_REPORTED)
         self._require_org(inp.actor, self._inp.referring_office)
+        self._require_in_time(self._decision_closing())
 
     @workflow.update
     async def cancel(self, inp: CancelInput) -> Snapshot:
@@ -543,8 +711,10 @@ class ReferralWorkflow:
             self._refuse_if(
                 self._stage_problem((Stage.ON_HOLD,), inp.actor, self._inp.referring_office)
                 or self._expired_problem()
+                or self._overdue(self._on_hold_until)
             )
             self._tried.clear()
+            self._on_hold_until = None
             await self._transition(Stage.MATCHING, "matching", "rematch_requested")
             return self._snapshot()
 
@@ -553,6 +723,7 @@ class ReferralWorkflow:
         self._require_stage(Stage.ON_HOLD)
         self._require_org(inp.actor, self._inp.referring_office)
         self._require_unexpired()
+        self._require_in_time(self._on_hold_until)
 
     # ---- internals ------------------------------------------------------------
 
@@ -567,6 +738,24 @@ class ReferralWorkflow:
     def _require_open(self) -> None:
         if self._stage not in OPEN_STAGES:
             raise ValueError(f"not allowed in stage {self._stage.value}: the referral has ended")
+
+    def _require_in_time(self, due: datetime | None) -> None:
+        # release 3: once a stage's deadline has passed, its timer ends the stage as soon as
+        # it holds the lock, and no step may act first (as for the consent's validity)
+        if self._deadlines_on and self._passed(due):
+            raise ValueError("the deadline of this stage has passed")
+
+    def _overdue(self, due: datetime | None) -> str | None:
+        """The re-check under the lock of `_require_in_time` (it may ask the patch)."""
+        if self._passed(due) and self._deadlines():
+            return "the deadline of this stage has passed"
+        return None
+
+    def _decision_closing(self) -> datetime | None:
+        """When an undecided referral closes with no decision (release 3)."""
+        if self._decision_due is None:
+            return None
+        return self._decision_due + timedelta(seconds=self._inp.timings.decision_close)
 
     def _require_unexpired(self) -> None:
         problem = self._expired_problem()
@@ -652,6 +841,10 @@ class ReferralWorkflow:
             decision_due=self._decision_due,
             purge_at=self._purge_at,
             updated_at=self._updated_at,
+            intake_due=self._intake_due,
+            on_hold_until=self._on_hold_until,
+            care_purge_at=self._care_purge_at,
+            office_purge_at=self._office_purge_at,
         )
 
     async def _transition(self, stage: Stage, business: str, reason: str) -> None:

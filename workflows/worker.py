@@ -18,12 +18,12 @@ def build_worker(
     client: Client,
     task_queue: str,
     engine: Engine,
-    shredder: Shredder | None,
+    shredder: Shredder,
     executor: ThreadPoolExecutor,
-    gatekeeper: Gatekeeper | None = None,
+    gatekeeper: Gatekeeper,
 ) -> Worker:
     """A worker for the referral workflow; the caller owns the executor's lifetime. The
-    gatekeeper records the justice channel's decisions (a deployed worker always has one)."""
+    gatekeeper records the justice channel's decisions and every shredding."""
     activities = ReferralActivities(engine=engine, shredder=shredder, gatekeeper=gatekeeper)
     return Worker(
         client,

@@ -91,6 +91,7 @@ LABELS: dict[str, str] = {
     "consent_not_given": N_("Consent not given"),
     "no_provider_available": N_("No provider available"),
     "ended_without_reporting_consent": N_("Ended (no consent to report the outcome)"),
+    "outcome_not_reported": N_("Ended: the care provider stopped reporting"),
     # outcomes and decisions
     "dismissed": N_("Dismissed"),
     "conditional_dismissal": N_("Conditional dismissal"),

@@ -3,7 +3,7 @@ and purges (IHE BALP). (What the office receives on the channel to justice is re
 the access that shows it: `Access.receive`.)
 
 Each function writes one entry and returns when it is committed; the purge's entry is written
-in the same transaction as the shredding (`services/purge.py`).
+in the same transaction as the shredding (`services/retention.py`).
 """
 
 from __future__ import annotations
@@ -149,23 +149,26 @@ def record_operator_export(
     )
 
 
-def purge_event(
+def shred_event(
     gatekeeper: Gatekeeper,
     *,
     referral_id: UUID,
     subject_pseudonym: str | None,
     categories: Sequence[str],
-    reason: str,
+    action: str = "referral.purge",
+    subject: str = "system:retention",
+    organisation: str = ENGINE_ORGANISATION,
 ) -> AuditEvent:
-    """The entry of a purge: the referral's data key destroyed and its sealed fields dropped
-    (crypto-shredding), by the engine at the end of retention."""
+    """The entry of a shredding: a holding's sealed fields dropped, or (`referral.purge`) the
+    referral's data key destroyed with the last of them (crypto-shredding), by the engine at
+    the end of a retention period, on behalf of the holder (`organisation`)."""
     return _event(
         gatekeeper,
         event_type=AuditEventType.DELETE,
-        subject=f"system:{reason}"[:255],
-        organisation=ENGINE_ORGANISATION,
+        subject=subject,
+        organisation=organisation,
         role="system",
-        action="referral.purge",
+        action=action,
         purpose=PurposeOfUse.RECORDMGT,
         ctx=RequestContext(),
         outcome=AuditOutcome.SUCCESS,

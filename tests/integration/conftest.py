@@ -32,8 +32,9 @@ def minter() -> Iterator[TokenMinter]:
 
 
 @pytest.fixture(scope="session")
-def integration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("integration")
+def integration_dir(state_dir: Path) -> Path:
+    # the workflow tests' runtime uses the same key files: one audit log, one signing key
+    return state_dir
 
 
 @pytest.fixture(scope="session")

@@ -255,7 +255,9 @@ async def race(
 ) -> AsyncIterator[Race]:
     queue = f"races-{uuid.uuid4()}"
     gates = Gates()
-    activities = GatedActivities(engine=runtime.engine, shredder=runtime.vault, gates=gates)
+    activities = GatedActivities(
+        engine=runtime.engine, shredder=runtime.vault, gatekeeper=runtime.gatekeeper, gates=gates
+    )
     worker = Worker(
         dev_server.client,
         task_queue=queue,

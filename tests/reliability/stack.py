@@ -122,8 +122,14 @@ class Stack:
 
 
 def build_stack(
-    *, workdir: Path, database_url: str, keyring_path: Path, jwks_url: str, issuer: str,
-    audience: str, task_queue: str,
+    *,
+    workdir: Path,
+    database_url: str,
+    keyring_path: Path,
+    jwks_url: str,
+    issuer: str,
+    audience: str,
+    task_queue: str,
 ) -> Stack:
     """Start the three components (Temporal first) and return them running."""
     temporal_port, api_port = free_port(), free_port()
@@ -151,11 +157,22 @@ def build_stack(
     temporal = Component(
         name="temporal",
         args=[
-            temporal_binary("temporal"), "server", "start-dev",
-            "--db-filename", str(workdir / "temporal.db"),
-            "--ip", "127.0.0.1", "--port", str(temporal_port),
-            "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-            "--headless", "--log-level", "error",
+            temporal_binary("temporal"),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(workdir / "temporal.db"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(temporal_port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--headless",
+            "--log-level",
+            "error",
         ],
         env=env,
         log=workdir / "temporal.log",

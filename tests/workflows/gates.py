@@ -17,6 +17,7 @@ from uuid import UUID
 from sqlalchemy import Engine
 from temporalio import activity
 
+from services.access import Gatekeeper
 from services.lifecycle import (
     ComplianceReportInput,
     ComplianceReportResult,
@@ -113,8 +114,10 @@ class Gates:
 class GatedActivities(ReferralActivities):
     """ReferralActivities whose state-changing calls pass through the test's gates first."""
 
-    def __init__(self, *, engine: Engine, shredder: Shredder | None, gates: Gates) -> None:
-        super().__init__(engine=engine, shredder=shredder)
+    def __init__(
+        self, *, engine: Engine, shredder: Shredder, gatekeeper: Gatekeeper, gates: Gates
+    ) -> None:
+        super().__init__(engine=engine, shredder=shredder, gatekeeper=gatekeeper)
         self._gates = gates
 
     @activity.defn(name="record_transition")

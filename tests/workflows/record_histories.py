@@ -1,6 +1,6 @@
 """Record workflow histories for the replay test, one per path of the lifecycle:
 
-    python -m tests.workflows.record_histories release-2 [scenario ...]
+    python -m tests.workflows.record_histories release-3 [scenario ...]
 
 writes `tests/workflows/histories/<release>/<scenario>.json`. Histories of a release that
 is (or was) deployed are never re-recorded: the Replayer test keeps replaying them against
@@ -15,6 +15,7 @@ second step arrives, so the history holds two interleaved Updates as a real race
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,8 @@ from temporalio.worker import Worker
 from services.db import make_engine, migrate, session_scope
 from services.demo import load_demo
 from services.lifecycle import CancelInput, Outcome, Snapshot, Stage
+from services.runtime import Runtime
+from services.settings import Settings
 from tests import factories as f
 from tests.workflows.gates import GatedActivities, Gates
 from workflows.binaries import temporal_binary
@@ -51,10 +54,13 @@ class Recorder:
     queue: str
     gates: Gates
 
-    async def start(self) -> Handle:
+    async def start(self, **timings: int) -> Handle:
         rid = f.referral_row(self.engine)
         return await self.env.client.start_workflow(
-            ReferralWorkflow.run, f.workflow_input(rid), id=workflow_id(rid), task_queue=self.queue
+            ReferralWorkflow.run,
+            f.workflow_input(rid, **timings),
+            id=workflow_id(rid),
+            task_queue=self.queue,
         )
 
     async def until(self, handle: Handle, stage: Stage) -> Snapshot:
@@ -299,6 +305,59 @@ async def race_offer_expiry_then_decline(r: Recorder) -> Handle:
     return h
 
 
+# ---- release 3: a deadline on every open state, two retention clocks -------------------
+
+
+async def nobody_acts_purged(r: Recorder) -> Handle:
+    """No consent, no decision: back to justice, two reminders, closed, shredded, purged."""
+    h = await r.start()
+    await r.until(h, Stage.AWAITING_CONSENT)
+    await h.result()
+    return h
+
+
+async def intake_deadline_purged(r: Recorder) -> Handle:
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.result()
+    return h
+
+
+async def on_hold_limit_purged(r: Recorder) -> Handle:
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.decline, f.decline(f.CGG))
+    await r.until(h, Stage.OFFERED)
+    await h.execute_update(ReferralWorkflow.decline, f.decline(f.FREE_CLINIC))
+    await r.until(h, Stage.ON_HOLD)
+    await h.result()
+    return h
+
+
+async def reports_missed_purged(r: Recorder) -> Handle:
+    """One report, then three missed in a row: the case goes back to justice."""
+    h = await r.start()
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    await r.env.sleep(timedelta(days=31))
+    await h.execute_update(ReferralWorkflow.report_progress, f.progress(f.CGG))
+    await h.result()
+    return h
+
+
+async def two_clocks_purged(r: Recorder) -> Handle:
+    """Decided: care notes shredded after the care period, the rest after the justice one."""
+    h = await r.start(retention_justice=1825 * 86400)
+    await r.to_offered(h)
+    await h.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    await h.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    await h.execute_update(ReferralWorkflow.close, f.close(f.CGG))
+    await r.decide_and_purge(h)
+    return h
+
+
 SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
     fn.__name__: fn
     for fn in (
@@ -317,6 +376,11 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
         race_withdrawal_then_progress,
         cancelled_in_progress,
         race_offer_expiry_then_decline,
+        nobody_acts_purged,
+        intake_deadline_purged,
+        on_hold_limit_purged,
+        reports_missed_purged,
+        two_clocks_purged,
     )
 }
 
@@ -324,19 +388,34 @@ SCENARIOS: dict[str, Callable[[Recorder], Awaitable[Handle]]] = {
 async def main(release: str, names: list[str]) -> None:
     out = HERE / release
     out.mkdir(parents=True, exist_ok=True)
-    db = Path("/tmp") / f"record-{uuid.uuid4()}.db"
+    state = Path("/tmp") / f"record-{uuid.uuid4()}"
+    state.mkdir()
+    db = state / "record.db"
     url = f"sqlite:///{db}"
     migrate(url)
     engine = make_engine(url)
     with session_scope(engine) as session:
         load_demo(session=session)
+    # the real vault and audit log: the purges recorded are real purges
+    runtime = Runtime.build(
+        Settings(
+            environment="test",
+            data_dir=state,
+            database_url=url,
+            keyring_path=state / "keyring.json",
+            demo_users_enabled=False,
+        ),
+        engine=engine,
+    )
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
     queue = f"record-{uuid.uuid4()}"
     gates = Gates()
-    activities = GatedActivities(engine=engine, shredder=None, gates=gates)
+    activities = GatedActivities(
+        engine=engine, shredder=runtime.vault, gatekeeper=runtime.gatekeeper, gates=gates
+    )
     with ThreadPoolExecutor(16) as executor:
         async with Worker(
             env.client,
@@ -353,8 +432,8 @@ async def main(release: str, names: list[str]) -> None:
                 (out / f"{name}.json").write_text(history.to_json())
                 print(f"{release}/{name}: {len(history.events)} events", flush=True)  # noqa: T201
     await env.shutdown()
-    engine.dispose()
-    db.unlink(missing_ok=True)
+    runtime.close()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

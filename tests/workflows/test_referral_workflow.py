@@ -17,6 +17,9 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
+from services.audit.models import AuditEntry
+from services.crypto import DataKeyShredded
+from services.db import session_scope
 from services.lifecycle import (
     CancelInput,
     ComplianceFact,
@@ -26,6 +29,7 @@ from services.lifecycle import (
     Stage,
 )
 from services.models import JusticeMessage, Notification, Offer, Referral, StatusHistory
+from services.runtime import Runtime
 from tests import factories as f
 from workflows.binaries import temporal_binary
 from workflows.referral import ReferralWorkflow, workflow_id
@@ -33,6 +37,21 @@ from workflows.worker import build_worker
 
 DAY = timedelta(days=1)
 _STARTED: list[WorkflowHandle[ReferralWorkflow, Snapshot]] = []
+# the runtime of the running test's worker: its vault seals each referral's personal data
+_RUNTIME: list[Runtime] = []
+# what was sealed for each referral, to prove after the purge that it cannot be opened
+_SEALED: dict[uuid.UUID, dict[str, str]] = {}
+
+# Made-up personal data of every test referral, one field of each holding's categories.
+PERSON = {
+    "identity.name": "Jan Peeters",
+    "identity.birth_date": "1985-07-30",
+    "identity.national_number": "85.07.30-033.61",
+    "judicial_context.notice_number": "AN.12.34.567890-24",
+    "referral_reason.substance_or_behaviour": "cannabis",
+    "clinical.note": "craving under control",
+    "welfare.note": "housing found",
+}
 
 
 @pytest.fixture
@@ -40,9 +59,11 @@ async def env(
     request: pytest.FixtureRequest,
     time_skipping_env: WorkflowEnvironment,
     engine: Engine,
+    runtime: Runtime,
     task_queue: str,
     activity_executor: ThreadPoolExecutor,
 ) -> AsyncIterator[WorkflowEnvironment]:
+    _RUNTIME[:] = [runtime]
     if request.node.get_closest_marker("rejects_updates"):
         # The Java time-skipping test server keeps time skipping locked after it rejects an
         # update, which would stall every later timer test: such tests get their own server.
@@ -55,8 +76,9 @@ async def env(
                 client=isolated.client,
                 task_queue=task_queue,
                 engine=engine,
-                shredder=None,
+                shredder=runtime.vault,
                 executor=activity_executor,
+                gatekeeper=runtime.gatekeeper,
             ):
                 yield isolated
         finally:
@@ -67,8 +89,9 @@ async def env(
         client=time_skipping_env.client,
         task_queue=task_queue,
         engine=engine,
-        shredder=None,
+        shredder=runtime.vault,
         executor=activity_executor,
+        gatekeeper=runtime.gatekeeper,
     )
     async with worker:
         yield time_skipping_env
@@ -84,6 +107,13 @@ async def start(
     env: WorkflowEnvironment, engine: Engine, task_queue: str, **kwargs: object
 ) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
     referral_id = f.referral_row(engine, **{k: v for k, v in kwargs.items() if k == "district"})  # type: ignore[arg-type]
+    vault = _RUNTIME[0].vault
+    with session_scope(engine) as session:
+        row = session.get(Referral, referral_id)
+        assert row is not None
+        row.personal = vault.seal_record(session=session, referral_id=referral_id, fields=PERSON)
+        _SEALED[referral_id] = dict(row.personal)
+        session.add(row)
     handle = await env.client.start_workflow(
         ReferralWorkflow.run,
         f.workflow_input(referral_id, **kwargs),  # type: ignore[arg-type]
@@ -126,6 +156,51 @@ def rid(handle: WorkflowHandle[ReferralWorkflow, Snapshot]) -> uuid.UUID:
     return uuid.UUID(handle.id.removeprefix("referral-"))
 
 
+def shredding_entries(runtime: Runtime, referral_id: uuid.UUID) -> list[tuple[str, list[str]]]:
+    """The audit entries of the referral's shreddings: (action, categories)."""
+    pseudonym = runtime.gatekeeper.pseudonym(referral_id)
+    with Session(runtime.engine) as s:
+        rows = s.exec(
+            select(AuditEntry)
+            .where(AuditEntry.referral_pseudonym == pseudonym)
+            .where(AuditEntry.event_type == "delete")
+            .order_by(col(AuditEntry.index))
+        ).all()
+        return [(r.action, sorted(r.categories)) for r in rows]
+
+
+def assert_purged(runtime: Runtime, referral_id: uuid.UUID) -> None:
+    """Purged for real: the data key is destroyed (nothing sealed for the referral opens
+    again), the sealed fields and the office's compliance facts are gone, and each
+    shredding is in the audit log. A purge that shreds nothing fails here."""
+    with Session(runtime.engine) as s:
+        row = s.get(Referral, referral_id)
+        assert row is not None and row.stage == "purged" and row.purged_at is not None
+        assert row.personal == {}
+        assert row.care_purged_at is not None and row.office_purged_at is not None
+        assert runtime.vault.is_shredded(session=s, referral_id=referral_id)
+        for field, token in _SEALED[referral_id].items():
+            with pytest.raises(DataKeyShredded):
+                runtime.vault.open(session=s, referral_id=referral_id, field=field, token=token)
+        left = s.exec(select(JusticeMessage).where(JusticeMessage.referral_id == referral_id))
+        assert left.all() == []
+    entries = shredding_entries(runtime, referral_id)
+    assert entries and entries[-1][0] == "referral.purge"
+    shredded = {category for _, categories in entries for category in categories}
+    assert {"identity", "judicial_context", "referral_reason", "clinical", "welfare"} <= shredded
+
+
+def reasons(engine: Engine, referral_id: uuid.UUID) -> list[tuple[str, str]]:
+    """The referral's status history: (stage, reason) of each change."""
+    with Session(engine) as s:
+        rows = s.exec(
+            select(StatusHistory)
+            .where(StatusHistory.referral_id == referral_id)
+            .order_by(col(StatusHistory.version))
+        ).all()
+        return [(r.stage, r.reason) for r in rows]
+
+
 def facts(engine: Engine, referral_id: uuid.UUID) -> list[str]:
     with Session(engine) as s:
         rows = s.exec(
@@ -156,7 +231,7 @@ async def to_in_progress(
 
 
 async def test_full_lifecycle_to_purged(
-    env: WorkflowEnvironment, engine: Engine, task_queue: str
+    env: WorkflowEnvironment, engine: Engine, runtime: Runtime, task_queue: str
 ) -> None:
     handle = await start(env, engine, task_queue)
     snap = await wait_for(env, handle, Stage.AWAITING_CONSENT)
@@ -179,12 +254,13 @@ async def test_full_lifecycle_to_purged(
     assert snap.status.value == "completed"
     snap = await handle.execute_update(ReferralWorkflow.decide, f.decision())
     assert snap.stage is Stage.CLOSED and snap.purge_at is not None
+    assert facts(engine, rid(handle)) == ["registered", "started", "attending", "completed"]
 
     result = await handle.result()  # time skips through the retention period
     assert result.stage is Stage.PURGED
 
     referral_id = rid(handle)
-    assert facts(engine, referral_id) == ["registered", "started", "attending", "completed"]
+    assert_purged(runtime, referral_id)
     with Session(engine) as s:
         row = s.get(Referral, referral_id)
         assert row is not None and row.stage == "purged" and row.purged_at is not None
@@ -410,6 +486,9 @@ async def test_validators_refuse_illegal_steps(
     assert snap.stage is Stage.ACCEPTED and snap.version == version + 1
 
 
+# Its own server too: after this test the shared server skipped no more time (a later
+# test's timers never fired, on release 2 as well), though no update here is rejected.
+@pytest.mark.rejects_updates
 @pytest.mark.parametrize("stage", [Stage.ACCEPTED, Stage.IN_PROGRESS])
 async def test_office_may_cancel_during_care(
     env: WorkflowEnvironment, engine: Engine, task_queue: str, stage: Stage
@@ -427,3 +506,219 @@ async def test_office_may_cancel_during_care(
     snap = await wait_for(env, handle, Stage.OUTCOME_REPORTED)
     assert snap.status.value == "cancelled"
     assert facts(engine, rid(handle)) == []  # its own cancel: nothing to tell the office
+
+
+# ---- every path ends, and is forgotten (release 3) ------------------------------------
+#
+# Each path is driven only as far as a person must act on it; from there the timers take
+# it: back to justice, the decision (or closing with none), both retention clocks, purged.
+
+
+async def _drive(
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle[ReferralWorkflow, Snapshot],
+    path: str,
+) -> None:
+    if path == "nobody_acts":
+        return  # consent deadline, then the decision deadline: closed with no decision
+    if path == "consent_refused":
+        await handle.execute_update(ReferralWorkflow.record_consent, f.consent(given=False))
+        return
+    if path == "cancelled_awaiting_consent":
+        await wait_for(env, handle, Stage.AWAITING_CONSENT)
+        await handle.execute_update(ReferralWorkflow.cancel, CancelInput(actor=f.OFFICE))
+        return
+    await handle.execute_update(ReferralWorkflow.record_consent, f.consent())
+    await wait_for(env, handle, Stage.OFFERED)
+    if path == "on_hold_limit":
+        await handle.execute_update(ReferralWorkflow.decline, f.decline(f.CGG))
+        await wait_for(env, handle, Stage.OFFERED)
+        await handle.execute_update(ReferralWorkflow.decline, f.decline(f.FREE_CLINIC))
+        await wait_for(env, handle, Stage.ON_HOLD)
+        return
+    if path == "offers_expire":
+        return  # reminder, expiry, re-route, expiry: on hold, then its limit
+    await handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    if path == "intake_deadline":
+        return
+    if path == "withdrawn":
+        await handle.execute_update(ReferralWorkflow.withdraw_consent, f.withdraw(f.OFFICE))
+        return
+    await handle.execute_update(ReferralWorkflow.record_intake, f.intake(f.CGG))
+    if path == "reports_missed":
+        return
+    if path == "cancelled_in_care":
+        await handle.execute_update(ReferralWorkflow.cancel, CancelInput(actor=f.OFFICE))
+        return
+    assert path == "completed_decided"
+    await handle.execute_update(ReferralWorkflow.close, f.close(f.CGG))
+    await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    await handle.execute_update(ReferralWorkflow.decide, f.decision())
+
+
+# path -> the reason it ended with, and how it was closed
+PATHS = {
+    "nobody_acts": ("consent_deadline", "decision_deadline_passed"),
+    "consent_refused": ("consent_refused", "decision_deadline_passed"),
+    "cancelled_awaiting_consent": ("cancelled", "decision_deadline_passed"),
+    "on_hold_limit": ("on_hold_limit", "decision_deadline_passed"),
+    "offers_expire": ("on_hold_limit", "decision_deadline_passed"),
+    "intake_deadline": ("intake_deadline", "decision_deadline_passed"),
+    "withdrawn": ("consent_withdrawn", "decision_deadline_passed"),
+    "reports_missed": ("progress_reports_missed", "decision_deadline_passed"),
+    "cancelled_in_care": ("cancelled", "decision_deadline_passed"),
+    "completed_decided": ("closed", f"decision_{f.decision().decision.value}"),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_every_path_ends_in_purged(
+    env: WorkflowEnvironment, engine: Engine, runtime: Runtime, task_queue: str, path: str
+) -> None:
+    handle = await start(env, engine, task_queue)
+    await _drive(env, handle, path)
+    result = await handle.result()  # time skips through every deadline and both clocks
+    assert result.stage is Stage.PURGED
+    ended, closed = PATHS[path]
+    history = reasons(engine, rid(handle))
+    assert (result.outcome.value if result.outcome else None, ended) in history
+    assert ("closed", closed) in history
+    assert history[-1] == ("purged", "retention_elapsed")
+    assert_purged(runtime, rid(handle))
+
+
+async def test_decision_reminded_twice_then_closed_without_decision(
+    env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    handle = await start(env, engine, task_queue)
+    await handle.execute_update(ReferralWorkflow.record_consent, f.consent(given=False))
+    snap = await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    assert snap.decision_due is not None
+    await env.sleep(30 * DAY + timedelta(hours=1))
+    await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    due = [n for n in notifications(engine, rid(handle)) if n[0] == "decision_due"]
+    assert due == [("decision_due", "parket-antwerpen")]
+    await env.sleep(14 * DAY)
+    snap = await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    due = [n for n in notifications(engine, rid(handle)) if n[0] == "decision_due"]
+    assert len(due) == 2
+    await env.sleep(16 * DAY)
+    snap = await wait_for(env, handle, Stage.CLOSED)
+    assert snap.business_status == "closed_no_decision" and snap.decision is None
+    assert snap.care_purge_at is not None and snap.purge_at == snap.office_purge_at
+
+
+async def test_reports_missed_in_a_row_return_the_case(
+    env: WorkflowEnvironment, engine: Engine, task_queue: str
+) -> None:
+    handle = await start(env, engine, task_queue)
+    await to_in_progress(env, handle)
+    await env.sleep(61 * DAY)  # two missed
+    snap = await wait_for(env, handle, Stage.IN_PROGRESS, business="progress_report_overdue")
+    # a report resets the count: the provider is back on track
+    await handle.execute_update(ReferralWorkflow.report_progress, f.progress(f.CGG))
+    await env.sleep(61 * DAY)
+    snap = await wait_for(env, handle, Stage.IN_PROGRESS, business="progress_report_overdue")
+    await env.sleep(30 * DAY)
+    snap = await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    assert snap.outcome is Stage.RETURNED_TO_JUSTICE
+    missed = [n for n in notifications(engine, rid(handle)) if n[0] == "progress_report_missed"]
+    assert len(missed) == 5
+    # with the consent to report progress, the office learns the provider stopped reporting
+    assert facts(engine, rid(handle))[-1] == ComplianceFact.OUTCOME_NOT_REPORTED.value
+
+
+@pytest.mark.parametrize("reporting", [True, False])
+async def test_intake_deadline_returns_the_case(
+    env: WorkflowEnvironment, engine: Engine, task_queue: str, reporting: bool
+) -> None:
+    handle = await start(env, engine, task_queue)
+    await handle.execute_update(ReferralWorkflow.record_consent, f.consent(reporting=reporting))
+    await wait_for(env, handle, Stage.OFFERED)
+    snap = await handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+    assert snap.intake_due is not None
+    await env.sleep(29 * DAY)
+    assert await stage_of(handle) is Stage.ACCEPTED
+    await env.sleep(2 * DAY)
+    snap = await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    assert snap.outcome is Stage.RETURNED_TO_JUSTICE
+    # whether care started is compliance data: without the consent to report, only "ended"
+    expected = (
+        ComplianceFact.NOT_STARTED
+        if reporting
+        else (ComplianceFact.ENDED_WITHOUT_REPORTING_CONSENT)
+    )
+    assert facts(engine, rid(handle))[-1] == expected.value
+
+
+async def test_two_retention_clocks_shred_each_holding_at_its_own_time(
+    env: WorkflowEnvironment, engine: Engine, runtime: Runtime, task_queue: str
+) -> None:
+    handle = await start(env, engine, task_queue, retention_justice=1825 * 86400)
+    await to_in_progress(env, handle)
+    await handle.execute_update(ReferralWorkflow.close, f.close(f.CGG))
+    await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    snap = await handle.execute_update(ReferralWorkflow.decide, f.decision())
+    assert snap.care_purge_at is not None and snap.office_purge_at is not None
+    assert snap.office_purge_at - snap.care_purge_at == timedelta(days=1825 - 730)
+    assert snap.purge_at == snap.office_purge_at
+
+    await env.sleep(731 * DAY)  # the care period has ended, the justice period has not
+    snap = await wait_for(env, handle, Stage.CLOSED, business="care_data_shredded")
+    referral_id = rid(handle)
+    with Session(engine) as s:
+        row = s.get(Referral, referral_id)
+        assert row is not None and row.care_purged_at is not None and row.office_purged_at is None
+        assert "clinical.note" not in row.personal and "welfare.note" not in row.personal
+        # what the office holds is still there, and still opens
+        name = runtime.vault.open(
+            session=s,
+            referral_id=referral_id,
+            field="identity.name",
+            token=row.personal["identity.name"],
+        )
+        assert name == PERSON["identity.name"]
+    assert facts(engine, referral_id) != []
+    assert shredding_entries(runtime, referral_id) == [
+        ("referral.shred_care_data", ["clinical", "welfare"])
+    ]
+
+    result = await handle.result()
+    assert result.stage is Stage.PURGED
+    assert_purged(runtime, referral_id)
+    assert [action for action, _ in shredding_entries(runtime, referral_id)] == [
+        "referral.shred_care_data",
+        "referral.purge",
+    ]
+
+
+@pytest.mark.rejects_updates
+@pytest.mark.parametrize("ended", ["intake_deadline", "on_hold_limit", "no_decision"])
+async def test_steps_are_refused_once_a_deadline_ended_the_state(
+    env: WorkflowEnvironment, engine: Engine, task_queue: str, ended: str
+) -> None:
+    handle = await start(env, engine, task_queue)
+    if ended == "no_decision":
+        await handle.execute_update(ReferralWorkflow.record_consent, f.consent(given=False))
+        await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+        await env.sleep(61 * DAY)
+        await wait_for(env, handle, Stage.CLOSED)
+        late = (ReferralWorkflow.decide, f.decision())
+    else:
+        await handle.execute_update(ReferralWorkflow.record_consent, f.consent())
+        await wait_for(env, handle, Stage.OFFERED)
+        if ended == "intake_deadline":
+            await handle.execute_update(ReferralWorkflow.accept, f.accept(f.CGG))
+            late = (ReferralWorkflow.record_intake, f.intake(f.CGG))
+        else:
+            await handle.execute_update(ReferralWorkflow.decline, f.decline(f.CGG))
+            await wait_for(env, handle, Stage.OFFERED)
+            await handle.execute_update(ReferralWorkflow.decline, f.decline(f.FREE_CLINIC))
+            await wait_for(env, handle, Stage.ON_HOLD)
+            late = (ReferralWorkflow.rematch, f.rematch())
+        await env.sleep(31 * DAY)
+        await wait_for(env, handle, Stage.OUTCOME_REPORTED)
+    version = (await handle.query(ReferralWorkflow.status)).version
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(*late)  # type: ignore[call-overload]
+    assert (await handle.query(ReferralWorkflow.status)).version == version
