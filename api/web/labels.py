@@ -191,6 +191,12 @@ REFUSALS: dict[str, str] = {
     "an Idempotency-Key header is required to create a referral": N_(
         "The form could not be sent safely; please send it again."
     ),
+    "the deadline of this stage has passed": N_(
+        "The deadline of this stage has passed; the step was not taken."
+    ),
+    "the database is unavailable; try again": N_(
+        "The service is briefly unavailable; please try again in a moment."
+    ),
     "the trajectory ended before this report; nothing was recorded": N_(
         "The trajectory ended before this report; nothing was recorded."
     ),

@@ -45,7 +45,7 @@ FORMATTED = {
     "f'not allowed in stage {self._stage.value}: the referral has ended'",
     "'the consent lacks: ' + ', '.join(missing)",
 }
-NAMED = {"problem", "LOST_RACE", "IN_USE"}  # a variable or a constant checked below
+NAMED = {"problem", "LOST_RACE", "IN_USE", "idempotency.IN_USE"}  # constants checked below
 
 
 def _constants(node: ast.AST) -> list[str]:
