@@ -86,6 +86,7 @@ async def _run_worker() -> None:
         address=settings.temporal_address,
         namespace=settings.temporal_namespace,
         keyring=runtime.keyring,
+        referral_keys=runtime.payload_keys,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -106,6 +107,7 @@ async def _run_worker() -> None:
             shredder=runtime.vault,
             executor=executor,
             gatekeeper=runtime.gatekeeper,
+            payload_keys=runtime.payload_keys,
         ):
             print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
             reconciler = asyncio.create_task(
@@ -522,6 +524,23 @@ def keys_rotate() -> None:
     from services.runtime import load_keyring
 
     print(f"new key-encryption key version: {load_keyring(get_settings()).rotate()}")
+
+
+@keys_app.command("rotate-payload-key")
+def keys_rotate_payload_key() -> None:
+    """Add a Temporal payload key that new payloads (and new referral payload keys) use."""
+    from services.runtime import load_keyring
+
+    print(f"new payload key: {load_keyring(get_settings()).rotate_payload_key()}")
+
+
+@keys_app.command("rotate-session-key")
+def keys_rotate_session_key() -> None:
+    """Add a web-session key; sessions sealed under the one before it stay valid. The API
+    reads the keys when it starts: restart it to seal with the new one."""
+    from services.runtime import load_keyring
+
+    print(f"new web-session key: {load_keyring(get_settings()).rotate_web_session_key()}")
 
 
 @keys_app.command("rewrap")

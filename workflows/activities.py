@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 
-from services import consent, matching, outbox, projection
+from services import consent, matching, outbox, projection, unlinking
 from services.access import Gatekeeper
+from services.crypto.payload_keys import ReferralPayloadKeys
 from services.db import session_scope
 from services.lifecycle import (
     ComplianceReportInput,
@@ -41,10 +42,17 @@ class ReferralActivities:
     """The referral workflow's I/O; one instance per worker, sharing the engine."""
 
     def __init__(
-        self, *, engine: Engine, shredder: Shredder | None, gatekeeper: Gatekeeper | None = None
+        self,
+        *,
+        engine: Engine,
+        shredder: Shredder | None,
+        gatekeeper: Gatekeeper | None = None,
+        payload_keys: ReferralPayloadKeys | None = None,
     ) -> None:
         self._engine = engine
         self._shredder = shredder
+        # the per-referral Temporal payload keys the purge destroys
+        self._payload_keys = payload_keys
         # records the justice channel's decisions and messages (None: unit tests without audit)
         self._gatekeeper = gatekeeper
 
@@ -150,13 +158,16 @@ class ReferralActivities:
 
     @activity.defn
     def purge(self, inp: PurgeInput) -> EmptyResult:
-        """Crypto-shred the referral: destroy its data key and drop the sealed fields."""
+        """Crypto-shred the referral (destroy its data key, drop the sealed fields) and
+        remove what could link it back to the person (services.unlinking)."""
         with session_scope(self._engine) as session:
             referral = session.get(Referral, inp.referral_id)
             if referral is not None and referral.purged_at is None:
                 if self._shredder is not None:
                     self._shredder.shred(session=session, referral_id=inp.referral_id)
-                referral.personal = {}
+                unlinking.unlink(
+                    session=session, referral_id=inp.referral_id, payload_keys=self._payload_keys
+                )
                 referral.purged_at = utcnow()
                 session.add(referral)
         return EmptyResult()
