@@ -72,9 +72,11 @@ def worker() -> None:
 
 
 async def _run_worker() -> None:
+    from temporalio.service import RPCError
+
     from services import telemetry
     from services.runtime import Runtime
-    from workflows.client import connect
+    from workflows.client import connect, ensure_retention
     from workflows.reconciler import reconcile_until
     from workflows.worker import build_worker
 
@@ -88,6 +90,14 @@ async def _run_worker() -> None:
         keyring=runtime.keyring,
         referral_keys=runtime.payload_keys,
     )
+    retention = timedelta(days=settings.temporal_retention_days)
+    try:
+        await ensure_retention(
+            client=client, namespace=settings.temporal_namespace, retention=retention
+        )
+    except RPCError as exc:
+        # e.g. a production namespace the worker may not change: its operators set it
+        print(f"could not set the namespace retention to {retention}: {exc.status.name}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine, inspect, text
 from sqlmodel import Session, select
 from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.testing import WorkflowEnvironment
 
 from services import telemetry
@@ -45,8 +46,10 @@ from services.demo import DEMO_FRAMEWORK_ID
 from services.models import CooperationFramework, FrameworkParticipant, Referral
 from services.referrals import request_hash
 from services.runtime import Runtime
+from services.settings import Settings
 from tests.integration.journey import CGG, OFFICE, Journey, consent_body, new_referral
 from tests.tokens import TokenMinter
+from workflows.client import ensure_retention
 
 BIRTH_DATE = date(1987, 9, 23)
 NAME = "Quirijn Aerts-Vanderlinden"
@@ -348,3 +351,25 @@ async def test_after_the_purge_nothing_finds_the_person(
     ]
     body = {"payloads": [json_format.MessageToDict(sealed[0])]}
     assert (await api.post("/codec/decode", json=body, headers=admin)).status_code == 422
+
+
+async def test_the_namespace_keeps_closed_histories_as_long_as_set(
+    dev_server: WorkflowEnvironment, settings: Settings
+) -> None:
+    """The worker sets the namespace retention (`temporal_retention_days`): after a purge
+    ends a workflow, its (unreadable) history stays that long on the Temporal server."""
+    client = dev_server.client
+    service = client.workflow_service
+
+    async def retention() -> timedelta:
+        described = await service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+        )
+        return described.config.workflow_execution_retention_ttl.ToTimedelta()
+
+    for days in (3, settings.temporal_retention_days):
+        wanted = timedelta(days=days)
+        await ensure_retention(
+            client=client, namespace=settings.temporal_namespace, retention=wanted
+        )
+        assert await retention() == wanted
