@@ -161,7 +161,8 @@ class ReferralPayloadKeys:
         with Session(self._engine) as session:
             row = session.get(ReferralPayloadKey, referral_id)
             state = self._open(row) if row is not None else _NONE
-        if self._max > 0:
+        # "No key" is not kept: a key committed a moment later must be used from then on.
+        if self._max > 0 and state is not _NONE:
             with self._lock:
                 self._cache[referral_id] = (now + self._ttl, state)
                 self._cache.move_to_end(referral_id)

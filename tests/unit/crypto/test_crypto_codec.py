@@ -243,3 +243,15 @@ async def test_a_referral_key_needs_the_rings_payload_key(
         await EncryptionCodec(
             stranger, ReferralPayloadKeys(referral_keys._engine, stranger)
         ).decode([sealed])
+
+
+async def test_a_key_created_after_a_lookup_is_used_at_once(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys
+) -> None:
+    referral_id = uuid.uuid4()
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{referral_id}")
+    [before] = await codec.encode([Payload(data=b"x")])
+    assert before.metadata["encryption-key-id"] == keyring.current_payload_key_id().encode()
+    _with_key(referral_keys, referral_id)
+    [after] = await codec.encode([Payload(data=b"x")])
+    assert after.metadata["encryption-key-id"] == f"rk-{referral_id}".encode()
