@@ -19,7 +19,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import Engine, delete, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from services.crypto.payload_keys import ReferralPayloadKeys
@@ -65,6 +66,21 @@ def unlink(
         request_fingerprints=created.rowcount + steps.rowcount,
         evidence_fingerprints=evidence.rowcount,
     )
+
+
+def settle(engine: Engine) -> bool:
+    """After a purge's commit: on SQLite, fold the write-ahead log into the database file
+    and truncate it, so the rows as they were before the purge do not stay in the WAL file
+    (PostgreSQL drops dead row versions itself, by autovacuum). Best effort: True if done."""
+    if engine.dialect.name != "sqlite":
+        return True
+    try:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+    except SQLAlchemyError:
+        return False
+    # (busy, log frames, checkpointed frames): busy when a reader held the log
+    return row is not None and row[0] == 0
 
 
 def forget_expired(*, session: Session, now: datetime, ttl: timedelta) -> int:

@@ -160,9 +160,11 @@ class ReferralActivities:
     def purge(self, inp: PurgeInput) -> EmptyResult:
         """Crypto-shred the referral (destroy its data key, drop the sealed fields) and
         remove what could link it back to the person (services.unlinking)."""
+        purged = False
         with session_scope(self._engine) as session:
             referral = session.get(Referral, inp.referral_id)
             if referral is not None and referral.purged_at is None:
+                purged = True
                 if self._shredder is not None:
                     self._shredder.shred(session=session, referral_id=inp.referral_id)
                 unlinking.unlink(
@@ -170,6 +172,8 @@ class ReferralActivities:
                 )
                 referral.purged_at = utcnow()
                 session.add(referral)
+        if purged:
+            unlinking.settle(self._engine)
         return EmptyResult()
 
     def all(self) -> list[Callable[..., Any]]:

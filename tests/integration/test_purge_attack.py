@@ -1,6 +1,7 @@
 """Proof by attack: after a referral is purged, nothing left finds the person again.
 
-The attacker holds everything that outlives the purge: every table of the database, the
+The attacker holds everything that outlives the purge: every table of the database (and on
+SQLite the database files, free pages and write-ahead log included), the
 workflow's Temporal history (fetched from the real dev server and decoded with the codec
 and the key ring, as the Temporal UI's codec endpoint would), the captured logs and spans,
 and the key ring itself. They know the person's name and birth date and look for them:
@@ -25,6 +26,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -134,6 +136,14 @@ def _table_dump(engine: Engine) -> str:
                 cells = [v.hex() if isinstance(v, bytes | memoryview) else v for v in row]
                 lines.append(f"{table}: {cells!r}")
     return "\n".join(lines)
+
+
+def _database_files(engine: Engine) -> str:
+    """On SQLite, the database files themselves (free pages, the write-ahead log)."""
+    if engine.dialect.name != "sqlite":
+        return ""
+    path = Path(str(engine.url.database))
+    return "".join(p.read_bytes().decode("latin-1") for p in path.parent.glob(path.name + "*"))
 
 
 def _payloads(message: Message) -> list[Payload]:
@@ -305,7 +315,15 @@ async def test_after_the_purge_nothing_finds_the_person(
     async def everything_left() -> tuple[str, TemporalLeftovers]:
         temporal = await _temporal_history(dev_server, runtime, engine, str(referral_id))
         readable = "\n".join(p.decode("utf-8", errors="replace") for p in temporal.readable)
-        haystack = "\n".join([_table_dump(engine), temporal.raw, readable, _logs_and_spans(caplog)])
+        haystack = "\n".join(
+            [
+                _table_dump(engine),
+                _database_files(engine),
+                temporal.raw,
+                readable,
+                _logs_and_spans(caplog),
+            ]
+        )
         return haystack, temporal
 
     # The control: while the referral is open the attack works. The brute force recovers
