@@ -81,9 +81,11 @@ def worker() -> None:
 
 
 async def _run_worker() -> None:
+    from temporalio.service import RPCError
+
     from services import telemetry
     from services.runtime import Runtime
-    from workflows.client import connect
+    from workflows.client import connect, ensure_retention
     from workflows.reconciler import reconcile_until
     from workflows.worker import build_worker
 
@@ -95,7 +97,16 @@ async def _run_worker() -> None:
         address=settings.temporal_address,
         namespace=settings.temporal_namespace,
         keyring=runtime.keyring,
+        referral_keys=runtime.payload_keys,
     )
+    retention = timedelta(days=settings.temporal_retention_days)
+    try:
+        await ensure_retention(
+            client=client, namespace=settings.temporal_namespace, retention=retention
+        )
+    except RPCError as exc:
+        # e.g. a production namespace the worker may not change: its operators set it
+        print(f"could not set the namespace retention to {retention}: {exc.status.name}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -115,6 +126,7 @@ async def _run_worker() -> None:
             shredder=runtime.vault,
             executor=executor,
             gatekeeper=runtime.gatekeeper,
+            payload_keys=runtime.payload_keys,
         ):
             print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
             reconciler = asyncio.create_task(
@@ -646,6 +658,23 @@ def keys_rotate() -> None:
     from services.runtime import load_keyring
 
     print(f"new key-encryption key version: {load_keyring(get_settings()).rotate()}")
+
+
+@keys_app.command("rotate-payload-key")
+def keys_rotate_payload_key() -> None:
+    """Add a Temporal payload key that new payloads (and new referral payload keys) use."""
+    from services.runtime import load_keyring
+
+    print(f"new payload key: {load_keyring(get_settings()).rotate_payload_key()}")
+
+
+@keys_app.command("rotate-session-key")
+def keys_rotate_session_key() -> None:
+    """Add a web-session key; sessions sealed under the one before it stay valid. The API
+    reads the keys when it starts: restart it to seal with the new one."""
+    from services.runtime import load_keyring
+
+    print(f"new web-session key: {load_keyring(get_settings()).rotate_web_session_key()}")
 
 
 @keys_app.command("rewrap")

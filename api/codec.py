@@ -64,7 +64,7 @@ async def _run(
         decision = access.decide(action=policy.Action.DECODE_PAYLOADS, case=None, consent=None)
         if not decision.allowed:
             raise Forbidden("you may not decode workflow payloads")
-        codec = EncryptionCodec(runtime.keyring)
+        codec = EncryptionCodec(runtime.keyring, runtime.payload_keys)
         payloads = _parse(body)
         try:
             out = await (codec.decode(payloads) if decode else codec.encode(payloads))

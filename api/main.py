@@ -72,6 +72,7 @@ def create_app(
                     address=settings.temporal_address,
                     namespace=settings.temporal_namespace,
                     keyring=runtime.keyring,
+                    referral_keys=runtime.payload_keys,
                 )
             client: Client = app.state.temporal
             return client
@@ -106,7 +107,7 @@ def create_app(
     app.include_router(report_router)
     app.include_router(codec_router)
     app.include_router(web_auth_router)
-    app.state.cookie_sealer = CookieSealer(runtime.keyring.pseudonym_key())
+    app.state.cookie_sealer = CookieSealer(runtime.keyring.web_session_keys())
     app.state.sessions = SessionStore(runtime.engine, app.state.cookie_sealer)
     app.include_router(policy_router)
     # The role UIs: pages under /ui, their CSS and scripts under /static (no token needed

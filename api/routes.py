@@ -461,6 +461,7 @@ async def create_referral(
                 body=body,
                 idempotency_key=idempotency_key,
                 body_hash=body_hash,
+                payload_keys=runtime.payload_keys,
             )
             access.disclose(_STORED_CATEGORIES)
         access.referral_id = referral.id
@@ -610,7 +611,11 @@ async def record_consent(
                 recipients=tuple(body.recipients),
                 disclosers=tuple(body.disclosers),
                 valid_until=body.valid_until,
-                evidence_hash=body.evidence_hash,
+                evidence_hash=consent_service.evidence_fingerprint(
+                    runtime.keyring.pseudonym_key(),
+                    referral_id=referral_id,
+                    evidence_hash=body.evidence_hash,
+                ),
                 recorded_at=utcnow(),
                 right_to_revoke_explained=body.right_to_revoke_explained,
                 signed_by=body.signed_by,

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -59,23 +60,42 @@ def _unb64(text: str) -> bytes:
 
 
 class CookieSealer:
-    """Seals small JSON values into cookies (AES-256-GCM, cookie name as associated data)."""
+    """Seals small JSON values into cookies and session rows (AES-256-GCM, the name as
+    associated data) under the key ring's web-session keys: the current one seals, the
+    previous one still opens, so the key rotates without logging everyone out."""
 
-    def __init__(self, secret: bytes) -> None:
-        key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"referral web session cookie"
-        ).derive(secret)
-        self._aead = AESGCM(key)
+    def __init__(self, secrets_: Sequence[bytes]) -> None:
+        if not secrets_:
+            raise ValueError("a cookie sealer needs at least one key")
+        self._aeads = [
+            AESGCM(
+                HKDF(
+                    algorithm=hashes.SHA256(),
+                    length=32,
+                    salt=None,
+                    info=b"referral web session cookie",
+                ).derive(secret)
+            )
+            for secret in secrets_
+        ]
 
     def seal(self, name: str, value: dict[str, Any]) -> str:
         nonce = os.urandom(12)
-        data = self._aead.encrypt(nonce, json.dumps(value).encode(), name.encode())
+        data = self._aeads[0].encrypt(nonce, json.dumps(value).encode(), name.encode())
         return _b64(nonce + data)
+
+    def _decrypt(self, raw: bytes, name: str) -> bytes:
+        for aead in self._aeads:
+            try:
+                return aead.decrypt(raw[:12], raw[12:], name.encode())
+            except InvalidTag:
+                continue
+        raise InvalidTag
 
     def open(self, name: str, sealed: str) -> dict[str, Any]:
         try:
             raw = _unb64(sealed)
-            value = json.loads(self._aead.decrypt(raw[:12], raw[12:], name.encode()))
+            value = json.loads(self._decrypt(raw, name))
         except (InvalidTag, ValueError, TypeError):
             raise Unauthenticated("the session is not valid") from None
         if not isinstance(value, dict):

@@ -3,6 +3,8 @@ the care ended), expire, list, and the facts the policies decide with."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 from datetime import date, datetime
 from uuid import UUID
@@ -21,6 +23,16 @@ from services.lifecycle import (
     Stage,
 )
 from services.models import Consent, Referral, utcnow
+
+EVIDENCE_PREFIX = "hmac-sha256:"
+
+
+def evidence_fingerprint(key: bytes, *, referral_id: UUID, evidence_hash: str) -> str:
+    """The stored fingerprint of the consent form: keyed and bound to the referral, so a
+    form reference (a short, guessable number) cannot be found back by hashing candidates;
+    the purge clears it."""
+    message = b"consent-evidence:" + referral_id.bytes + evidence_hash.encode("utf-8")
+    return EVIDENCE_PREFIX + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def record(*, session: Session, referral_id: UUID, inp: ConsentRecordInput) -> Consent:

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from services import care_team, policy, start_intents
 from services import consent as consent_service
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
-from services.crypto import PersonalDataVault, Pseudonymizer
+from services.crypto import PersonalDataVault, Pseudonymizer, ReferralPayloadKeys
 from services.errors import Conflict, NotFound, Unprocessable
 from services.lifecycle import (
     ComplianceFact,
@@ -168,9 +168,11 @@ def create(
     body: ReferralCreate,
     idempotency_key: str | None,
     body_hash: str,
+    payload_keys: ReferralPayloadKeys | None = None,
 ) -> Referral:
-    """Store a new referral (draft) with its personal fields sealed and the intent to start
-    its workflow; flushed, the caller commits (with the audit entry)."""
+    """Store a new referral (draft) with its personal fields sealed, its own Temporal
+    payload key and the intent to start its workflow; flushed, the caller commits (with the
+    audit entry)."""
     office = session.exec(
         select(Organisation).where(Organisation.code == principal.organisation)
     ).first()
@@ -199,6 +201,9 @@ def create(
         session=session, referral_id=referral_id, fields=flatten(body)
     )
     session.add(referral)
+    if payload_keys is not None:
+        # before the workflow starts: its first payload is already sealed with this key
+        payload_keys.create(session=session, referral_id=referral_id)
     if idempotency_key is not None:
         session.add(
             IdempotencyRecord(

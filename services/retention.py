@@ -16,10 +16,12 @@ from uuid import UUID
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from services import unlinking
 from services.access import Gatekeeper
 from services.audit.events import shred_event
 from services.audit.models import AuditEvent
 from services.case_content import FIELD_CATEGORY
+from services.crypto.payload_keys import ReferralPayloadKeys
 from services.lifecycle import DataHolding
 from services.models import JusticeMessage, Organisation, Referral, utcnow
 from services.principal import Principal, Sector
@@ -98,10 +100,18 @@ def _clock(*, session: Session, referral: Referral, holding: DataHolding | None)
     )
 
 
-def _destroy_key(*, session: Session, referral: Referral, shredder: Shredder) -> None:
+def _destroy_key(
+    *,
+    session: Session,
+    referral: Referral,
+    shredder: Shredder,
+    payload_keys: ReferralPayloadKeys | None,
+) -> None:
     shredder.shred(session=session, referral_id=referral.id)
     if not shredder.is_shredded(session=session, referral_id=referral.id):
         raise ShredFailed("the shredder left the referral's data key in place")
+    # nothing left may link back to the person: pseudonyms, fingerprints, payload key
+    unlinking.unlink(session=session, referral_id=referral.id, payload_keys=payload_keys)
     referral.personal = {}
     referral.purged_at = utcnow()
 
@@ -153,6 +163,7 @@ def purge(
     shredder: Shredder,
     referral_id: UUID,
     holdings: Sequence[DataHolding] = (),
+    payload_keys: ReferralPayloadKeys | None = None,
 ) -> bool:
     """The last clock ended: shred the holdings still kept, then destroy the referral's
     data key with the last of them, so nothing sealed for it can be opened again. One audit
@@ -176,7 +187,12 @@ def purge(
             if not _holding_done(referral, holding):
                 categories = _shred_holding(session=session, referral=referral, holding=holding)
             if last:
-                _destroy_key(session=session, referral=referral, shredder=shredder)
+                _destroy_key(
+                    session=session,
+                    referral=referral,
+                    shredder=shredder,
+                    payload_keys=payload_keys,
+                )
             referral.updated_at = utcnow()
             session.add(referral)
             action = "referral.purge" if last else f"referral.shred_{holding.value}_data"

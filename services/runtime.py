@@ -11,7 +11,13 @@ from services.access import Gatekeeper
 from services.audit.keys import AuditKeyFile, key_id_of
 from services.audit.log import AuditLog
 from services.audit.models import AUDIT_TREE_HEAD_TABLE
-from services.crypto import FileKeyRing, KeyRing, PersonalDataVault, Pseudonymizer
+from services.crypto import (
+    FileKeyRing,
+    KeyRing,
+    PersonalDataVault,
+    Pseudonymizer,
+    ReferralPayloadKeys,
+)
 from services.db import make_engine
 from services.settings import Settings
 
@@ -74,6 +80,8 @@ class Runtime:
     keyring: KeyRing
     audit_keys: AuditKeyFile
     vault: PersonalDataVault
+    # the per-referral Temporal payload keys: the codec's, and the purge destroys them
+    payload_keys: ReferralPayloadKeys
     pseudonymizer: Pseudonymizer
     audit: AuditLog
     gatekeeper: Gatekeeper
@@ -112,6 +120,7 @@ class Runtime:
             keyring=keyring,
             audit_keys=audit_keys,
             vault=PersonalDataVault(keyring),
+            payload_keys=ReferralPayloadKeys(engine, keyring),
             pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),
             audit=audit,
             gatekeeper=Gatekeeper(

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "referrals"
     temporal_ui_port: int = 8233
     temporal_ui_origin: str = "http://127.0.0.1:8233"
+    # How long Temporal keeps a closed workflow's history (the namespace retention, set by
+    # the worker at start). A referral's workflow closes with its purge, whose history is
+    # unreadable from then on; this bounds how long even its ciphertext stays. Temporal's
+    # minimum is one day.
+    temporal_retention_days: int = Field(default=1, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -10,8 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 
-from services import consent, matching, outbox, projection, retention
+from services import consent, matching, outbox, projection, retention, unlinking
 from services.access import Gatekeeper
+from services.crypto.payload_keys import ReferralPayloadKeys
 from services.db import session_scope
 from services.lifecycle import (
     ComplianceReportInput,
@@ -42,9 +43,18 @@ class ReferralActivities:
     referral's data key and every shredding is an audit entry, so a worker that could purge
     without either would leave the data, or leave no trace."""
 
-    def __init__(self, *, engine: Engine, shredder: Shredder, gatekeeper: Gatekeeper) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        shredder: Shredder,
+        gatekeeper: Gatekeeper,
+        payload_keys: ReferralPayloadKeys | None = None,
+    ) -> None:
         self._engine = engine
         self._shredder = shredder
+        # the per-referral Temporal payload keys the purge destroys
+        self._payload_keys = payload_keys
         # records the justice channel's decisions and messages, and every shredding
         self._gatekeeper = gatekeeper
 
@@ -158,13 +168,17 @@ class ReferralActivities:
 
     @activity.defn
     def purge(self, inp: PurgeInput) -> EmptyResult:
-        """Crypto-shred the referral: drop what the holdings keep, destroy its data key."""
-        retention.purge(
+        """Crypto-shred the referral: drop what the holdings keep, destroy its data key and
+        remove what could link it back to the person (services.unlinking)."""
+        purged = retention.purge(
             gatekeeper=self._gatekeeper,
             shredder=self._shredder,
             referral_id=inp.referral_id,
             holdings=inp.holdings,
+            payload_keys=self._payload_keys,
         )
+        if purged:
+            unlinking.settle(self._engine)
         return EmptyResult()
 
     def all(self) -> list[Callable[..., Any]]:

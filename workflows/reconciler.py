@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from services import referrals, start_intents
+from services import referrals, start_intents, unlinking
 from services.lifecycle import ReferralWorkflowInput
 from services.models import utcnow
 from services.settings import Settings
@@ -78,13 +78,28 @@ async def start_pending(
     return len(inputs)
 
 
+def forget_expired_fingerprints(engine: Engine, settings: Settings) -> int:
+    """Delete the request fingerprints older than the idempotency time (keyed, and kept
+    no longer than a retry needs them)."""
+    with Session(engine) as session:
+        count = unlinking.forget_expired(
+            session=session,
+            now=utcnow(),
+            ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
+        )
+        session.commit()
+        return count
+
+
 async def reconcile_until(
     stop: asyncio.Event, *, client: Client, engine: Engine, settings: Settings
 ) -> None:
-    """Run `start_pending` on the configured cadence until `stop` is set."""
+    """Run `start_pending` (and forget expired request fingerprints) on the configured
+    cadence until `stop` is set."""
     while not stop.is_set():
         try:
             await start_pending(client=client, engine=engine, settings=settings)
+            await asyncio.to_thread(forget_expired_fingerprints, engine, settings)
         except Exception:  # noqa: BLE001 - Temporal or the database away: next round
             logger.warning("reconciler round failed; retrying", exc_info=True)
         try:

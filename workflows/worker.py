@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from services.access import Gatekeeper
+from services.crypto.payload_keys import ReferralPayloadKeys
 from workflows.activities import ReferralActivities, Shredder
 from workflows.referral import ReferralWorkflow
 
@@ -21,10 +22,14 @@ def build_worker(
     shredder: Shredder,
     executor: ThreadPoolExecutor,
     gatekeeper: Gatekeeper,
+    payload_keys: ReferralPayloadKeys | None = None,
 ) -> Worker:
     """A worker for the referral workflow; the caller owns the executor's lifetime. The
-    gatekeeper records the justice channel's decisions and every shredding."""
-    activities = ReferralActivities(engine=engine, shredder=shredder, gatekeeper=gatekeeper)
+    gatekeeper records the justice channel's decisions and every shredding; the purge
+    destroys a referral's Temporal payload key in `payload_keys`."""
+    activities = ReferralActivities(
+        engine=engine, shredder=shredder, gatekeeper=gatekeeper, payload_keys=payload_keys
+    )
     return Worker(
         client,
         task_queue=task_queue,

@@ -10,6 +10,7 @@ from services.crypto.errors import (
     UnknownKeyVersion,
 )
 from services.crypto.keyring import FileKeyRing, KeyRing, WrappedKey
+from services.crypto.payload_keys import ReferralPayloadKey, ReferralPayloadKeys
 from services.crypto.pseudonym import Pseudonymizer
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "PersonalDataVault",
     "Pseudonymizer",
     "ReferralDataKey",
+    "ReferralPayloadKey",
+    "ReferralPayloadKeys",
     "UnknownKeyVersion",
     "WrappedKey",
     "data_converter",

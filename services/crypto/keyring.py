@@ -1,7 +1,19 @@
-"""The key ring: versioned key-encryption keys and the other long-lived keys of the engine.
+"""The key ring: one key per job, each rotated on its own.
+
+| job                       | calls                                                       |
+|---------------------------|-------------------------------------------------------------|
+| wrapping data keys (KEK)  | `current_kek_version`, `wrap`, `unwrap`, `rotate`, `retire`  |
+| Temporal payloads         | `current_payload_key_id`, `payload_key`, `rotate_payload_key` |
+| pseudonyms, fingerprints  | `pseudonym_key`                                              |
+| web sessions              | `web_session_keys`, `rotate_web_session_key`                 |
+| audit signatures          | `services.audit.keys` (a key of its own, not in this ring)   |
+
+No key serves two jobs: rotating one never touches another. The payload keys also wrap
+the per-referral payload keys (services.crypto.payload_keys), which the purge destroys.
 
 `KeyRing` is the interface a KMS or Vault Transit backend implements in production;
-`FileKeyRing` keeps everything in one JSON file and exists for development only.
+`FileKeyRing` keeps everything in one JSON file and exists for development only: the file
+says so (`development_only`) and the settings refuse it in production.
 """
 
 from __future__ import annotations
@@ -78,11 +90,21 @@ class KeyRing(Protocol):
         ...
 
     def pseudonym_key(self) -> bytes:
-        """The HMAC key of the pseudonyms."""
+        """The HMAC key of the pseudonyms and of the keyed request fingerprints; nothing else."""
+        ...
+
+    def web_session_keys(self) -> tuple[bytes, ...]:
+        """The keys sealing web sessions, current first (the previous one still opens)."""
+        ...
+
+    def rotate_web_session_key(self) -> str:
+        """Make a new web-session key current; only the one before it stays readable."""
         ...
 
     def audit_signing_key(self) -> Ed25519PrivateKey:
-        """The Ed25519 key that signs audit tree heads."""
+        """The audit key of logs signed before the audit key had its own file (legacy).
+
+        New tree heads are signed by `services.audit.keys`; this key only endorses it."""
         ...
 
 
@@ -102,6 +124,14 @@ def _new_id(prefix: str, number: int) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _new_web_session_keys() -> dict[str, Any]:
+    key_id = _new_id("ws", 1)
+    return {
+        "current": key_id,
+        "keys": {key_id: {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}},
+    }
 
 
 class FileKeyRing:
@@ -140,6 +170,7 @@ class FileKeyRing:
                 "keys": {payload_id: {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}},
             },
             "pseudonym_key": _b64(os.urandom(KEY_BYTES)),
+            "web_session": _new_web_session_keys(),
             "audit_signing_key": _b64(signing_key),
         }
         ring = cls(path, document)
@@ -208,6 +239,13 @@ class FileKeyRing:
                     raise KeyRingError("a key of the key ring has the wrong length")
             if len(_unb64(doc["pseudonym_key"])) != KEY_BYTES:
                 raise KeyRingError("the pseudonym key has the wrong length")
+            sessions = doc.get("web_session")
+            if sessions is not None:
+                if sessions["current"] not in sessions["keys"]:
+                    raise KeyRingError("the current web-session key has no key")
+                for entry in sessions["keys"].values():
+                    if len(_unb64(entry["key"])) != KEY_BYTES:
+                        raise KeyRingError("a web-session key has the wrong length")
             Ed25519PrivateKey.from_private_bytes(_unb64(doc["audit_signing_key"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyRingError("the key ring is malformed") from exc
@@ -324,7 +362,7 @@ class FileKeyRing:
             self._persist(document)
             self._keks.pop(version, None)
 
-    # -- payload codec, pseudonyms, audit -------------------------------------------
+    # -- payload codec, pseudonyms ---------------------------------------------------
 
     def current_payload_key_id(self) -> str:
         """The id of the key the payload codec encrypts with."""
@@ -357,6 +395,48 @@ class FileKeyRing:
         """The HMAC key of the pseudonyms."""
         return _unb64(self._doc["pseudonym_key"])
 
+    # -- web sessions -----------------------------------------------------------------
+
+    def web_session_keys(self) -> tuple[bytes, ...]:
+        """The keys sealing web sessions, current first (the previous one still opens)."""
+        self._refresh()
+        if "web_session" not in self._doc:
+            # A ring made before web sessions had a key of their own (they used the
+            # pseudonym key): give it one now; sessions sealed before need a new login.
+            self._add_web_session_keys()
+        sessions = self._doc["web_session"]
+        current = sessions["current"]
+        others = [k for k in sessions["keys"] if k != current]
+        return tuple(_unb64(sessions["keys"][k]["key"]) for k in [current, *others])
+
+    def _add_web_session_keys(self) -> None:
+        self._refresh(force=True)
+        with self._lock:
+            if "web_session" in self._doc:
+                return
+            document = json.loads(json.dumps(self._doc))
+            document["web_session"] = _new_web_session_keys()
+            self._persist(document)
+
+    def rotate_web_session_key(self) -> str:
+        """Make a new web-session key current; only the one before it stays readable."""
+        self.web_session_keys()
+        self._refresh(force=True)
+        with self._lock:
+            document = json.loads(json.dumps(self._doc))
+            sessions = document["web_session"]
+            previous = sessions["current"]
+            key_id = _new_id("ws", len(sessions["keys"]) + 1)
+            sessions["keys"] = {
+                previous: sessions["keys"][previous],
+                key_id: {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()},
+            }
+            sessions["current"] = key_id
+            self._persist(document)
+            return key_id
+
+    # -- audit (legacy) ---------------------------------------------------------------
+
     def audit_signing_key(self) -> Ed25519PrivateKey:
-        """The Ed25519 key that signs audit tree heads."""
+        """The audit key of logs signed before the audit key had its own file (legacy)."""
         return Ed25519PrivateKey.from_private_bytes(_unb64(self._doc["audit_signing_key"]))

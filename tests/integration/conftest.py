@@ -65,7 +65,7 @@ async def dev_server(runtime: Runtime, integration_dir: Path) -> AsyncIterator[W
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary("temporal"),
         dev_server_database_filename=str(integration_dir / "temporal.db"),
-        data_converter=data_converter(runtime.keyring),
+        data_converter=data_converter(runtime.keyring, runtime.payload_keys),
         interceptors=[TracingInterceptor()],
         ip="127.0.0.1",
         ui=False,
@@ -90,6 +90,7 @@ async def worker(
         shredder=runtime.vault,
         executor=activity_executor,
         gatekeeper=runtime.gatekeeper,
+        payload_keys=runtime.payload_keys,
     )
     async with worker:
         yield worker

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_audit_events"
-down_revision = "0008_retention_deadlines"
+down_revision = "0009_unlinkable_purge"
 branch_labels = None
 depends_on = None
 

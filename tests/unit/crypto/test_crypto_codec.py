@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, create_engine
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import WorkflowSerializationContext
 
 from services.crypto import (
+    DataKeyShredded,
     DecryptionError,
     EncryptionCodec,
     FileKeyRing,
+    ReferralPayloadKey,
+    ReferralPayloadKeys,
     UnknownKeyVersion,
     data_converter,
 )
@@ -109,3 +117,141 @@ async def test_a_missing_key_id_fails(keyring: FileKeyRing) -> None:
 async def test_an_unencrypted_payload_passes_through(keyring: FileKeyRing) -> None:
     plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')
     assert await EncryptionCodec(keyring).decode([plain]) == [plain]
+
+
+# ---- a key per referral ----------------------------------------------------------------
+
+
+@pytest.fixture
+def referral_keys(keyring: FileKeyRing) -> Iterator[ReferralPayloadKeys]:
+    engine = create_engine(
+        "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+    )
+    SQLModel.metadata.create_all(engine, tables=[ReferralPayloadKey.__table__])  # type: ignore[attr-defined]
+    yield ReferralPayloadKeys(engine, keyring)
+    engine.dispose()
+
+
+def _with_key(referral_keys: ReferralPayloadKeys, referral_id: uuid.UUID) -> None:
+    with Session(referral_keys._engine) as session:
+        referral_keys.create(session=session, referral_id=referral_id)
+        session.commit()
+
+
+def _destroy(referral_keys: ReferralPayloadKeys, referral_id: uuid.UUID) -> None:
+    with Session(referral_keys._engine) as session:
+        referral_keys.destroy(session=session, referral_id=referral_id)
+        session.commit()
+
+
+def _in_workflow(codec: EncryptionCodec, workflow_id: str) -> EncryptionCodec:
+    return codec.with_context(
+        WorkflowSerializationContext(namespace="default", workflow_id=workflow_id)
+    )
+
+
+async def test_a_referrals_payloads_are_sealed_with_its_own_key(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys
+) -> None:
+    referral_id = uuid.uuid4()
+    _with_key(referral_keys, referral_id)
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{referral_id}")
+    [sealed] = await codec.encode([Payload(data=b"Dubois")])
+    assert sealed.metadata["encryption-key-id"] == f"rk-{referral_id}".encode()
+    # decoding needs no context: the payload names its key (the Temporal UI's codec)
+    assert await EncryptionCodec(keyring, referral_keys).decode([sealed]) == [
+        Payload(data=b"Dubois")
+    ]
+    # the ring's payload key alone does not open it
+    with pytest.raises(DecryptionError):
+        await EncryptionCodec(keyring).decode([sealed])
+
+
+async def test_the_purge_makes_the_history_unreadable(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys
+) -> None:
+    referral_id = uuid.uuid4()
+    _with_key(referral_keys, referral_id)
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{referral_id}")
+    [sealed] = await codec.encode([Payload(data=b"Dubois")])
+    assert await codec.decode([sealed]) == [Payload(data=b"Dubois")]  # now cached
+    _destroy(referral_keys, referral_id)
+    for reader in (
+        codec,
+        EncryptionCodec(keyring, ReferralPayloadKeys(referral_keys._engine, keyring)),
+    ):
+        with pytest.raises(DataKeyShredded):
+            await reader.decode([sealed])
+    # what the workflow records after its purge (process facts) is sealed with the ring's key
+    [after] = await codec.encode([Payload(data=b"purged")])
+    assert after.metadata["encryption-key-id"] == keyring.current_payload_key_id().encode()
+    assert await codec.decode([after]) == [Payload(data=b"purged")]
+
+
+@pytest.mark.parametrize(
+    "workflow_id", [None, "referral-not-a-uuid", "nightly-report", "referral-{other}"]
+)
+async def test_payloads_without_a_referral_key_use_the_rings_key(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys, workflow_id: str | None
+) -> None:
+    codec = EncryptionCodec(keyring, referral_keys)
+    if workflow_id is not None:
+        # "referral-{other}": a referral with no key of its own (started before keys were)
+        codec = _in_workflow(codec, workflow_id.format(other=uuid.uuid4()))
+    [sealed] = await codec.encode([Payload(data=b"x")])
+    assert sealed.metadata["encryption-key-id"] == keyring.current_payload_key_id().encode()
+    assert await codec.decode([sealed]) == [Payload(data=b"x")]
+
+
+async def test_payloads_sealed_before_referral_keys_still_decode(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys
+) -> None:
+    referral_id = uuid.uuid4()
+    [old] = await EncryptionCodec(keyring).encode([Payload(data=b"release 2")])
+    _with_key(referral_keys, referral_id)
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{referral_id}")
+    assert await codec.decode([old]) == [Payload(data=b"release 2")]
+
+
+async def test_a_payload_relabelled_to_another_referral_fails(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    _with_key(referral_keys, first)
+    _with_key(referral_keys, second)
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{first}")
+    [sealed] = await codec.encode([Payload(data=b"x")])
+    relabelled = Payload()
+    relabelled.CopyFrom(sealed)
+    relabelled.metadata["encryption-key-id"] = f"rk-{second}".encode()
+    with pytest.raises(DecryptionError):
+        await codec.decode([relabelled])
+    relabelled.metadata["encryption-key-id"] = b"rk-not-a-uuid"
+    with pytest.raises(DecryptionError):
+        await codec.decode([relabelled])
+
+
+async def test_a_referral_key_needs_the_rings_payload_key(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys, tmp_path: Path
+) -> None:
+    referral_id = uuid.uuid4()
+    _with_key(referral_keys, referral_id)
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{referral_id}")
+    [sealed] = await codec.encode([Payload(data=b"x")])
+    stranger = FileKeyRing.create(tmp_path / "other.json")
+    with pytest.raises(DecryptionError):
+        await EncryptionCodec(
+            stranger, ReferralPayloadKeys(referral_keys._engine, stranger)
+        ).decode([sealed])
+
+
+async def test_a_key_created_after_a_lookup_is_used_at_once(
+    keyring: FileKeyRing, referral_keys: ReferralPayloadKeys
+) -> None:
+    referral_id = uuid.uuid4()
+    codec = _in_workflow(EncryptionCodec(keyring, referral_keys), f"referral-{referral_id}")
+    [before] = await codec.encode([Payload(data=b"x")])
+    assert before.metadata["encryption-key-id"] == keyring.current_payload_key_id().encode()
+    _with_key(referral_keys, referral_id)
+    [after] = await codec.encode([Payload(data=b"x")])
+    assert after.metadata["encryption-key-id"] == f"rk-{referral_id}".encode()

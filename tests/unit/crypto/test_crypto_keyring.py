@@ -146,3 +146,49 @@ def test_payload_key_rotation_keeps_old_ids(keyring: FileKeyRing) -> None:
     assert len(keyring.payload_key(new_id)) == 32
     with pytest.raises(UnknownKeyVersion):
         keyring.payload_key("pk-404-000000")
+
+
+# ---- one key per job -------------------------------------------------------------------
+
+
+def test_every_job_has_a_key_of_its_own(keyring: FileKeyRing) -> None:
+    payload = keyring.payload_key(keyring.current_payload_key_id())
+    [session] = keyring.web_session_keys()
+    kek = json.loads(keyring.path.read_text())["kek"]
+    kek_key = kek["versions"][kek["current"]]["key"]
+    keys = [payload, session, keyring.pseudonym_key(), kek_key.encode()]
+    assert len({*keys}) == len(keys)
+    assert session != keyring.pseudonym_key()
+
+
+def test_the_web_session_key_rotates_alone(keyring: FileKeyRing) -> None:
+    [before] = keyring.web_session_keys()
+    pseudonym, payload_id = keyring.pseudonym_key(), keyring.current_payload_key_id()
+    kek = keyring.current_kek_version()
+    keyring.rotate_web_session_key()
+    current, previous = FileKeyRing.load(keyring.path).web_session_keys()
+    assert previous == before and current != before
+    assert keyring.pseudonym_key() == pseudonym
+    assert keyring.current_payload_key_id() == payload_id
+    assert keyring.current_kek_version() == kek
+    # only the key before the current one stays: sessions live hours, not rotations
+    keyring.rotate_web_session_key()
+    assert before not in keyring.web_session_keys()
+    assert len(keyring.web_session_keys()) == 2
+
+
+def test_the_payload_key_rotates_alone(keyring: FileKeyRing) -> None:
+    sessions, pseudonym = keyring.web_session_keys(), keyring.pseudonym_key()
+    keyring.rotate_payload_key()
+    assert keyring.web_session_keys() == sessions and keyring.pseudonym_key() == pseudonym
+
+
+def test_a_ring_from_before_web_session_keys_gets_one(keyring: FileKeyRing) -> None:
+    document = json.loads(keyring.path.read_text())
+    del document["web_session"]
+    keyring.path.write_text(json.dumps(document))
+    older = FileKeyRing.load(keyring.path)
+    [session] = older.web_session_keys()
+    assert session != older.pseudonym_key()
+    assert FileKeyRing.load(keyring.path).web_session_keys() == (session,)
+    assert stat.S_IMODE(keyring.path.stat().st_mode) == 0o600
