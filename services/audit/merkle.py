@@ -91,6 +91,91 @@ def consistency_proof(m: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     return proof
 
 
+# -- stored subtrees --------------------------------------------------------------------
+#
+# A log that keeps its tree in the database stores the hash of every complete subtree (a
+# perfect binary tree of 2^level leaves starting at a multiple of 2^level) under one integer
+# key, its in-order position: 2 * start + 2^level - 1. Leaves are the even keys, and the
+# largest key of a tree of n leaves is its last leaf, 2 * (n - 1). Any range the RFC's
+# recursion visits is a run of such subtrees of strictly decreasing size, so its hash, and
+# so every proof, reads O(log n) stored rows.
+
+
+def node_key(level: int, start: int) -> int:
+    """The storage key of the complete subtree of 2^level leaves from leaf `start`."""
+    return 2 * start + (1 << level) - 1
+
+
+def size_of_last_key(key: int | None) -> int:
+    """The number of leaves of a tree whose largest stored key is `key` (None: empty)."""
+    return 0 if key is None else key // 2 + 1
+
+
+def subtrees(start: int, end: int) -> list[tuple[int, int]]:
+    """The complete subtrees (level, start) that tile leaves [start, end), largest first."""
+    parts: list[tuple[int, int]] = []
+    while start < end:
+        level = (end - start).bit_length() - 1
+        if start:
+            level = min(level, (start & -start).bit_length() - 1)
+        parts.append((level, start))
+        start += 1 << level
+    return parts
+
+
+def fold_subtrees(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a range from the hashes of its `subtrees` (strictly decreasing sizes)."""
+    if not hashes:
+        return EMPTY_ROOT
+    r = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        r = node_hash(h, r)
+    return r
+
+
+def inclusion_ranges(index: int, n: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes make PATH(index, D[n]), in proof order."""
+    if not 0 <= index < n:
+        raise ValueError(f"leaf index {index} is outside a tree of size {n}")
+    ranges: list[tuple[int, int]] = []
+    start, end, m = 0, n, index
+    while end - start > 1:
+        k = _split(end - start)
+        if m < k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+            m -= k
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(m: int, n: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes make PROOF(m, D[n]), in proof order."""
+    if not 0 <= m <= n:
+        raise ValueError(f"size {m} is outside 0..{n}")
+    if m in (0, n):
+        return []
+    ranges: list[tuple[int, int]] = []
+    start, end, size, whole = 0, n, m, True
+    while size != end - start:
+        k = _split(end - start)
+        if size <= k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+            size -= k
+            whole = False
+    if not whole:
+        ranges.append((start, end))
+    ranges.reverse()
+    return ranges
+
+
 def _valid_hashes(*hashes: bytes) -> bool:
     return all(isinstance(h, bytes) and len(h) == HASH_SIZE for h in hashes)
 
@@ -175,6 +260,38 @@ class TreeAccumulator:
     def __init__(self) -> None:
         self._peaks: list[tuple[int, bytes]] = []  # (height, hash), tallest first
         self._size = 0
+
+    @classmethod
+    def from_peaks(cls, size: int, peaks: Sequence[bytes]) -> TreeAccumulator:
+        """The accumulator of a tree of `size` leaves from the hashes of `subtrees(0, size)`."""
+        levels = [level for level, _ in subtrees(0, size)]
+        if len(levels) != len(peaks):
+            raise ValueError(f"a tree of size {size} has {len(levels)} peaks, not {len(peaks)}")
+        tree = cls()
+        tree._peaks = list(zip(levels, peaks, strict=True))
+        tree._size = size
+        return tree
+
+    def copy(self) -> TreeAccumulator:
+        """An independent accumulator at the same size (O(log n))."""
+        tree = TreeAccumulator()
+        tree._peaks = list(self._peaks)
+        tree._size = self._size
+        return tree
+
+    def append_nodes(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        """Add the next leaf; returns (node key, hash) of it and of each subtree it completes."""
+        start = self._size
+        height, h = 0, leaf_hash
+        nodes = [(node_key(0, start), h)]
+        while self._peaks and self._peaks[-1][0] == height:
+            _, left = self._peaks.pop()
+            h = node_hash(left, h)
+            height += 1
+            nodes.append((node_key(height, start + 1 - (1 << height)), h))
+        self._peaks.append((height, h))
+        self._size += 1
+        return nodes
 
     @property
     def size(self) -> int:

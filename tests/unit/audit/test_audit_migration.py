@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from audit_factories import audit_event, execute_raw
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, insert, inspect
 from sqlalchemy.exc import DBAPIError
 
+from services.audit import merkle
 from services.audit.log import AuditLog
-from services.audit.models import AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE
+from services.audit.models import AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE, new_entry
 from services.audit.witness import (
     COSIGNATURE_TABLE,
     TreeHead,
@@ -49,7 +51,8 @@ def test_the_migration_creates_append_only_audit_tables(tmp_path: Path) -> None:
 
 def test_the_witness_migration_creates_an_append_only_cosignature_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'witness.db'}"
-    command.upgrade(alembic_config(url), "0007_audit_witness")
+    # the log needs its stored tree (a later migration) to append
+    command.upgrade(alembic_config(url), "head")
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -77,5 +80,45 @@ def test_the_witness_migration_creates_an_append_only_cosignature_table(tmp_path
     try:
         with engine.connect() as conn:
             assert not inspect(conn).has_table(COSIGNATURE_TABLE.name)
+    finally:
+        engine.dispose()
+
+
+def test_the_tiles_migration_builds_the_stored_tree_of_an_existing_log(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tiles.db'}"
+    command.upgrade(alembic_config(url), "0007_audit_witness")
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    entries = [new_entry(audit_event(n), index=n, recorded_at=now) for n in range(21)]
+    try:
+        # Entries written before the stored tree existed.
+        with engine.begin() as conn:
+            columns = [c.name for c in AUDIT_ENTRY_TABLE.columns]
+            conn.execute(
+                insert(AUDIT_ENTRY_TABLE), [{c: getattr(e, c) for c in columns} for e in entries]
+            )
+    finally:
+        engine.dispose()
+    command.upgrade(alembic_config(url), "0011_audit_tiles")
+    engine = make_engine(url)
+    leaves = [bytes.fromhex(e.leaf_hash) for e in entries]
+    try:
+        log = AuditLog(engine, Ed25519PrivateKey.generate(), "k1")
+        assert log.inclusion_proof(13, 21).path == [
+            h.hex() for h in merkle.inclusion_proof(13, leaves)
+        ]
+        [entry] = log.append([audit_event(21)])  # the log continues the backfilled tree
+        leaves.append(bytes.fromhex(entry.leaf_hash))
+        assert log.sign_tree_head().root_hash == merkle.root(leaves).hex()
+        assert log.verify().ok
+        with pytest.raises(DBAPIError, match="append-only"):
+            execute_raw(engine, "DELETE FROM audit_tree_node")
+    finally:
+        engine.dispose()
+    command.downgrade(alembic_config(url), "0007_audit_witness")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert not inspect(conn).has_table("audit_tree_node")
     finally:
         engine.dispose()
