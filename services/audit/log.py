@@ -6,7 +6,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -525,13 +525,3 @@ def _load_tree(conn: Connection, size: int) -> merkle.TreeAccumulator:
     tiles = merkle.subtrees(0, size)
     peaks = _range_hashes(conn, [(start, start + (1 << level)) for level, start in tiles])
     return merkle.TreeAccumulator.from_peaks(size, peaks)
-
-
-def stored_nodes(leaf_hashes: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Every (node key, hash) of the tree over `leaf_hashes`, streamed in O(log n) memory.
-
-    For a backfill (migration 0011) or a bulk build: the rows `append` would have written.
-    """
-    tree = merkle.TreeAccumulator()
-    for leaf_hash in leaf_hashes:
-        yield from tree.append_nodes(leaf_hash)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+EXTEND_HEIGHT = 12
+EXTEND_CHUNK = 1 << EXTEND_HEIGHT
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -279,39 +282,47 @@ class TreeAccumulator:
         tree._size = self._size
         return tree
 
-    def append_nodes(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
-        """Add the next leaf; returns (node key, hash) of it and of each subtree it completes."""
-        start = self._size
-        height, h = 0, leaf_hash
-        nodes = [(node_key(0, start), h)]
-        while self._peaks and self._peaks[-1][0] == height:
-            _, left = self._peaks.pop()
-            h = node_hash(left, h)
-            height += 1
-            nodes.append((node_key(height, start + 1 - (1 << height)), h))
-        self._peaks.append((height, h))
-        self._size += 1
-        return nodes
-
     @property
     def size(self) -> int:
         """The number of leaves appended so far."""
         return self._size
 
+    def append_nodes(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        """Add the next leaf; returns (node key, hash) of it and of each subtree it completes."""
+        return [(node_key(0, self._size), leaf_hash), *self._push_subtree(0, leaf_hash)]
+
     def append(self, leaf_hash: bytes) -> None:
         """Add the next leaf (given by its leaf hash)."""
-        height, h = 0, leaf_hash
-        while self._peaks and self._peaks[-1][0] == height:
-            _, left = self._peaks.pop()
-            h = node_hash(left, h)
-            height += 1
-        self._peaks.append((height, h))
-        self._size += 1
+        self._push_subtree(0, leaf_hash)
 
     def extend(self, leaf_hashes: Sequence[bytes]) -> None:
         """Add several leaves in order."""
-        for h in leaf_hashes:
-            self.append(h)
+        # Aligned runs of EXTEND_CHUNK leaves are hashed level by level (`root`), which
+        # costs far less interpreter time per node than growing the peaks leaf by leaf.
+        position, count = 0, len(leaf_hashes)
+        while position < count:
+            if not self._size % EXTEND_CHUNK and count - position >= EXTEND_CHUNK:
+                chunk = leaf_hashes[position : position + EXTEND_CHUNK]
+                self._push_subtree(EXTEND_HEIGHT, root(chunk))
+                position += EXTEND_CHUNK
+            else:
+                self._push_subtree(0, leaf_hashes[position])
+                position += 1
+
+    def _push_subtree(self, height: int, h: bytes) -> list[tuple[int, bytes]]:
+        # A complete subtree of 2^height leaves (the size so far is a multiple of it);
+        # returns (node key, hash) of each larger subtree it completes.
+        start = self._size
+        self._size += 1 << height
+        completed: list[tuple[int, bytes]] = []
+        while self._peaks and self._peaks[-1][0] == height:
+            _, left = self._peaks.pop()
+            h = node_hash(left, h)
+            start -= 1 << height
+            height += 1
+            completed.append((node_key(height, start), h))
+        self._peaks.append((height, h))
+        return completed
 
     def root(self) -> bytes:
         """The Merkle tree hash of all leaves appended so far."""
@@ -322,3 +333,23 @@ class TreeAccumulator:
         for _, peak in reversed(self._peaks[:-1]):
             r = node_hash(peak, r)
         return r
+
+
+def stored_nodes(leaf_hashes: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Every (node key, hash) of the tree over `leaf_hashes`, streamed in O(log n) memory:
+    the rows a log appending them one by one would have stored (a backfill, a bulk build)."""
+    tree = TreeAccumulator()
+    source = iter(leaf_hashes)
+    while chunk := list(islice(source, EXTEND_CHUNK)):
+        if len(chunk) < EXTEND_CHUNK or tree.size % EXTEND_CHUNK:
+            for h in chunk:
+                yield from tree.append_nodes(h)
+            continue
+        # A whole aligned chunk: its subtrees level by level, then what it completes above.
+        start, level, height = tree.size, chunk, 0
+        yield from ((node_key(0, start + i), h) for i, h in enumerate(level))
+        while len(level) > 1:
+            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+            height += 1
+            yield from ((node_key(height, start + (i << height)), h) for i, h in enumerate(level))
+        yield from tree._push_subtree(height, level[0])

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from alembic import op
 
-from services.audit.log import stored_nodes
+from services.audit.merkle import stored_nodes
 from services.audit.models import install_append_only_triggers
 
 revision = "0011_audit_tiles"

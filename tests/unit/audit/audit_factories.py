@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, text
 
-from services.audit.log import stored_nodes
+from services.audit.merkle import stored_nodes
 from services.audit.models import (
     AUDIT_ENTRY_TABLE,
     AUDIT_TREE_NODE_TABLE,
