@@ -191,6 +191,11 @@ ROUTES: dict[tuple[str, str], Route] = {
     # verifying the whole log is the auditor's; the referring office is refused (and audited)
     ("POST", f"{A}/verify"): Route("verify_audit", _audit("verify"), OFFICE, 403, None),
     ("GET", f"{A}/public-key"): Route("verify_audit", _audit("public_key"), AUDITOR, 200, None),
+    ("GET", f"{A}/figures"): Route("search_audit", _audit("figures"), AUDITOR, 200, None),
+    # the figures are the auditor's too: a case party is refused (and audited)
+    ("GET", f"{A}/figures/{{figure}}/entries"): Route(
+        "search_audit", _audit("figure_entries"), CGG, 403, None
+    ),
 }
 
 # Outside /api/v1: nothing but these.
@@ -294,6 +299,7 @@ async def test_every_api_route_decides_and_is_audited(
     for key, spec in ROUTES.items():
         method, path = key
         url = path.replace("{index}", str(max(index, 0))).replace("{subject}", WORKER_SUBJECT)
+        url = url.replace("{figure}", "denials")
         if "{referral_id}" in url:
             referral_id = ids["main"] if spec.referral == "main" else ids[str(spec.referral)]
             assert referral_id is not None, f"{key}: its referral does not exist yet"
