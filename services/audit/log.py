@@ -50,6 +50,7 @@ ADVISORY_LOCK_KEY = 0x61756469745F6C67  # "audit_lg"
 MAX_APPEND_ATTEMPTS = 5
 MAX_SEARCH_LIMIT = 500
 VERIFY_CHUNK_ROWS = 2000
+GROUP_COMMIT_WAIT = 0.002  # seconds a commit waits for more callers under concurrency
 
 ENTRY_TABLE = AUDIT_ENTRY_TABLE
 HEAD_TABLE = AUDIT_TREE_HEAD_TABLE
@@ -142,6 +143,7 @@ class AuditLog:
         self._queue: list[_PendingAppend] = []
         self._queue_cond = threading.Condition()
         self._flushing = False
+        self._concurrent = False
         # Serialises every write transaction (appends and heads) within this process.
         self._write_lock = threading.RLock()
 
@@ -170,7 +172,13 @@ class AuditLog:
                 self._queue_cond.wait()
             if not pending.done:
                 self._flushing = True
+                if self._concurrent:
+                    # The last commit served several callers: those it answered are about
+                    # to append again, so wait a moment for them to join this commit rather
+                    # than commit half of them now (a commit costs far more than the wait).
+                    self._queue_cond.wait(GROUP_COMMIT_WAIT)
                 batch, self._queue = self._queue, []
+                self._concurrent = len(batch) > 1
         if not pending.done:
             try:
                 self._flush(batch)
