@@ -214,10 +214,12 @@ DEFAULT_WINDOW_DAYS = 30
 
 def figure_window(since: date | None, until: date | None, bucket: Bucket) -> Window:
     """The window of the figures: local days, by default the last 30 up to today."""
-    last = until or datetime.now(audit_figures.OFFICE_TIMEZONE).date()
-    first = since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
     try:
+        last = until or datetime.now(audit_figures.OFFICE_TIMEZONE).date()
+        first = since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
         return Window(first, last, bucket)
+    except OverflowError:
+        raise Unprocessable("the window lies outside the calendar") from None
     except ValueError as exc:
         raise Unprocessable(str(exc)) from None
 

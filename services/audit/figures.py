@@ -36,6 +36,9 @@ OFFICE_TIMEZONE = ZoneInfo("Europe/Brussels")
 OFFICE_START = time(8, 0)
 OFFICE_END = time(18, 0)
 MAX_BUCKETS = 400
+# Days a window may span: the log is younger, and the edges of `date` overflow in UTC.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2199, 12, 31)
 STREAM_ROWS = 2000
 JUSTICE_ROLES = frozenset({"prosecutor", "justice_assistant"})
 INTAKE_ROLE = "intake_coordinator"
@@ -69,6 +72,8 @@ class Window:
     def __post_init__(self) -> None:
         if self.last < self.first:
             raise ValueError("the window ends before it starts")
+        if self.first < FIRST_DAY or self.last > LAST_DAY:
+            raise ValueError(f"the window must lie within {FIRST_DAY} and {LAST_DAY}")
         if len(self.starts()) > MAX_BUCKETS:
             raise ValueError(f"at most {MAX_BUCKETS} bars: choose weeks or a shorter window")
 

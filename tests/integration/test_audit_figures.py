@@ -152,3 +152,9 @@ async def test_only_auditors_see_the_figures(api: httpx.AsyncClient, minter: Tok
     )
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
+    for params in ({"until": "0001-01-03"}, {"since": "9999-12-30", "until": "9999-12-31"}):
+        edge = await api.get(
+            "/api/v1/audit/figures", params=params, headers=minter.headers(*AUDITOR)
+        )
+        assert edge.status_code == 422, edge.text
+        assert edge.headers["content-type"].startswith("application/problem+json")

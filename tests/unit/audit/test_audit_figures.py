@@ -173,3 +173,6 @@ def test_a_window_must_be_ordered_and_bounded() -> None:
     with pytest.raises(ValueError):
         Window(date(2020, 1, 1), date(2026, 1, 1))
     assert len(Window(date(2020, 1, 1), date(2026, 1, 1), Bucket.WEEK).starts()) < 400
+    for first, last in ((date.min, date(2026, 1, 1)), (date(2026, 1, 1), date.max)):
+        with pytest.raises(ValueError, match="must lie within"):
+            Window(first, last, Bucket.WEEK)
