@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install chromium keycloak-prerequisites lint bench bench-quick reliability clean
+.PHONY: run test install chromium keycloak-prerequisites lint bench bench-quick bench-audit-10m reliability clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ lint: install
 # runs the API rows on PostgreSQL.
 bench: install
 	$(BIN)/python -m bench
+
+# The audit rows with proofs on a stored tree of 10,000,000 entries as well as 1,000,000
+# (building the 10M tree takes several minutes and about 1.5 GB of disk in a temporary file).
+bench-audit-10m: install
+	REFERRAL_BENCH_AUDIT_PROOF_SIZES=1000000,10000000 $(BIN)/python -m bench bench.audit_bench
 
 # A short smoke run of the API rows (under a minute).
 bench-quick: install

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -23,6 +24,8 @@ from api.routes import guard, purpose_of
 from api.schemas import PersonAccessReportIn
 from services import person_report, policy, subject_report
 from services.access import Access, RequestContext
+from services.audit import figures as audit_figures
+from services.audit.figures import Bucket, Figure, Window
 from services.audit.keys import public_keys_pem
 from services.audit.models import AuditEventType
 from services.audit.purpose import PurposeOfUse
@@ -213,6 +216,91 @@ async def verify(runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep) 
     def run() -> dict[str, Any]:
         with _auditor(runtime, principal, ctx, policy.Action.VERIFY_AUDIT, "verify"):
             return runtime.audit.verify().__dict__
+
+    return await run_in_threadpool(run)
+
+
+DEFAULT_WINDOW_DAYS = 30
+
+
+def figure_window(since: date | None, until: date | None, bucket: Bucket) -> Window:
+    """The window of the figures: local days, by default the last 30 up to today."""
+    try:
+        last = until or datetime.now(audit_figures.OFFICE_TIMEZONE).date()
+        first = since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
+        return Window(first, last, bucket)
+    except OverflowError:
+        raise Unprocessable("the window lies outside the calendar") from None
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
+
+
+@router.get("/figures")
+async def figures(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    since: Annotated[
+        date | None, Query(description="First local day (default: 30 days ago).")
+    ] = None,
+    until: Annotated[
+        date | None, Query(description="Last local day, inclusive (default: today).")
+    ] = None,
+    bucket: Bucket = Bucket.DAY,
+) -> dict[str, Any]:
+    """Accesses per organisation, denials, accesses outside office hours and by users with no
+    active role in the case, per day or week (auditors)."""
+    window = figure_window(since, until, bucket)
+
+    def run() -> dict[str, Any]:
+        with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "figures"):
+            with runtime.engine.connect() as conn:
+                cases = audit_figures.Cases(conn, runtime.gatekeeper.pseudonym)
+                return audit_figures.figures(conn, window, cases)
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/figures/{figure}/entries")
+async def figure_entries(
+    figure: Figure,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    ctx: ContextDep,
+    since: date | None = None,
+    until: date | None = None,
+    organisation: Annotated[str | None, Query(max_length=255)] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The entries behind one figure (one bar: its days and organisation), in log order."""
+    window = figure_window(since, until, Bucket.DAY)
+
+    def run() -> dict[str, Any]:
+        with _auditor(runtime, principal, ctx, policy.Action.SEARCH_AUDIT, "figure_entries"):
+            with runtime.engine.connect() as conn:
+                cases = None
+                if figure is Figure.NO_ACTIVE_ROLE:
+                    cases = audit_figures.Cases(conn, runtime.gatekeeper.pseudonym)
+                rows = audit_figures.entries(
+                    conn,
+                    figure,
+                    window,
+                    cases,
+                    organisation=organisation,
+                    offset=offset,
+                    limit=limit,
+                )
+                found = [_entry(row) for row in rows]
+            return {
+                "figure": figure.value,
+                "since": window.first.isoformat(),
+                "until": window.last.isoformat(),
+                "organisation": organisation,
+                "entries": found,
+                "offset": offset,
+                "limit": limit,
+            }
 
     return await run_in_threadpool(run)
 

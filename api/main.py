@@ -22,6 +22,7 @@ from api.codec import router as codec_router
 from api.middleware import CodecOnlyCors, RequestLimits, SecurityHeaders
 from api.policy_routes import router as policy_router
 from api.routes import router
+from api.web import audit_figures as web_audit_figures
 from api.web import pages as web_pages
 from api.web import session as web_session
 from api.web_auth import CookieSealer, LoginRefused, SessionStore
@@ -113,6 +114,7 @@ def create_app(
     # The role UIs: pages under /ui, their CSS and scripts under /static (no token needed
     # for either; every page and form requires the web login's session).
     app.include_router(web_pages.router)
+    app.include_router(web_audit_figures.router)
     app.mount("/static", StaticFiles(directory=web_session.STATIC), name="static")
     app.add_exception_handler(web_session.LoginRequired, web_session.login_required)
     app.add_exception_handler(web_session.CsrfRefused, web_session.csrf_refused)

@@ -23,6 +23,7 @@ from services.audit import merkle
 from services.audit.models import (
     AUDIT_ENTRY_TABLE,
     AUDIT_TREE_HEAD_TABLE,
+    AUDIT_TREE_NODE_TABLE,
     AuditEntry,
     AuditEvent,
     SignedTreeHead,
@@ -49,9 +50,11 @@ ADVISORY_LOCK_KEY = 0x61756469745F6C67  # "audit_lg"
 MAX_APPEND_ATTEMPTS = 5
 MAX_SEARCH_LIMIT = 500
 VERIFY_CHUNK_ROWS = 2000
+GROUP_COMMIT_WAIT = 0.002  # seconds a commit waits for more callers under concurrency
 
 ENTRY_TABLE = AUDIT_ENTRY_TABLE
 HEAD_TABLE = AUDIT_TREE_HEAD_TABLE
+NODE_TABLE = AUDIT_TREE_NODE_TABLE
 
 
 class AuditIntegrityError(RuntimeError):
@@ -140,12 +143,13 @@ class AuditLog:
         self._queue: list[_PendingAppend] = []
         self._queue_cond = threading.Condition()
         self._flushing = False
+        self._concurrent = False
         # Serialises every write transaction (appends and heads) within this process.
         self._write_lock = threading.RLock()
 
-        # Leaf hashes of the stored prefix, so proofs and heads never rescan the table.
+        # Only the peaks of the stored tree (O(log n) hashes), to extend it and sign its
+        # root; every other subtree hash lives in the node table, read by the proofs.
         self._cache_lock = threading.Lock()
-        self._leaves: list[bytes] = []
         self._tree = merkle.TreeAccumulator()
         self._last_head_size: int | None = None
         self._last_head_time = time.monotonic()
@@ -168,7 +172,13 @@ class AuditLog:
                 self._queue_cond.wait()
             if not pending.done:
                 self._flushing = True
+                if self._concurrent:
+                    # The last commit served several callers: those it answered are about
+                    # to append again, so wait a moment for them to join this commit rather
+                    # than commit half of them now (a commit costs far more than the wait).
+                    self._queue_cond.wait(GROUP_COMMIT_WAIT)
                 batch, self._queue = self._queue, []
+                self._concurrent = len(batch) > 1
         if not pending.done:
             try:
                 self._flush(batch)
@@ -223,6 +233,8 @@ class AuditLog:
             with self._write_lock, self._engine.connect() as conn:
                 self._lock_database(conn)
                 start = self._sync(conn)
+                with self._cache_lock:
+                    tree = self._tree.copy()
                 try:
                     # The state joins the audit writer's transaction, taken under the append
                     # lock: on SQLite no second writer can deadlock with it.
@@ -237,6 +249,13 @@ class AuditLog:
                     ]
                     if entries:
                         conn.execute(insert(ENTRY_TABLE), [self._row(e) for e in entries])
+                        # The tree grows in the same transaction as its leaves.
+                        nodes = [
+                            {"node": key, "hash": digest}
+                            for e in entries
+                            for key, digest in tree.append_nodes(bytes.fromhex(e.leaf_hash))
+                        ]
+                        conn.execute(insert(NODE_TABLE), nodes)
                     conn.commit()
                 except IntegrityError as error:
                     conn.rollback()
@@ -248,7 +267,7 @@ class AuditLog:
                 except BaseException:
                     conn.rollback()
                     raise
-            self._publish(start, [bytes.fromhex(e.leaf_hash) for e in entries])
+            self._publish(tree)
             return result, entries
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -268,7 +287,7 @@ class AuditLog:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def _sync(self, conn: Connection, *, locked: bool = True) -> int:
-        """Load leaf hashes stored by others since we last looked; returns the log size."""
+        """Catch up with appends by others (reading O(log n) rows); returns the log size."""
         with self._cache_lock:
             if self._last_head_size is None:
                 self._last_head_size = conn.execute(
@@ -276,49 +295,43 @@ class AuditLog:
                         HEAD_TABLE.c.key_id == self._key_id
                     )
                 ).scalar_one()
-            known = len(self._leaves)
-            rows = conn.execute(
-                select(ENTRY_TABLE.c.index, ENTRY_TABLE.c.leaf_hash)
-                .where(ENTRY_TABLE.c.index >= known)
-                .order_by(ENTRY_TABLE.c.index)
-            )
-            for expected, (index, leaf_hash) in enumerate(rows, start=known):
-                if index != expected:
-                    raise AuditIntegrityError(f"audit entry {expected} is missing")
-                digest = bytes.fromhex(leaf_hash)
-                self._leaves.append(digest)
-                self._tree.append(digest)
-            size = len(self._leaves)
-            if not locked:
-                return size
+            known = self._tree.size
+        size = _stored_size(conn)
+        if locked:
             # Only under the append lock is this stable. A shrunken table must stop appends
             # rather than fork the tree; max() reads the primary key index where count()
             # would scan, and holes in the middle are for `verify()` to find.
             last = conn.execute(select(func.max(ENTRY_TABLE.c.index))).scalar_one()
             stored = 0 if last is None else last + 1
             if stored != size:
-                raise AuditIntegrityError(f"the log ends at entry {stored}, expected {size}")
-            return size
+                raise AuditIntegrityError(
+                    f"the log ends at entry {stored}, but its stored tree at size {size}"
+                )
+            if size < known:
+                raise AuditIntegrityError(f"the log ends at entry {size}, expected {known}")
+        if size > known:
+            tree = _load_tree(conn, size)
+            with self._cache_lock:
+                if tree.size > self._tree.size:
+                    self._tree = tree
+        return size
 
-    def _publish(self, start: int, leaf_hashes: list[bytes]) -> None:
+    def _publish(self, tree: merkle.TreeAccumulator) -> None:
         with self._cache_lock:
-            # A reader may already have loaded these committed rows from the database.
-            fresh = leaf_hashes[len(self._leaves) - start :]
-            self._leaves.extend(fresh)
-            self._tree.extend(fresh)
+            # A reader may already have loaded this committed tree (or a later one).
+            if tree.size > self._tree.size:
+                self._tree = tree
 
-    def _snapshot(self) -> list[bytes]:
+    def _catch_up(self) -> None:
         with self._engine.connect() as conn:
             self._sync(conn, locked=False)
             conn.rollback()
-        with self._cache_lock:
-            return self._leaves[:]
 
     # -- tree heads --------------------------------------------------------------------
 
     def _maybe_sign_tree_head(self) -> None:
         with self._cache_lock:
-            size, last = len(self._leaves), self._last_head_size or 0
+            size, last = self._tree.size, self._last_head_size or 0
         if size <= last:
             return
         elapsed = time.monotonic() - self._last_head_time
@@ -328,7 +341,7 @@ class AuditLog:
     def maybe_sign_tree_head(self) -> None:
         """Sign a head if the cadence is due (for a periodic timer when appends are rare)."""
         with self._write_lock:
-            self._snapshot()
+            self._catch_up()
             self._maybe_sign_tree_head()
 
     def _refresh_keys(self) -> None:
@@ -395,31 +408,35 @@ class AuditLog:
 
     def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
         """The audit path proving entry `index` is in the tree of `tree_size` (default now)."""
-        leaves = self._snapshot()
-        size = len(leaves) if tree_size is None else tree_size
-        if not 0 <= index < size <= len(leaves):
-            raise ValueError(f"no entry {index} in a tree of size {size} (log has {len(leaves)})")
-        prefix = leaves[:size]
+        with self._engine.connect() as conn:
+            stored = _stored_size(conn)
+            size = stored if tree_size is None else tree_size
+            if not 0 <= index < size <= stored:
+                raise ValueError(f"no entry {index} in a tree of size {size} (log has {stored})")
+            ranges = merkle.inclusion_ranges(index, size)
+            hashes = _range_hashes(conn, [(index, index + 1), (0, size), *ranges])
         return InclusionProof(
             leaf_index=index,
             tree_size=size,
-            leaf_hash=prefix[index].hex(),
-            root_hash=merkle.root(prefix).hex(),
-            path=[h.hex() for h in merkle.inclusion_proof(index, prefix)],
+            leaf_hash=hashes[0].hex(),
+            root_hash=hashes[1].hex(),
+            path=[h.hex() for h in hashes[2:]],
         )
 
     def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
         """The proof that the tree of size `first` is a prefix of the tree of size `second`."""
-        leaves = self._snapshot()
-        if not 0 <= first <= second <= len(leaves):
-            raise ValueError(f"sizes {first}..{second} are not within the log ({len(leaves)})")
-        prefix = leaves[:second]
+        with self._engine.connect() as conn:
+            stored = _stored_size(conn)
+            if not 0 <= first <= second <= stored:
+                raise ValueError(f"sizes {first}..{second} are not within the log ({stored})")
+            ranges = merkle.consistency_ranges(first, second)
+            hashes = _range_hashes(conn, [(0, first), (0, second), *ranges])
         return ConsistencyProof(
             first=first,
             second=second,
-            first_root=merkle.root(prefix[:first]).hex(),
-            second_root=merkle.root(prefix).hex(),
-            path=[h.hex() for h in merkle.consistency_proof(first, prefix)],
+            first_root=hashes[0].hex(),
+            second_root=hashes[1].hex(),
+            path=[h.hex() for h in hashes[2:]],
         )
 
     # -- verification and search -------------------------------------------------------
@@ -484,3 +501,37 @@ class AuditLog:
             statement = statement.where(col(AuditEntry.recorded_at) < until)
         statement = statement.order_by(col(AuditEntry.index)).offset(offset).limit(limit)
         return list(session.scalars(statement))
+
+
+# -- the stored tree -------------------------------------------------------------------------
+
+
+def _stored_size(conn: Connection) -> int:
+    """The size of the stored tree, from the largest node key (its last leaf)."""
+    return merkle.size_of_last_key(conn.execute(select(func.max(NODE_TABLE.c.node))).scalar_one())
+
+
+def _range_hashes(conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """MTH of each leaf range [start, end), from O(log n) stored subtrees each, in one read."""
+    parts = [merkle.subtrees(start, end) for start, end in ranges]
+    keys = {merkle.node_key(level, start) for tiles in parts for level, start in tiles}
+    found: dict[int, bytes] = {}
+    if keys:
+        rows = conn.execute(
+            select(NODE_TABLE.c.node, NODE_TABLE.c.hash).where(NODE_TABLE.c.node.in_(keys))
+        )
+        found = {node: bytes(digest) for node, digest in rows}
+    missing = keys - found.keys()
+    if missing:
+        raise AuditIntegrityError(f"the stored tree lacks node {min(missing)}")
+    return [
+        merkle.fold_subtrees([found[merkle.node_key(level, start)] for level, start in tiles])
+        for tiles in parts
+    ]
+
+
+def _load_tree(conn: Connection, size: int) -> merkle.TreeAccumulator:
+    """The peaks of the stored tree of `size` leaves, ready to extend."""
+    tiles = merkle.subtrees(0, size)
+    peaks = _range_hashes(conn, [(start, start + (1 << level)) for level, start in tiles])
+    return merkle.TreeAccumulator.from_peaks(size, peaks)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+EXTEND_HEIGHT = 12
+EXTEND_CHUNK = 1 << EXTEND_HEIGHT
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -89,6 +92,91 @@ def consistency_proof(m: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
         proof.append(root(leaf_hashes[start:end]))
     proof.reverse()
     return proof
+
+
+# -- stored subtrees --------------------------------------------------------------------
+#
+# A log that keeps its tree in the database stores the hash of every complete subtree (a
+# perfect binary tree of 2^level leaves starting at a multiple of 2^level) under one integer
+# key, its in-order position: 2 * start + 2^level - 1. Leaves are the even keys, and the
+# largest key of a tree of n leaves is its last leaf, 2 * (n - 1). Any range the RFC's
+# recursion visits is a run of such subtrees of strictly decreasing size, so its hash, and
+# so every proof, reads O(log n) stored rows.
+
+
+def node_key(level: int, start: int) -> int:
+    """The storage key of the complete subtree of 2^level leaves from leaf `start`."""
+    return 2 * start + (1 << level) - 1
+
+
+def size_of_last_key(key: int | None) -> int:
+    """The number of leaves of a tree whose largest stored key is `key` (None: empty)."""
+    return 0 if key is None else key // 2 + 1
+
+
+def subtrees(start: int, end: int) -> list[tuple[int, int]]:
+    """The complete subtrees (level, start) that tile leaves [start, end), largest first."""
+    parts: list[tuple[int, int]] = []
+    while start < end:
+        level = (end - start).bit_length() - 1
+        if start:
+            level = min(level, (start & -start).bit_length() - 1)
+        parts.append((level, start))
+        start += 1 << level
+    return parts
+
+
+def fold_subtrees(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a range from the hashes of its `subtrees` (strictly decreasing sizes)."""
+    if not hashes:
+        return EMPTY_ROOT
+    r = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        r = node_hash(h, r)
+    return r
+
+
+def inclusion_ranges(index: int, n: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes make PATH(index, D[n]), in proof order."""
+    if not 0 <= index < n:
+        raise ValueError(f"leaf index {index} is outside a tree of size {n}")
+    ranges: list[tuple[int, int]] = []
+    start, end, m = 0, n, index
+    while end - start > 1:
+        k = _split(end - start)
+        if m < k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+            m -= k
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(m: int, n: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose hashes make PROOF(m, D[n]), in proof order."""
+    if not 0 <= m <= n:
+        raise ValueError(f"size {m} is outside 0..{n}")
+    if m in (0, n):
+        return []
+    ranges: list[tuple[int, int]] = []
+    start, end, size, whole = 0, n, m, True
+    while size != end - start:
+        k = _split(end - start)
+        if size <= k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+            size -= k
+            whole = False
+    if not whole:
+        ranges.append((start, end))
+    ranges.reverse()
+    return ranges
 
 
 def _valid_hashes(*hashes: bytes) -> bool:
@@ -176,25 +264,65 @@ class TreeAccumulator:
         self._peaks: list[tuple[int, bytes]] = []  # (height, hash), tallest first
         self._size = 0
 
+    @classmethod
+    def from_peaks(cls, size: int, peaks: Sequence[bytes]) -> TreeAccumulator:
+        """The accumulator of a tree of `size` leaves from the hashes of `subtrees(0, size)`."""
+        levels = [level for level, _ in subtrees(0, size)]
+        if len(levels) != len(peaks):
+            raise ValueError(f"a tree of size {size} has {len(levels)} peaks, not {len(peaks)}")
+        tree = cls()
+        tree._peaks = list(zip(levels, peaks, strict=True))
+        tree._size = size
+        return tree
+
+    def copy(self) -> TreeAccumulator:
+        """An independent accumulator at the same size (O(log n))."""
+        tree = TreeAccumulator()
+        tree._peaks = list(self._peaks)
+        tree._size = self._size
+        return tree
+
     @property
     def size(self) -> int:
         """The number of leaves appended so far."""
         return self._size
 
+    def append_nodes(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        """Add the next leaf; returns (node key, hash) of it and of each subtree it completes."""
+        return [(node_key(0, self._size), leaf_hash), *self._push_subtree(0, leaf_hash)]
+
     def append(self, leaf_hash: bytes) -> None:
         """Add the next leaf (given by its leaf hash)."""
-        height, h = 0, leaf_hash
-        while self._peaks and self._peaks[-1][0] == height:
-            _, left = self._peaks.pop()
-            h = node_hash(left, h)
-            height += 1
-        self._peaks.append((height, h))
-        self._size += 1
+        self._push_subtree(0, leaf_hash)
 
     def extend(self, leaf_hashes: Sequence[bytes]) -> None:
         """Add several leaves in order."""
-        for h in leaf_hashes:
-            self.append(h)
+        # Aligned runs of EXTEND_CHUNK leaves are hashed level by level (`root`), which
+        # costs far less interpreter time per node than growing the peaks leaf by leaf.
+        position, count = 0, len(leaf_hashes)
+        while position < count:
+            if not self._size % EXTEND_CHUNK and count - position >= EXTEND_CHUNK:
+                chunk = leaf_hashes[position : position + EXTEND_CHUNK]
+                self._push_subtree(EXTEND_HEIGHT, root(chunk))
+                position += EXTEND_CHUNK
+            else:
+                self._push_subtree(0, leaf_hashes[position])
+                position += 1
+
+    def _push_subtree(self, height: int, h: bytes) -> list[tuple[int, bytes]]:
+        # A complete subtree of 2^height leaves (the size so far is a multiple of it);
+        # returns (node key, hash) of each larger subtree it completes.
+        start = self._size
+        self._size += 1 << height
+        completed: list[tuple[int, bytes]] = []
+        while self._peaks and self._peaks[-1][0] == height:
+            _, left = self._peaks.pop()
+            h = node_hash(left, h)
+            start -= 1 << height
+            height += 1
+            completed.append((node_key(height, start), h))
+        self._peaks.append((height, h))
+        return completed
 
     def root(self) -> bytes:
         """The Merkle tree hash of all leaves appended so far."""
@@ -205,3 +333,23 @@ class TreeAccumulator:
         for _, peak in reversed(self._peaks[:-1]):
             r = node_hash(peak, r)
         return r
+
+
+def stored_nodes(leaf_hashes: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Every (node key, hash) of the tree over `leaf_hashes`, streamed in O(log n) memory:
+    the rows a log appending them one by one would have stored (a backfill, a bulk build)."""
+    tree = TreeAccumulator()
+    source = iter(leaf_hashes)
+    while chunk := list(islice(source, EXTEND_CHUNK)):
+        if len(chunk) < EXTEND_CHUNK or tree.size % EXTEND_CHUNK:
+            for h in chunk:
+                yield from tree.append_nodes(h)
+            continue
+        # A whole aligned chunk: its subtrees level by level, then what it completes above.
+        start, level, height = tree.size, chunk, 0
+        yield from ((node_key(0, start + i), h) for i, h in enumerate(level))
+        while len(level) > 1:
+            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+            height += 1
+            yield from ((node_key(height, start + (i << height)), h) for i, h in enumerate(level))
+        yield from tree._push_subtree(height, level[0])

@@ -19,10 +19,12 @@ from sqlalchemy import (
     Column,
     Connection,
     Index,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     Uuid,
+    inspect,
     text,
 )
 from sqlmodel import Field, SQLModel
@@ -31,7 +33,7 @@ from services.audit import merkle
 from services.sqltypes import UTCDateTime
 
 APPEND_ONLY_MESSAGE = "audit log is append-only"
-AUDIT_TABLES = ("audit_entry", "audit_tree_head")
+AUDIT_TABLES = ("audit_entry", "audit_tree_head", "audit_tree_node")
 TREE_HEAD_FORMAT = "referral-audit-tree-head/v1"
 PSEUDONYM_PATTERN = r"^rp_[0-9a-f]{32}$"
 PERSON_PSEUDONYM_PATTERN = r"^pp_[0-9a-f]{32}$"
@@ -199,9 +201,23 @@ class SignedTreeHead(SQLModel, table=True):
     signature: str = Field(sa_column=Column("signature", Text, nullable=False))
 
 
+class AuditTreeNode(SQLModel, table=True):
+    """The hash of one complete subtree of the log, stored so proofs read O(log n) rows.
+
+    `node` is the subtree's in-order key (`merkle.node_key`): leaves are even, and the
+    largest key is the last leaf, so the tree's size is read from the primary key index.
+    """
+
+    __tablename__ = "audit_tree_node"
+
+    node: int = Field(sa_column=Column("node", BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column("hash", LargeBinary(32), nullable=False))
+
+
 # Typed handles on the tables for Core statements (SQLModel does not type `__table__`).
 AUDIT_ENTRY_TABLE = SQLModel.metadata.tables["audit_entry"]
 AUDIT_TREE_HEAD_TABLE = SQLModel.metadata.tables["audit_tree_head"]
+AUDIT_TREE_NODE_TABLE = SQLModel.metadata.tables["audit_tree_node"]
 
 
 def format_timestamp(value: datetime) -> str:
@@ -339,16 +355,23 @@ $$
 """
 
 
+def _existing(connection: Connection) -> list[str]:
+    inspector = inspect(connection)
+    return [table for table in AUDIT_TABLES if inspector.has_table(table)]
+
+
 def install_append_only_triggers(connection: Connection) -> None:
     """Make the database itself refuse UPDATE and DELETE (and TRUNCATE) on audit tables."""
     dialect = connection.dialect.name
+    # Each migration installs them on the audit tables that exist by then.
+    tables = _existing(connection)
     if dialect == "sqlite":
-        for table in AUDIT_TABLES:
+        for table in tables:
             for op, verb in (("update", "UPDATE"), ("delete", "DELETE")):
                 connection.execute(text(_SQLITE_TRIGGER.format(table=table, op=op, verb=verb)))
     elif dialect == "postgresql":
         connection.execute(text(_POSTGRES_FUNCTION))
-        for table in AUDIT_TABLES:
+        for table in tables:
             connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
             connection.execute(
                 text(
@@ -370,12 +393,13 @@ def install_append_only_triggers(connection: Connection) -> None:
 def remove_append_only_triggers(connection: Connection) -> None:
     """Drop the append-only triggers (migration downgrade only)."""
     dialect = connection.dialect.name
+    tables = _existing(connection)
     if dialect == "sqlite":
-        for table in AUDIT_TABLES:
+        for table in tables:
             for op in ("update", "delete"):
                 connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{op}"))
     elif dialect == "postgresql":
-        for table in AUDIT_TABLES:
+        for table in tables:
             connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
             connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
         connection.execute(text("DROP FUNCTION IF EXISTS audit_refuse_change()"))

@@ -105,10 +105,142 @@ def verify_records(
     require_coverage: bool = False,
     key_order: Sequence[str] = (),
 ) -> VerificationResult:
-    """Recompute every leaf and the root at every signed size; report the first bad entry."""
+    """Recompute every leaf and the root at every signed size; report the first bad entry.
+
+    The entries are streamed: memory holds the tree's peaks and the leaves since the last
+    signed size (at most FLUSH_LEAVES once no head waits for them), never the whole log.
+    """
     return check_records(
-        entries, heads, key_for, require_coverage=require_coverage, key_order=key_order
+        entries,
+        heads,
+        key_for,
+        require_coverage=require_coverage,
+        key_order=key_order,
+        keep_leaves=False,
     )[0]
+
+
+FLUSH_LEAVES = 16 * merkle.EXTEND_CHUNK
+
+
+class _Checker:
+    """The state of one streamed verification (see `check_records`)."""
+
+    def __init__(
+        self,
+        heads: list[Mapping[str, Any]],
+        key_for: KeyLookup,
+        key_order: Sequence[str],
+        keep_leaves: bool,
+    ) -> None:
+        self.heads = heads
+        self.key_for = key_for
+        self.rank = {key_id: position for position, key_id in enumerate(key_order)}
+        self.keep_leaves = keep_leaves
+        self.kept: list[bytes] = []
+        self.tree = merkle.TreeAccumulator()
+        self.pending: list[bytes] = []  # good leaves not yet in the tree
+        self.leaf_failure: tuple[int, str] | None = None
+        self.failure: tuple[int, str] | None = None  # a head's, with the state below frozen
+        self.coverage: list[HeadCoverage] = []
+        self.vouched = 0
+        self.previous: tuple[int, str] | None = None
+        self.seen: set[tuple[int, str]] = set()
+        self.newest_key: tuple[int, str, int] | None = None  # (rank, key id, size it signed)
+        self.next_head = 0
+        self.heads_done = False
+
+    @property
+    def good(self) -> int:
+        return self.tree.size + len(self.pending)
+
+    def add(self, leaf: bytes) -> None:
+        self.pending.append(leaf)
+        if self.keep_leaves:
+            self.kept.append(leaf)
+        if len(self.pending) >= FLUSH_LEAVES:
+            # Into the tree, up to the size the next head needs to see.
+            bound = self.good
+            if not self.heads_done and self.next_head < len(self.heads):
+                try:
+                    bound = int(self.heads[self.next_head]["tree_size"])
+                except (KeyError, TypeError, ValueError):
+                    bound = self.tree.size
+            self._grow(max(self.tree.size, min(bound, self.good)))
+
+    def drop_last(self) -> None:
+        # The last good leaf turned out to be one of two entries with its index.
+        self.pending.pop()
+        if self.keep_leaves:
+            self.kept.pop()
+
+    def _grow(self, size: int) -> None:
+        take = size - self.tree.size
+        if take > 0:
+            self.tree.extend(self.pending[:take])
+            del self.pending[:take]
+
+    def fail(self, index: int, reason: str) -> None:
+        self.failure = (index, reason)
+
+    def decide_heads(self, limit: int | None) -> None:
+        """Check, in order, every head whose size is at most `limit` (None: the end)."""
+        while self.failure is None and not self.heads_done and self.next_head < len(self.heads):
+            head = self.heads[self.next_head]
+            try:
+                size, key_id = int(head["tree_size"]), str(head["key_id"])
+                root_hash = str(head["root_hash"])
+            except (KeyError, TypeError, ValueError):
+                return self.fail(self.vouched, "malformed tree head")
+            if limit is not None and size > limit:
+                return  # wait for the entries up to its size (and the one after)
+            if self.leaf_failure is not None and size > self.leaf_failure[0]:
+                self.heads_done = True  # the entry-level failure comes first
+                return
+            previous = self.previous
+            if previous is not None and size < previous[0]:
+                return self.fail(
+                    self.vouched,
+                    f"tree head at size {size} goes back from size {previous[0]} (heads must grow)",
+                )
+            if (size, key_id) in self.seen:
+                return self.fail(self.vouched, f"tree head at size {size} repeats an earlier one")
+            if self.key_for(key_id) is None:
+                return self.fail(
+                    self.vouched, f"tree head at size {size} is signed by unknown key {key_id!r}"
+                )
+            if not _signature_valid(head, self.key_for):
+                return self.fail(
+                    self.vouched,
+                    f"tree head at size {size} has an invalid signature (key {key_id!r})",
+                )
+            if size > self.good:
+                return self.fail(
+                    self.good,
+                    f"tree head at size {size} but entries from {self.good} are missing",
+                )
+            self._grow(size)
+            if self.tree.root().hex() != root_hash:
+                return self.fail(
+                    self.vouched,
+                    f"root at signed size {size} does not match; the first altered entry lies "
+                    f"in {self.vouched}..{size - 1}",
+                )
+            key_rank = self.rank.get(key_id)
+            if key_rank is not None:
+                newest = self.newest_key
+                if newest is not None and key_rank < newest[0]:
+                    return self.fail(
+                        self.vouched,
+                        f"tree head at size {size} is signed by key {key_id!r}, retired before "
+                        f"key {newest[1]!r} signed the head at size {newest[2]}",
+                    )
+                self.newest_key = (key_rank, key_id, size)
+            self.coverage.append(HeadCoverage(size, key_id, size - self.vouched))
+            self.vouched, self.previous = size, (size, key_id)
+            self.seen.add(self.previous)
+            self.next_head += 1
+        return
 
 
 def check_records(
@@ -118,8 +250,10 @@ def check_records(
     *,
     require_coverage: bool = False,
     key_order: Sequence[str] = (),
+    keep_leaves: bool = True,
 ) -> tuple[VerificationResult, list[bytes]]:
-    """`verify_records`, also returning the recomputed leaf hashes (for consistency proofs).
+    """`verify_records`, also returning the recomputed leaf hashes (for consistency proofs;
+    none without `keep_leaves`).
 
     Entries come in log order and heads in the order they were signed: a head that
     repeats the one before it or is smaller goes back in history and is refused. An entry
@@ -129,89 +263,53 @@ def check_records(
     ends with a head signed when it was made) every entry must lie under a verified head.
     `key_order` lists key ids oldest first: once a newer key has signed, a head of an older
     (retired) key is refused, so a retired key that leaks cannot extend the log.
+
+    A head of size s is decided once entry s has been read (or the entries ended): only
+    then is it known that entry s - 1 is not one of two entries claiming its index.
     """
-    rank = {key_id: position for position, key_id in enumerate(key_order)}
-    newest_key: tuple[int, str, int] | None = None  # (rank, key id, size it signed)
-    leaves: list[bytes] = []
-    leaf_failure: tuple[int, str] | None = None
+    state = _Checker(list(heads), key_for, key_order, keep_leaves)
     count = 0
     for position, record in enumerate(entries):
         count += 1
-        if leaf_failure is not None:
+        if state.failure is not None:
             continue  # keep counting, the first failure is already known
-        computed, reason = _entry_leaf_hash(position, record)
-        if computed is None:
-            if position and record.get("index") == position - 1:
-                # Two entries claim the same index: either may be the inserted one.
-                leaf_failure = (position - 1, f"entry {position - 1} appears twice (inserted)")
-                leaves.pop()
-            else:
-                leaf_failure = (position, reason)
-        else:
-            leaves.append(computed)
+        computed: bytes | None = None
+        if state.leaf_failure is None:
+            computed, reason = _entry_leaf_hash(position, record)
+            if computed is None:
+                if position and record.get("index") == position - 1:
+                    # Two entries claim the same index: either may be the inserted one.
+                    state.leaf_failure = (
+                        position - 1,
+                        f"entry {position - 1} appears twice (inserted)",
+                    )
+                    state.drop_last()
+                else:
+                    state.leaf_failure = (position, reason)
+        state.decide_heads(position)
+        if computed is not None and state.leaf_failure is None:
+            state.add(computed)
+    if state.failure is None:
+        state.decide_heads(None)
 
-    head_list = list(heads)
-    coverage: list[HeadCoverage] = []
-
-    def bad(index: int, reason: str) -> tuple[VerificationResult, list[bytes]]:
-        result = VerificationResult(
-            False, count, len(head_list), index, reason, tuple(coverage), vouched
+    def result(ok: bool, index: int | None = None, reason: str | None = None) -> VerificationResult:
+        return VerificationResult(
+            ok,
+            count,
+            len(state.heads),
+            index,
+            reason,
+            tuple(state.coverage),
+            state.vouched,
         )
-        return result, leaves
 
-    tree = merkle.TreeAccumulator()
-    vouched = 0
-    previous: tuple[int, str] | None = None
-    seen: set[tuple[int, str]] = set()
-    for head in head_list:
-        try:
-            size, key_id = int(head["tree_size"]), str(head["key_id"])
-            root_hash = str(head["root_hash"])
-        except (KeyError, TypeError, ValueError):
-            return bad(vouched, "malformed tree head")
-        if leaf_failure is not None and size > leaf_failure[0]:
-            break  # the entry-level failure comes first
-        if previous is not None and size < previous[0]:
-            return bad(
-                vouched,
-                f"tree head at size {size} goes back from size {previous[0]} (heads must grow)",
-            )
-        if (size, key_id) in seen:
-            return bad(vouched, f"tree head at size {size} repeats an earlier one")
-        if key_for(key_id) is None:
-            return bad(vouched, f"tree head at size {size} is signed by unknown key {key_id!r}")
-        if not _signature_valid(head, key_for):
-            return bad(
-                vouched,
-                f"tree head at size {size} has an invalid signature (key {key_id!r})",
-            )
-        if size > len(leaves):
-            return bad(
-                len(leaves), f"tree head at size {size} but entries from {len(leaves)} are missing"
-            )
-        tree.extend(leaves[tree.size : size])
-        if tree.root().hex() != root_hash:
-            return bad(
-                vouched,
-                f"root at signed size {size} does not match; the first altered entry lies "
-                f"in {vouched}..{size - 1}",
-            )
-        key_rank = rank.get(key_id)
-        if key_rank is not None:
-            if newest_key is not None and key_rank < newest_key[0]:
-                return bad(
-                    vouched,
-                    f"tree head at size {size} is signed by key {key_id!r}, retired before "
-                    f"key {newest_key[1]!r} signed the head at size {newest_key[2]}",
-                )
-            newest_key = (key_rank, key_id, size)
-        coverage.append(HeadCoverage(size, key_id, size - vouched))
-        vouched, previous = size, (size, key_id)
-        seen.add(previous)
-    if leaf_failure is not None:
-        return bad(*leaf_failure)
-    if require_coverage and vouched < count:
-        where = "no signed tree head" if not head_list else "no signed tree head covers them"
-        return bad(vouched, f"entries {vouched}..{count - 1} are not covered: {where}")
-    result = VerificationResult(True, count, len(head_list), None, None, tuple(coverage), vouched)
-    return result, leaves
+    if state.failure is not None:
+        return result(False, *state.failure), state.kept
+    if state.leaf_failure is not None:
+        return result(False, *state.leaf_failure), state.kept
+    if require_coverage and state.vouched < count:
+        where = "no signed tree head" if not state.heads else "no signed tree head covers them"
+        return result(
+            False, state.vouched, f"entries {state.vouched}..{count - 1} are not covered: {where}"
+        ), state.kept
+    return result(True), state.kept

@@ -85,6 +85,8 @@ ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], Body | None]] = {
         OFFICE,
         lambda: {"national_number": "85073003328", "lang": "nl"},
     ),
+    ("GET", "/api/v1/audit/figures"): ("search_audit", AUDITOR, None),
+    ("GET", "/api/v1/audit/figures/{figure}/entries"): ("search_audit", OFFICE, None),
     ("POST", "/codec/decode"): ("decode_payloads", OFFICE, lambda: {"payloads": []}),
     ("POST", "/codec/encode"): ("decode_payloads", AUDITOR, lambda: {"payloads": []}),
 }
@@ -152,6 +154,7 @@ async def test_route_takes_an_audited_policy_decision(
         path.replace("{referral_id}", str(j.id))
         .replace("{index}", "0")
         .replace("{subject}", "rd-care-worker")
+        .replace("{figure}", "denials")
         + QUERIES.get(path, ""),
         json=body() if body else None,
         headers={**minter.headers(*caller), "Idempotency-Key": f"erd-{uuid.uuid4()}"},

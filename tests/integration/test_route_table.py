@@ -200,6 +200,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         None,
         body={"national_number": "85073003328", "lang": "en"},
     ),
+    ("GET", f"{A}/figures"): Route("search_audit", _audit("figures"), AUDITOR, 200, None),
+    # the figures are the auditor's too: a case party is refused (and audited)
+    ("GET", f"{A}/figures/{{figure}}/entries"): Route(
+        "search_audit", _audit("figure_entries"), CGG, 403, None
+    ),
 }
 
 # Outside /api/v1: nothing but these.
@@ -306,6 +311,7 @@ async def test_every_api_route_decides_and_is_audited(
     for key, spec in ROUTES.items():
         method, path = key
         url = path.replace("{index}", str(max(index, 0))).replace("{subject}", WORKER_SUBJECT)
+        url = url.replace("{figure}", "denials")
         if "{referral_id}" in url:
             referral_id = ids["main"] if spec.referral == "main" else ids[str(spec.referral)]
             assert referral_id is not None, f"{key}: its referral does not exist yet"

@@ -306,7 +306,7 @@ async def test_without_a_session_every_page_leads_to_the_login(
         before = s.exec(select(func.count()).select_from(Referral)).one()
     for route in routes:
         path = route.path.replace("{referral_id}", str(rid))
-        path = path.replace("{pseudonym}", "rp_" + "0" * 32)
+        path = path.replace("{pseudonym}", "rp_" + "0" * 32).replace("{figure}", "denials")
         resp = await api.request(route.method, path, data={"csrf_token": "x"})
         assert resp.status_code == 303, (route.method, path, resp.status_code)
         assert resp.headers["location"].startswith("/login?next=")
@@ -502,6 +502,8 @@ UI_ROUTES: dict[tuple[str, str], tuple[str, tuple[str, str], dict[str, object] |
         AUDITOR,
         {"national_number": "85.07.30-033.28", "lang": "de"},
     ),
+    ("GET", "/ui/audit/figures"): ("search_audit", AUDITOR, None),
+    ("GET", "/ui/audit/figures/{figure}"): ("search_audit", AUDITOR, None),
 }
 UI_QUERIES = {
     "/ui/audit/explain": "?role=prosecutor&sector=justice&relation=referrer&subject=clinical",
@@ -532,6 +534,7 @@ async def test_every_ui_route_takes_an_audited_policy_decision(
     with Session(engine) as s:
         last = s.exec(select(func.max(AuditEntry.index))).one()
     url = path.replace(RID, str(j.id)).replace("{pseudonym}", "rp_" + "0" * 32)
+    url = url.replace("{figure}", "denials")
     async with WebUser(app, minter, caller) as user:
         if method == "GET":
             resp = await user.get(url + UI_QUERIES.get(path, ""))

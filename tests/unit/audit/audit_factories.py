@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, delete, insert, select, text
 
+from services.audit.merkle import stored_nodes
 from services.audit.models import (
+    AUDIT_ENTRY_TABLE,
+    AUDIT_TREE_NODE_TABLE,
     AuditDecision,
     AuditEvent,
     AuditEventType,
@@ -58,3 +61,15 @@ def execute_raw(engine: Engine, sql: str, **params: Any) -> None:
     """Run one raw SQL statement in its own transaction."""
     with engine.begin() as conn:
         conn.execute(text(sql), params)
+
+
+def rebuild_stored_tree(conn: Connection) -> None:
+    """Recompute the stored tree from the entries as they are now (triggers off), as a forger
+    who rewrote entries must before the log signs heads over the rewritten history."""
+    leaves = conn.execute(
+        select(AUDIT_ENTRY_TABLE.c.leaf_hash).order_by(AUDIT_ENTRY_TABLE.c.index)
+    ).scalars()
+    nodes = [{"node": k, "hash": h} for k, h in stored_nodes(bytes.fromhex(x) for x in leaves)]
+    conn.execute(delete(AUDIT_TREE_NODE_TABLE))
+    if nodes:
+        conn.execute(insert(AUDIT_TREE_NODE_TABLE), nodes)

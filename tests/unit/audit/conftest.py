@@ -17,6 +17,7 @@ from services.audit.log import AuditLog
 from services.audit.models import (
     AUDIT_ENTRY_TABLE,
     AUDIT_TREE_HEAD_TABLE,
+    AUDIT_TREE_NODE_TABLE,
     install_append_only_triggers,
     remove_append_only_triggers,
 )
@@ -28,7 +29,7 @@ from services.audit.witness import (
 from services.db import make_engine
 
 POSTGRES_URL = os.environ.get("REFERRAL_TEST_DATABASE_URL", "")
-AUDIT_TABLES = [AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE, COSIGNATURE_TABLE]
+AUDIT_TABLES = [AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE, AUDIT_TREE_NODE_TABLE, COSIGNATURE_TABLE]
 
 
 @pytest.fixture(

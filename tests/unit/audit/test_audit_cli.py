@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_factories import audit_event, triggers_disabled
+from audit_factories import audit_event, rebuild_stored_tree, triggers_disabled
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 from typer.testing import CliRunner
@@ -167,6 +167,7 @@ def test_witness_and_monitor_follow_the_log_and_raise_the_alarm(cli_env: Path) -
                 .where(AUDIT_ENTRY_TABLE.c.index == 2)
                 .values(actor_subject="nobody", leaf_hash=compute_leaf_hash(entry).hex())
             )
+            rebuild_stored_tree(conn)  # or the log would sign on over the original tree
     finally:
         runtime.close()
     append(1, start=7)

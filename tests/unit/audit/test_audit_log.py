@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from audit_factories import audit_event, execute_raw, quoted_index
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
+from test_audit_merkle import reference_mth, reference_path, reference_subproof
 
 from services.audit import merkle
 from services.audit.log import AuditLog
@@ -243,3 +244,59 @@ def test_unknown_fields_and_types_are_refused() -> None:
         AuditEvent.model_validate({**audit_event(0).model_dump(), "name": "Jan Jansen"})
     with pytest.raises(ValueError):
         audit_event(0, event_type="gossip")
+
+
+def test_proofs_from_the_stored_tree_agree_with_the_rfc_reference(make_log: LogFactory) -> None:
+    # Uneven batches from two instances (two processes, in effect), so that the stored tree
+    # is built across batch and process boundaries.
+    first, second = make_log(), make_log()
+    entries = []
+    for number, size in enumerate((1, 2, 5, 1, 8, 3, 13, 1, 7)):
+        log = first if number % 2 else second
+        entries += log.append([audit_event(len(entries) + n) for n in range(size)])
+    leaves = [bytes.fromhex(e.leaf_hash) for e in entries]
+    n = len(leaves)
+    for size in range(1, n + 1):
+        prefix = leaves[:size]
+        for index in range(size):
+            proof = first.inclusion_proof(index, size)
+            assert proof.root_hash == reference_mth(prefix).hex()
+            assert proof.leaf_hash == prefix[index].hex()
+            assert proof.path == [h.hex() for h in reference_path(index, prefix)]
+        for m in range(0, size + 1):
+            consistency = second.consistency_proof(m, size)
+            assert (
+                consistency.first_root
+                == (reference_mth(prefix[:m]) if m else merkle.EMPTY_ROOT).hex()
+            )
+            expected = reference_subproof(m, prefix, True) if 0 < m < size else []
+            assert consistency.path == [h.hex() for h in expected]
+    assert second.sign_tree_head().root_hash == reference_mth(leaves).hex()
+
+
+def test_a_proof_reads_a_logarithmic_number_of_stored_nodes(
+    engine: Engine, make_log: LogFactory
+) -> None:
+    log = make_log()
+    for start in range(0, 1000, 100):
+        log.append([audit_event(n) for n in range(start, start + 100)])
+    statements: list[tuple[str, int]] = []
+
+    def record(
+        conn: object, cursor: object, statement: str, parameters: object, *_: object
+    ) -> None:
+        size = len(parameters) if isinstance(parameters, tuple | list | dict) else 0
+        statements.append((statement, size))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        log.inclusion_proof(517)
+        log.consistency_proof(333, 1000)
+        log.inclusion_proof(700, 777)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert not [s for s, _ in statements if "audit_entry" in s]  # no leaf list is read
+    reads = [size for s, size in statements if "audit_tree_node" in s and " IN " in s]
+    assert len(reads) == 3
+    # log2(1000) < 10: a leaf, the root's peaks and the path, each O(log n)
+    assert all(size <= 30 for size in reads), reads

@@ -236,3 +236,34 @@ def test_consistency_proofs_verify_for_any_sizes(sizes: tuple[int, int]) -> None
         index = m - 1
         inclusion = merkle.inclusion_proof(index, leaves)
         assert merkle.verify_inclusion(leaves[index], index, n, inclusion, merkle.root(leaves))
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, merkle.EXTEND_CHUNK + 3, 3 * merkle.EXTEND_CHUNK - 1])
+def test_the_stored_nodes_are_every_complete_subtree_and_nothing_else(n: int) -> None:
+    leaves = hashes(n)
+    nodes = dict(merkle.stored_nodes(iter(leaves)))
+    expected = {}
+    for level in range(n.bit_length()):
+        width = 1 << level
+        for start in range(0, n - width + 1, width):
+            key = merkle.node_key(level, start)
+            expected[key] = (
+                leaves[start] if width == 1 else merkle.root(leaves[start : start + width])
+            )
+    assert nodes == expected
+    assert merkle.size_of_last_key(max(nodes)) == n
+    # the subtrees that tile [0, n) are the peaks an accumulator resumes from
+    peaks = [nodes[merkle.node_key(level, start)] for level, start in merkle.subtrees(0, n)]
+    assert merkle.TreeAccumulator.from_peaks(n, peaks).root() == reference_mth(leaves)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=merkle.EXTEND_CHUNK + 7), max_size=5))
+@settings(max_examples=25, deadline=None)
+def test_extending_in_any_pieces_gives_the_reference_root(pieces: list[int]) -> None:
+    leaves = hashes(sum(pieces))
+    accumulator, position = merkle.TreeAccumulator(), 0
+    for piece in pieces:
+        accumulator.extend(leaves[position : position + piece])
+        position += piece
+        assert accumulator.size == position
+    assert accumulator.root() == merkle.root(leaves)

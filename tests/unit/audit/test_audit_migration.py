@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from audit_factories import audit_event, execute_raw
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, insert, inspect
 from sqlalchemy.exc import DBAPIError
 
+from services.audit import merkle
 from services.audit.log import AuditLog
-from services.audit.models import AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE
+from services.audit.models import AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE, new_entry
 from services.audit.witness import (
     COSIGNATURE_TABLE,
     TreeHead,
@@ -49,7 +51,7 @@ def test_the_migration_creates_append_only_audit_tables(tmp_path: Path) -> None:
 
 def test_the_witness_migration_creates_an_append_only_cosignature_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'witness.db'}"
-    # to the head: the log writes entries as the models describe them now
+    # to the head: the log writes entries as the models describe them now, in its stored tree
     command.upgrade(alembic_config(url), "head")
     engine = make_engine(url)
     try:
@@ -92,6 +94,11 @@ def test_the_audit_events_migration_adds_the_source_columns(tmp_path: Path) -> N
             assert {"person_pseudonym", "source_node", "client_address"} <= columns
             messages = {c["name"] for c in inspect(conn).get_columns("justice_message")}
             assert "received_at" in messages
+    finally:
+        engine.dispose()
+    command.upgrade(alembic_config(url), "head")  # the log appends into its stored tree
+    engine = make_engine(url)
+    try:
         log = AuditLog(engine, Ed25519PrivateKey.generate(), "k1")
         event = audit_event(0).model_copy(
             update={"source_node": "node-a", "client_address": "192.0.2.7"}
@@ -109,5 +116,47 @@ def test_the_audit_events_migration_adds_the_source_columns(tmp_path: Path) -> N
         with engine.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("audit_entry")}
             assert "source_node" not in columns
+    finally:
+        engine.dispose()
+
+
+def test_the_tiles_migration_builds_the_stored_tree_of_an_existing_log(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tiles.db'}"
+    command.upgrade(alembic_config(url), "0007_audit_witness")
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    entries = [new_entry(audit_event(n), index=n, recorded_at=now) for n in range(21)]
+    try:
+        # Entries written before the stored tree existed.
+        with engine.begin() as conn:
+            # the columns of the log as it was then (later migrations add some)
+            existing = {c["name"] for c in inspect(conn).get_columns("audit_entry")}
+            columns = [c.name for c in AUDIT_ENTRY_TABLE.columns if c.name in existing]
+            conn.execute(
+                insert(AUDIT_ENTRY_TABLE), [{c: getattr(e, c) for c in columns} for e in entries]
+            )
+    finally:
+        engine.dispose()
+    command.upgrade(alembic_config(url), "0011_audit_tiles")
+    engine = make_engine(url)
+    leaves = [bytes.fromhex(e.leaf_hash) for e in entries]
+    try:
+        log = AuditLog(engine, Ed25519PrivateKey.generate(), "k1")
+        assert log.inclusion_proof(13, 21).path == [
+            h.hex() for h in merkle.inclusion_proof(13, leaves)
+        ]
+        [entry] = log.append([audit_event(21)])  # the log continues the backfilled tree
+        leaves.append(bytes.fromhex(entry.leaf_hash))
+        assert log.sign_tree_head().root_hash == merkle.root(leaves).hex()
+        assert log.verify().ok
+        with pytest.raises(DBAPIError, match="append-only"):
+            execute_raw(engine, "DELETE FROM audit_tree_node")
+    finally:
+        engine.dispose()
+    command.downgrade(alembic_config(url), "0007_audit_witness")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert not inspect(conn).has_table("audit_tree_node")
     finally:
         engine.dispose()
