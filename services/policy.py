@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -430,6 +432,54 @@ def _evaluate(
     return [_decision(result, policy_engine, disclosure=disclosure) for result in results]
 
 
+class DecisionCache:
+    """Recent decisions by the facts they were taken on.
+
+    A decision is a pure function of the policy set (parsed once, at import, and never
+    changed while the process runs) and of the facts passed in: the principal, the case,
+    the consent (its expiry already evaluated) and the action or categories asked. Those
+    facts are frozen values and together form the key, so an answer from the cache is the
+    one Cedar would give: any change of a fact (a new consent version, an accepted offer, a
+    care worker released) is a different key. Reads of an unchanged case by the same person
+    (a UI refreshing, a client polling a stage) then cost no Cedar call. A decision that
+    could not be evaluated cleanly is never kept. Thread-safe; least recently used first out.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[Hashable, tuple[Decision, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, evaluate: Callable[[], tuple[Decision, ...]]
+    ) -> tuple[Decision, ...]:
+        """The decisions for `key`, evaluated (and kept, if clean) on a miss."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        decisions = evaluate()
+        if self._max > 0 and not any(d.errors for d in decisions):
+            with self._lock:
+                self._entries[key] = decisions
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        return decisions
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_DECISIONS: Final = DecisionCache()
+
+
+def clear_decision_cache() -> None:
+    """Forget every cached decision (benchmarks measure Cedar itself with this)."""
+    _DECISIONS.clear()
+
+
 # Facts only the engine computes: a caller's context can never supply them.
 _COMPUTED_ONLY: Final = frozenset({"relation", "widening", "consent", "case"})
 
@@ -479,7 +529,14 @@ def authorize(
         "resource": {"type": _CASE, "id": case.referral_id},
         "context": _merge_context(computed, context),
     }
-    return _evaluate([request], _entities(principal, case))[0]
+    if context:
+        return _evaluate([request], _entities(principal, case))[0]
+    # Without a caller's context the facts below are all the request holds: a repeat is
+    # answered from the cache (see `DecisionCache`).
+    return _DECISIONS.get(
+        ("authorize", act, principal, case, consent),
+        lambda: (_evaluate([request], _entities(principal, case))[0],),
+    )[0]
 
 
 def _disclosure_requests(
@@ -511,8 +568,13 @@ def disclosable_categories(
 ) -> dict[DataCategory, Decision]:
     """Decide, in one Cedar call, which of the eight data categories may flow to `principal`."""
     categories = list(DataCategory)
-    requests = _disclosure_requests(principal, case, consent or NO_CONSENT, categories)
-    decisions = _evaluate(requests, _disclosure_entities(principal, case), disclosure=True)
+    consent = consent or NO_CONSENT
+
+    def evaluate() -> tuple[Decision, ...]:
+        requests = _disclosure_requests(principal, case, consent, categories)
+        return tuple(_evaluate(requests, _disclosure_entities(principal, case), disclosure=True))
+
+    decisions = _DECISIONS.get(("disclose", principal, case, consent), evaluate)
     return dict(zip(categories, decisions, strict=True))
 
 
