@@ -14,7 +14,7 @@ consent, offer, accept, intake, progress, close, decision: the referral closed),
 of one referral (authenticated, authorised and audited). Throughput counts completed units
 over the row's whole time, so stalls count against it; every other answer, exception or
 time-out is an error, counted by kind. The audit log's appends/s with 8 writers come from
-`bench/audit_bench.py`.
+`bench/audit_bench.py`, the per-category projection's cost from `bench/policy_bench.py`.
 
 REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`).
 """
@@ -65,9 +65,15 @@ class Sizes:
     gets: tuple[int, ...] = (8, 32, 64)
     seconds: float = 5.0  # each create and GET row
     lifecycle_seconds: float = 6.0
-    request_timeout: float = 10.0  # each request, workflow start or update
-    lifecycle_timeout: float = 60.0  # a whole lifecycle: 64 of them queue for a while
+    # Each request, workflow start or update. Longer than every bound the API sets itself
+    # (pool 5 s, statement 15 s): an API that cannot serve answers 503 before the client
+    # gives up, so a time-out here is a stall, not a queue on a busy machine.
+    request_timeout: float = 60.0
+    # A whole lifecycle: 64 of them queue behind each other (the bare workflow's too) on
+    # 2 shared cores, for minutes.
+    lifecycle_timeout: float = 600.0
     audit_appends: bool = True
+    projection: bool = True
 
 
 SIZES = {
@@ -80,6 +86,7 @@ SIZES = {
         seconds=0.3,
         lifecycle_seconds=0.3,
         audit_appends=False,
+        projection=False,
     ),
 }
 
@@ -610,6 +617,20 @@ async def run(sizes: Sizes) -> dict[str, Any]:
             flush=True,
         )
         result["audit_appends_per_second"] = round(rate, 1)
+    if sizes.projection:
+        from bench.policy_bench import main as projection_bench
+
+        figures = await asyncio.to_thread(projection_bench, quiet=True)
+        cold = figures["disclosable_categories_us"]
+        repeat = figures["disclosable_categories_repeat_us"]
+        bare = figures["bare_is_authorized_us"]
+        print(
+            f"| per-category projection, 8 categories | {cold / 1000:.2f} ms "
+            f"(the same facts again: {repeat:.0f} µs, from the decision cache) | "
+            f"bare cedarpy.is_authorized, 1 category: {bare / 1000:.2f} ms | {bare / cold:.2f} |",
+            flush=True,
+        )
+        result["projection_us"] = {"cold": cold, "repeat": repeat, "bare": bare}
     return result
 
 
