@@ -10,7 +10,16 @@ import pytest
 from policy_factories import consent_in, situation
 
 from services import policy
-from services.policy import Action, ConsentState, DataCategory, authorize, disclosable_categories
+from services.policy import (
+    Action,
+    CaseFacts,
+    ConsentFacts,
+    ConsentState,
+    DataCategory,
+    authorize,
+    disclosable_categories,
+)
+from services.principal import Principal
 
 
 @pytest.fixture
@@ -83,3 +92,80 @@ def test_a_callers_context_is_never_answered_from_the_cache(cedar_calls: list[in
     for _ in range(2):
         authorize(principal, Action.VIEW_REFERRAL, case, None, context={"note": "x"})
     assert cedar_calls == [1, 1]
+
+
+def _rows() -> tuple[Principal, list[tuple[CaseFacts, ConsentFacts | None]]]:
+    """A care worker's list: cases in every relation, consent state and provider sector."""
+    principal, case = situation("care_worker", "health", "care_team")
+    org = principal.organisation
+    rows: list[tuple[CaseFacts, ConsentFacts | None]] = []
+    for number, relation in enumerate(policy.Relation):
+        synthetic = policy.synthetic_case(relation)
+        # the principal's organisation in that relation to the case
+        theirs = policy.explain_org(relation)
+        renamed = {
+            field: org if value == theirs else value
+            for field, value in synthetic.model_dump().items()
+            if field in ("referring_office", "offered_provider", "accepted_provider")
+        }
+        members = {org if m == theirs else m for m in synthetic.framework_members}
+        if relation is not policy.Relation.OUTSIDER:
+            members.add(org)
+        base = synthetic.model_copy(
+            update={
+                **renamed,
+                "referral_id": f"case-{number}",
+                "framework_id": f"framework-{number}",
+                "framework_members": frozenset(members),
+                "assigned_workers": case.assigned_workers,
+            }
+        )
+        for state in ("active", "withdrawn", "none"):
+            rows.append(
+                (
+                    base.model_copy(update={"referral_id": f"case-{number}-{state}"}),
+                    consent_in(state),
+                )
+            )
+    # an accepted provider of unknown sector: its policies fail closed on that sector,
+    # while another row knows the same provider's sector
+    other = "cad-elsewhere"
+    known = case.model_copy(
+        update={
+            "referral_id": "known-sector",
+            "accepted_provider": other,
+            "accepted_provider_sector": "welfare",
+        }
+    )
+    unknown = known.model_copy(
+        update={"referral_id": "unknown-sector", "accepted_provider_sector": None}
+    )
+    rows += [(known, consent_in("active")), (unknown, consent_in("active"))]
+    # two rows of one id whose facts differ
+    rows += [
+        (case.model_copy(update={"referral_id": "twice"}), consent_in("active")),
+        (
+            case.model_copy(update={"referral_id": "twice", "framework_members": frozenset({org})}),
+            consent_in("active"),
+        ),
+    ]
+    return principal, rows
+
+
+def test_a_list_decided_in_one_call_is_decided_as_each_row_alone(
+    cedar_calls: list[int],
+) -> None:
+    principal, rows = _rows()
+    alone = [authorize(principal, Action.VIEW_REFERRAL, c, k) for c, k in rows]
+    disclosed_alone = [disclosable_categories(principal, c, k) for c, k in rows]
+    assert any(d.allowed for d in alone) and not all(d.allowed for d in alone)
+    policy.clear_decision_cache()
+    cedar_calls.clear()
+
+    assert policy.authorize_each(principal, Action.VIEW_REFERRAL, rows) == alone
+    assert policy.disclosable_categories_each(principal, rows) == disclosed_alone
+    # one call for the rows that share a call; the unknown sector and the second "twice"
+    # (its facts differ from the first's) are decided alone
+    assert cedar_calls == [len(rows) - 2, 1, 1, (len(rows) - 2) * len(DataCategory), 8, 8]
+    assert policy.authorize_each(principal, Action.VIEW_REFERRAL, rows) == alone
+    assert policy.disclosable_categories_each(principal, rows) == disclosed_alone
