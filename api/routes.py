@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
@@ -41,6 +46,7 @@ from services.errors import (
     NotFound,
     PreconditionRequired,
     StepRefused,
+    Unavailable,
     Unprocessable,
 )
 from services.lifecycle import (
@@ -72,6 +78,8 @@ IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=200, pattern=r"^[A-Za-z0-9._:-]{8,200}$"),
 ]
+
+T = TypeVar("T")
 
 _HIDDEN_RELATIONS = {policy.Relation.OUTSIDER, policy.Relation.FRAMEWORK_MEMBER}
 
@@ -200,6 +208,22 @@ def refusal(
     return StepRefused(StepRefused.UNSEEN)
 
 
+class StepPending(Unavailable):
+    """The workflow did not answer a step in time; it may still take it. A keyed claim is
+    kept, so a retry with the same Idempotency-Key finishes the step or repeats its answer
+    (after `idempotency.STALE_CLAIM`) rather than deciding it again on the state it made."""
+
+
+async def _in_time(runtime: Runtime, update: Awaitable[T]) -> T:
+    """`update` (a workflow update), or 503 when it takes longer than the settings allow."""
+    try:
+        return await asyncio.wait_for(update, runtime.settings.workflow_update_timeout_seconds)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise StepPending(
+            "the referral's process did not answer in time; try again with the same Idempotency-Key"
+        ) from None
+
+
 def _handle(temporal: Client, referral_id: uuid.UUID) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
     return temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(referral_id))
 
@@ -275,7 +299,7 @@ async def step(
         else:
             await run_in_threadpool(_authorise, runtime, access, referral_id, action, widening)
             try:
-                await run_update(handle, actor_of(principal))
+                await _in_time(runtime, run_update(handle, actor_of(principal)))
             except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
                 refused = await run_in_threadpool(refusal, runtime, access, referral_id, exc)
                 if refused is None:
@@ -304,7 +328,7 @@ async def step(
         return await run_in_threadpool(access.finish_with, store)
     except BaseException as error:
         await run_in_threadpool(access.abandon, error)
-        if keyed:
+        if keyed and not isinstance(error, StepPending):
             await run_in_threadpool(_release, runtime, org, str(idempotency_key))
         raise
 
@@ -445,7 +469,9 @@ async def create_referral(
             inp=wf_input,
         )
         # answers stay consistent: wait until the workflow has projected the submission
-        await _handle(temporal, referral.id).execute_update(ReferralWorkflow.submitted)
+        await _in_time(
+            runtime, _handle(temporal, referral.id).execute_update(ReferralWorkflow.submitted)
+        )
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

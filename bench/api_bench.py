@@ -16,13 +16,15 @@ over the row's whole time, so stalls count against it; every other answer, excep
 time-out is an error, counted by kind. The audit log's appends/s with 8 writers come from
 `bench/audit_bench.py`, the per-category projection's cost from `bench/policy_bench.py`.
 
-REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`).
+REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`); REFERRAL_BENCH_LOG_DIR
+keeps the servers' logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -79,6 +81,10 @@ class Sizes:
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(creates=(1, 4), lifecycles=(1, 4), gets=(8,), seconds=2, lifecycle_seconds=4),
+    # the heaviest row alone, e.g. to read the API's log after it
+    "lifecycles-64": Sizes(
+        creates=(), lifecycles=(64,), gets=(), audit_appends=False, projection=False
+    ),
     "tiny": Sizes(
         creates=(1, 2),
         lifecycles=(1,),
@@ -588,6 +594,11 @@ async def run(sizes: Sizes) -> dict[str, Any]:
         async with running_stack(Path(directory)) as stack:
             rows, counts = await measure_all(stack, sizes)
             pids = [proc.pid for proc in stack.processes]
+        keep = os.environ.get("REFERRAL_BENCH_LOG_DIR")
+        if keep:  # the servers' logs outlive the run's temporary directory
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for log in Path(directory).glob("*.log"):
+                shutil.copy(log, Path(keep) / log.name)
         stopped = all(proc.poll() is not None for proc in stack.processes)
     result: dict[str, Any] = {
         "activities": {"create": counts.create, "lifecycle": counts.lifecycle},
