@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bare_temporal import BareInput, BareWorkflow, StepInput  # noqa: E402
+from services.settings import Settings  # noqa: E402
 from tests.integration.journey import consent_body, new_referral  # noqa: E402
 from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server  # noqa: E402
 from workflows.binaries import temporal_binary  # noqa: E402
@@ -112,6 +113,7 @@ class Measure:
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    retries: int = 0  # steps not answered in time (a 503 of the API), tried again
 
     @property
     def rate(self) -> float:
@@ -132,6 +134,7 @@ class Measure:
             "p50_ms": None if p50 is None else round(p50 * 1000, 1),
             "p99_ms": None if p99 is None else round(p99 * 1000, 1),
             "errors": sum(self.errors.values()),
+            "retries": self.retries,
             "error_kinds": dict(self.errors),
         }
 
@@ -146,6 +149,8 @@ class Measure:
             text += f", {sum(self.errors.values())} errors ({kinds})"
         else:
             text += ", 0 errors"
+        if self.retries:
+            text += f" ({self.retries} × not answered in time, tried again)"
         return text
 
 
@@ -347,27 +352,48 @@ async def running_stack(directory: Path) -> AsyncIterator[Stack]:
 
 
 class Project:
-    """The real API, as its parties use it."""
+    """The real API, as its parties use it: each POST with an Idempotency-Key, and a 503
+    (or a retry whose first try is still held: 409 idempotency-key-in-use) tried again with
+    the same key after a pause, as the API asks. Such retries are counted, not errors."""
+
+    RETRY_PAUSE = 1.0
 
     def __init__(self, stack: Stack, client: httpx.AsyncClient) -> None:
         self.client = client
         self.office = stack.minter.headers(*OFFICE, ttl=3600)
         self.cgg = stack.minter.headers(*CGG, ttl=3600)
+        self.retries = 0
 
     async def call(
-        self, method: str, path: str, headers: dict[str, str], expect: int = 200, **kw: Any
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        expect: int = 200,
+        **kw: Any,
     ) -> dict[str, Any]:
-        resp = await self.client.request(method, path, headers=headers, **kw)
-        if resp.status_code != expect:
-            raise Refused(str(resp.status_code))
-        body: dict[str, Any] = resp.json()
-        return body
+        if method == "POST":
+            headers = {**headers, "Idempotency-Key": f"bench-{uuid.uuid4()}"}
+        retried = False
+        while True:
+            resp = await self.client.request(method, path, headers=headers, **kw)
+            if resp.status_code == 503 or (
+                resp.status_code == 409
+                and str(resp.json().get("type", "")).endswith("idempotency-key-in-use")
+            ):
+                self.retries += 1
+                retried = True
+                await asyncio.sleep(self.RETRY_PAUSE)
+                continue
+            # a create retried after its first try stored the referral answers it again
+            replayed = retried and expect == 201 and resp.status_code == 200
+            if resp.status_code != expect and not replayed:
+                raise Refused(str(resp.status_code))
+            body: dict[str, Any] = resp.json()
+            return body
 
     async def create(self) -> str:
-        key = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
-        view = await self.call(
-            "POST", "/api/v1/referrals", {**self.office, **key}, 201, json=new_referral()
-        )
+        view = await self.call("POST", "/api/v1/referrals", self.office, 201, json=new_referral())
         return str(view["id"])
 
     async def read(self, referral_id: str) -> None:
@@ -429,7 +455,11 @@ class Baseline:
         self.client = client
         self.counts = counts
         self.timeout = timeout  # each call, as each of the API's requests
+        self.update_timeout: float = Settings.model_fields[
+            "workflow_update_timeout_seconds"
+        ].default
         self.headers = stack.minter.headers(*OFFICE, ttl=3600)
+        self.retries = 0
 
     async def create(self) -> None:
         await self.stack.temporal.execute_workflow(
@@ -451,8 +481,19 @@ class Baseline:
             self.timeout,
         )
         for share in shares:
-            update = handle.execute_update(BareWorkflow.step, StepInput(activities=share))
-            await asyncio.wait_for(update, self.timeout)
+            # as the API's steps: a step not answered within the API's bound is asked again
+            # (the same update id: the workflow takes it once), a retry rather than an error
+            update_id = str(uuid.uuid4())
+            while True:
+                update = handle.execute_update(
+                    BareWorkflow.step, StepInput(activities=share), id=update_id
+                )
+                try:
+                    await asyncio.wait_for(update, self.update_timeout)
+                except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+                    self.retries += 1
+                    continue
+                break
         await handle.result()
 
     async def read(self, referral_id: str) -> None:
@@ -517,12 +558,13 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
         if restarted:
             await stack.restart_api()
         async with _client(stack.api_url, concurrency, sizes.request_timeout) as client:
-            mine = await closed_loop(
-                concurrency, seconds, timeout, project_unit(Project(stack, client))
-            )
+            party = Project(stack, client)
+            mine = await closed_loop(concurrency, seconds, timeout, project_unit(party))
+            mine.retries = party.retries
         async with _client(url, concurrency, sizes.request_timeout) as client:
             bare = Baseline(stack, client, counts, sizes.request_timeout)
             theirs = await closed_loop(concurrency, seconds, timeout, baseline_unit(bare))
+            theirs.retries = bare.retries
         rows.append(Row(what, unit, mine, theirs, baseline_name, restarted))
         print(_format_row(rows[-1]), flush=True)
 
