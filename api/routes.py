@@ -337,7 +337,12 @@ async def _update_taken(handle: WorkflowHandle[ReferralWorkflow, Snapshot], upda
     """Whether the workflow already completed the update `update_id` successfully."""
     try:
         await asyncio.wait_for(handle.get_update_handle(update_id).result(), timeout=10)
-    except (RPCError, WorkflowUpdateFailedError, TimeoutError):
+    except (
+        RPCError,
+        WorkflowUpdateFailedError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        TimeoutError,
+    ):
         return False  # never reached it, refused it, or it is still running: ask it again
     return True
 
