@@ -86,7 +86,7 @@ SIZES = {
     "quick": Sizes(creates=(1, 4), lifecycles=(1, 4), gets=(8,), seconds=2, lifecycle_seconds=4),
     # rows that failed in a run, again, e.g. to read the API's log after them
     "recheck": Sizes(
-        creates=(64,), lifecycles=(16,), gets=(), audit_appends=False, projection=False
+        creates=(64,), lifecycles=(64,), gets=(), audit_appends=False, projection=False
     ),
     # the heaviest row alone, e.g. to read the API's log after it
     "lifecycles-64": Sizes(
