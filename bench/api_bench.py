@@ -526,7 +526,11 @@ class Row:
 
 
 def _client(url: str, concurrency: int, timeout: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # An idle connection is dropped before the server's keep-alive (uvicorn: 5 s) ends it, so
+    # no request is sent on a connection the server is closing (a ReadError, not the API's).
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0
+    )
     return httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
 
 
