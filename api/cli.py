@@ -92,7 +92,7 @@ async def _run_worker() -> None:
     settings = get_settings()
     telemetry.configure(settings)
     runtime = Runtime.build(settings)
-    telemetry.instrument_engine(runtime.engine)
+    telemetry.instrument_engine(runtime.engine, settings)
     client = await connect(
         address=settings.temporal_address,
         namespace=settings.temporal_namespace,

@@ -78,6 +78,15 @@ def describe(exc: Exception) -> tuple[int, str, str, str] | None:
         cause = exc.cause
         detail = cause.message if isinstance(cause, ApplicationError) else "the step was refused"
         return 409, "Step refused", detail, "step-refused"
+    if isinstance(exc, RPCTimeoutOrCancelledError):
+        # a call to Temporal that did not answer in time (e.g. an update's poll under load)
+        logger.warning("temporal call timed out: %s", type(exc).__name__)
+        return (
+            503,
+            "Service unavailable",
+            "the workflow service did not answer in time",
+            ("unavailable"),
+        )
     if isinstance(exc, RPCError):
         if exc.status is RPCStatusCode.NOT_FOUND:
             return 409, "Referral process ended", "the referral's process has ended", "ended"

@@ -54,7 +54,7 @@ def create_app(
     settings = settings or get_settings()
     telemetry.configure(settings)
     runtime = runtime or Runtime.build(settings)
-    telemetry.instrument_engine(runtime.engine)
+    telemetry.instrument_engine(runtime.engine, settings)
     connect_lock = asyncio.Lock()
 
     @asynccontextmanager

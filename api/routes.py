@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +17,7 @@ from temporalio.client import (
     RPCTimeoutOrCancelledError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -49,6 +51,7 @@ from services.errors import (
     NotFound,
     PreconditionRequired,
     StepRefused,
+    Unavailable,
     Unprocessable,
 )
 from services.lifecycle import (
@@ -84,6 +87,7 @@ IdempotencyKey = Annotated[
 logger = logging.getLogger("api.routes")
 # How long a retry that took over a dead try's claim waits for that try's update outcome.
 UPDATE_TAKEN_WAIT = timedelta(seconds=10)
+T = TypeVar("T")
 _HIDDEN_RELATIONS = {policy.Relation.OUTSIDER, policy.Relation.FRAMEWORK_MEMBER}
 
 
@@ -217,6 +221,22 @@ def refusal(
     return StepRefused(StepRefused.UNSEEN)
 
 
+class StepPending(Unavailable):
+    """The workflow did not answer a step in time; it may still take it. A keyed claim is
+    kept, so a retry with the same Idempotency-Key finishes the step or repeats its answer
+    (after `idempotency.STALE_CLAIM`) rather than deciding it again on the state it made."""
+
+
+async def _in_time(runtime: Runtime, update: Awaitable[T]) -> T:
+    """`update` (a workflow update), or 503 when it takes longer than the settings allow."""
+    try:
+        return await asyncio.wait_for(update, runtime.settings.workflow_update_timeout_seconds)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise StepPending(
+            "the referral's process did not answer in time; try again with the same Idempotency-Key"
+        ) from None
+
+
 def _handle(temporal: Client, referral_id: uuid.UUID) -> WorkflowHandle[ReferralWorkflow, Snapshot]:
     return temporal.get_workflow_handle_for(ReferralWorkflow.run, workflow_id(referral_id))
 
@@ -300,7 +320,7 @@ async def step(
             await run_in_threadpool(_authorise, runtime, access, referral_id, action, widening)
             in_doubt = keyed
             try:
-                await run_update(handle, actor_of(principal))
+                await _in_time(runtime, run_update(handle, actor_of(principal)))
             except (WorkflowUpdateFailedError, RPCError, Conflict) as exc:
                 refused = await run_in_threadpool(refusal, runtime, access, referral_id, exc)
                 if refused is None:
@@ -484,7 +504,9 @@ async def create_referral(
             inp=wf_input,
         )
         # answers stay consistent: wait until the workflow has projected the submission
-        await _handle(temporal, referral.id).execute_update(ReferralWorkflow.submitted)
+        await _in_time(
+            runtime, _handle(temporal, referral.id).execute_update(ReferralWorkflow.submitted)
+        )
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

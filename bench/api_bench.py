@@ -14,15 +14,17 @@ consent, offer, accept, intake, progress, close, decision: the referral closed),
 of one referral (authenticated, authorised and audited). Throughput counts completed units
 over the row's whole time, so stalls count against it; every other answer, exception or
 time-out is an error, counted by kind. The audit log's appends/s with 8 writers come from
-`bench/audit_bench.py`.
+`bench/audit_bench.py`, the per-category projection's cost from `bench/policy_bench.py`.
 
-REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`).
+REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`); REFERRAL_BENCH_LOG_DIR
+keeps the servers' logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bare_temporal import BareInput, BareWorkflow, StepInput  # noqa: E402
+from services.settings import Settings  # noqa: E402
 from tests.integration.journey import consent_body, new_referral  # noqa: E402
 from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server  # noqa: E402
 from workflows.binaries import temporal_binary  # noqa: E402
@@ -65,14 +68,30 @@ class Sizes:
     gets: tuple[int, ...] = (8, 32, 64)
     seconds: float = 5.0  # each create and GET row
     lifecycle_seconds: float = 6.0
-    request_timeout: float = 10.0  # each request, workflow start or update
-    lifecycle_timeout: float = 60.0  # a whole lifecycle: 64 of them queue for a while
+    # Each request, workflow start or update. Longer than every bound the API sets itself
+    # (pool 5 s, statement 15 s): an API that cannot serve answers 503 before the client
+    # gives up, so a time-out here is a stall, not a queue on a busy machine.
+    request_timeout: float = 60.0
+    # A create or a GET, with the retries the API asks for (a 503 after its 30 s bound).
+    unit_timeout: float = 180.0
+    # A whole lifecycle: 64 of them queue behind each other (the bare workflow's too) on
+    # 2 shared cores, for minutes.
+    lifecycle_timeout: float = 600.0
     audit_appends: bool = True
+    projection: bool = True
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(creates=(1, 4), lifecycles=(1, 4), gets=(8,), seconds=2, lifecycle_seconds=4),
+    # rows that failed in a run, again, e.g. to read the API's log after them
+    "recheck": Sizes(
+        creates=(64,), lifecycles=(64,), gets=(), audit_appends=False, projection=False
+    ),
+    # the heaviest row alone, e.g. to read the API's log after it
+    "lifecycles-64": Sizes(
+        creates=(), lifecycles=(64,), gets=(), audit_appends=False, projection=False
+    ),
     "tiny": Sizes(
         creates=(1, 2),
         lifecycles=(1,),
@@ -80,6 +99,7 @@ SIZES = {
         seconds=0.3,
         lifecycle_seconds=0.3,
         audit_appends=False,
+        projection=False,
     ),
 }
 
@@ -99,6 +119,7 @@ class Measure:
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    retries: int = 0  # steps not answered in time (a 503 of the API), tried again
 
     @property
     def rate(self) -> float:
@@ -119,6 +140,7 @@ class Measure:
             "p50_ms": None if p50 is None else round(p50 * 1000, 1),
             "p99_ms": None if p99 is None else round(p99 * 1000, 1),
             "errors": sum(self.errors.values()),
+            "retries": self.retries,
             "error_kinds": dict(self.errors),
         }
 
@@ -133,6 +155,8 @@ class Measure:
             text += f", {sum(self.errors.values())} errors ({kinds})"
         else:
             text += ", 0 errors"
+        if self.retries:
+            text += f" ({self.retries} × not answered in time, tried again)"
         return text
 
 
@@ -334,27 +358,48 @@ async def running_stack(directory: Path) -> AsyncIterator[Stack]:
 
 
 class Project:
-    """The real API, as its parties use it."""
+    """The real API, as its parties use it: each POST with an Idempotency-Key, and a 503
+    (or a retry whose first try is still held: 409 idempotency-key-in-use) tried again with
+    the same key after a pause, as the API asks. Such retries are counted, not errors."""
+
+    RETRY_PAUSE = 1.0
 
     def __init__(self, stack: Stack, client: httpx.AsyncClient) -> None:
         self.client = client
         self.office = stack.minter.headers(*OFFICE, ttl=3600)
         self.cgg = stack.minter.headers(*CGG, ttl=3600)
+        self.retries = 0
 
     async def call(
-        self, method: str, path: str, headers: dict[str, str], expect: int = 200, **kw: Any
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        expect: int = 200,
+        **kw: Any,
     ) -> dict[str, Any]:
-        resp = await self.client.request(method, path, headers=headers, **kw)
-        if resp.status_code != expect:
-            raise Refused(str(resp.status_code))
-        body: dict[str, Any] = resp.json()
-        return body
+        if method == "POST":
+            headers = {**headers, "Idempotency-Key": f"bench-{uuid.uuid4()}"}
+        retried = False
+        while True:
+            resp = await self.client.request(method, path, headers=headers, **kw)
+            if resp.status_code == 503 or (
+                resp.status_code == 409
+                and str(resp.json().get("type", "")).endswith("idempotency-key-in-use")
+            ):
+                self.retries += 1
+                retried = True
+                await asyncio.sleep(self.RETRY_PAUSE)
+                continue
+            # a create retried after its first try stored the referral answers it again
+            replayed = retried and expect == 201 and resp.status_code == 200
+            if resp.status_code != expect and not replayed:
+                raise Refused(str(resp.status_code))
+            body: dict[str, Any] = resp.json()
+            return body
 
     async def create(self) -> str:
-        key = {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
-        view = await self.call(
-            "POST", "/api/v1/referrals", {**self.office, **key}, 201, json=new_referral()
-        )
+        view = await self.call("POST", "/api/v1/referrals", self.office, 201, json=new_referral())
         return str(view["id"])
 
     async def read(self, referral_id: str) -> None:
@@ -416,7 +461,11 @@ class Baseline:
         self.client = client
         self.counts = counts
         self.timeout = timeout  # each call, as each of the API's requests
+        self.update_timeout: float = Settings.model_fields[
+            "workflow_update_timeout_seconds"
+        ].default
         self.headers = stack.minter.headers(*OFFICE, ttl=3600)
+        self.retries = 0
 
     async def create(self) -> None:
         await self.stack.temporal.execute_workflow(
@@ -438,8 +487,19 @@ class Baseline:
             self.timeout,
         )
         for share in shares:
-            update = handle.execute_update(BareWorkflow.step, StepInput(activities=share))
-            await asyncio.wait_for(update, self.timeout)
+            # as the API's steps: a step not answered within the API's bound is asked again
+            # (the same update id: the workflow takes it once), a retry rather than an error
+            update_id = str(uuid.uuid4())
+            while True:
+                update = handle.execute_update(
+                    BareWorkflow.step, StepInput(activities=share), id=update_id
+                )
+                try:
+                    await asyncio.wait_for(update, self.update_timeout)
+                except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+                    self.retries += 1
+                    continue
+                break
         await handle.result()
 
     async def read(self, referral_id: str) -> None:
@@ -466,7 +526,11 @@ class Row:
 
 
 def _client(url: str, concurrency: int, timeout: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # An idle connection is dropped before the server's keep-alive (uvicorn: 5 s) ends it, so
+    # no request is sent on a connection the server is closing (a ReadError, not the API's).
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0
+    )
     return httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
 
 
@@ -504,12 +568,13 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
         if restarted:
             await stack.restart_api()
         async with _client(stack.api_url, concurrency, sizes.request_timeout) as client:
-            mine = await closed_loop(
-                concurrency, seconds, timeout, project_unit(Project(stack, client))
-            )
+            party = Project(stack, client)
+            mine = await closed_loop(concurrency, seconds, timeout, project_unit(party))
+            mine.retries = party.retries
         async with _client(url, concurrency, sizes.request_timeout) as client:
             bare = Baseline(stack, client, counts, sizes.request_timeout)
             theirs = await closed_loop(concurrency, seconds, timeout, baseline_unit(bare))
+            theirs.retries = bare.retries
         rows.append(Row(what, unit, mine, theirs, baseline_name, restarted))
         print(_format_row(rows[-1]), flush=True)
 
@@ -520,7 +585,7 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
             "/s",
             c,
             sizes.seconds,
-            sizes.request_timeout,
+            sizes.unit_timeout,
             stack.api_url,
             create_name,
             lambda p: p.create,
@@ -545,7 +610,7 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
             "/s",
             c,
             sizes.seconds,
-            sizes.request_timeout,
+            sizes.unit_timeout,
             stack.bare_url,
             "bare FastAPI + RS256 check",
             lambda p: lambda: p.read(target),
@@ -581,6 +646,11 @@ async def run(sizes: Sizes) -> dict[str, Any]:
         async with running_stack(Path(directory)) as stack:
             rows, counts = await measure_all(stack, sizes)
             pids = [proc.pid for proc in stack.processes]
+        keep = os.environ.get("REFERRAL_BENCH_LOG_DIR")
+        if keep:  # the servers' logs outlive the run's temporary directory
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for log in Path(directory).glob("*.log"):
+                shutil.copy(log, Path(keep) / log.name)
         stopped = all(proc.poll() is not None for proc in stack.processes)
     result: dict[str, Any] = {
         "activities": {"create": counts.create, "lifecycle": counts.lifecycle},
@@ -610,6 +680,20 @@ async def run(sizes: Sizes) -> dict[str, Any]:
             flush=True,
         )
         result["audit_appends_per_second"] = round(rate, 1)
+    if sizes.projection:
+        from bench.policy_bench import main as projection_bench
+
+        figures = await asyncio.to_thread(projection_bench, quiet=True)
+        cold = figures["disclosable_categories_us"]
+        repeat = figures["disclosable_categories_repeat_us"]
+        bare = figures["bare_is_authorized_us"]
+        print(
+            f"| per-category projection, 8 categories | {cold / 1000:.2f} ms "
+            f"(the same facts again: {repeat:.0f} µs, from the decision cache) | "
+            f"bare cedarpy.is_authorized, 1 category: {bare / 1000:.2f} ms | {bare / cold:.2f} |",
+            flush=True,
+        )
+        result["projection_us"] = {"cold": cold, "repeat": repeat, "bare": bare}
     return result
 
 

@@ -121,9 +121,7 @@ class Access:
     ) -> list[policy.Decision]:
         """`action` decided on each row of a list, as `decide` decides it on one referral;
         the rows' policies join this access's entry (the list is one access)."""
-        decided = [
-            policy.authorize(self.principal, action, case, consent) for case, consent in cases
-        ]
+        decided = policy.authorize_each(self.principal, action, cases)
         for decision in decided:
             self.policy_ids.update(decision.policy_ids)
         return decided
@@ -133,9 +131,7 @@ class Access:
     ) -> list[dict[policy.DataCategory, policy.Decision]]:
         """The disclosure decisions of each row of a list, as `disclosures` takes them for
         one referral; a category withheld on any row is recorded as withheld."""
-        decided = [
-            policy.disclosable_categories(self.principal, case, consent) for case, consent in cases
-        ]
+        decided = policy.disclosable_categories_each(self.principal, cases)
         for row in decided:
             for category, decision in row.items():
                 self.policy_ids.update(decision.policy_ids)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -434,6 +436,65 @@ def _evaluate(
     return [_decision(result, policy_engine, disclosure=disclosure) for result in results]
 
 
+class DecisionCache:
+    """Recent decisions by the facts they were taken on.
+
+    A decision is a pure function of the policy set (parsed once, at import, and never
+    changed while the process runs) and of the facts passed in: the principal, the case,
+    the consent (its expiry already evaluated) and the action or categories asked. Those
+    facts are frozen values and together form the key, so an answer from the cache is the
+    one Cedar would give: any change of a fact (a new consent version, an accepted offer, a
+    care worker released) is a different key. Reads of an unchanged case by the same person
+    (a UI refreshing, a client polling a stage) then cost no Cedar call. A decision that
+    could not be evaluated cleanly is never kept. Thread-safe; least recently used first out.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[Hashable, tuple[Decision, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, evaluate: Callable[[], tuple[Decision, ...]]
+    ) -> tuple[Decision, ...]:
+        """The decisions for `key`, evaluated (and kept, if clean) on a miss."""
+        found = self.lookup(key)
+        if found is not None:
+            return found
+        decisions = evaluate()
+        self.keep(key, decisions)
+        return decisions
+
+    def lookup(self, key: Hashable) -> tuple[Decision, ...] | None:
+        """The decisions kept for `key`, if any."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def keep(self, key: Hashable, decisions: tuple[Decision, ...]) -> None:
+        """Keep `decisions` for `key`, unless one of them could not be evaluated cleanly."""
+        if self._max <= 0 or any(d.errors for d in decisions):
+            return
+        with self._lock:
+            self._entries[key] = decisions
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_DECISIONS: Final = DecisionCache()
+
+
+def clear_decision_cache() -> None:
+    """Forget every cached decision (benchmarks measure Cedar itself with this)."""
+    _DECISIONS.clear()
+
+
 # Facts only the engine computes: a caller's context can never supply them.
 _COMPUTED_ONLY: Final = frozenset({"relation", "widening", "consent", "case"})
 
@@ -474,16 +535,134 @@ def authorize(
         return _evaluate([request], _entities(principal, None))[0]
     if case is None:
         return _deny(f"action {act.value!r} needs the facts of a case")
+    request = _case_request(principal, act, case, consent, context)
+    if context:
+        return _evaluate([request], _entities(principal, case))[0]
+    # Without a caller's context the facts below are all the request holds: a repeat is
+    # answered from the cache (see `DecisionCache`).
+    return _DECISIONS.get(
+        ("authorize", act, principal, case, consent),
+        lambda: (_evaluate([request], _entities(principal, case))[0],),
+    )[0]
+
+
+def _case_request(
+    principal: Principal,
+    action: Action,
+    case: CaseFacts,
+    consent: ConsentFacts | None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     computed: dict[str, Any] = {"relation": relation_of(principal, case).value}
     if consent is not None and consent.widening is not None:
         computed["widening"] = _widening_record(consent.widening)
-    request = {
-        "principal": principal_uid,
-        "action": action_uid,
+    return {
+        "principal": {"type": _USER, "id": principal.subject},
+        "action": {"type": _ACTION, "id": action.value},
         "resource": {"type": _CASE, "id": case.referral_id},
         "context": _merge_context(computed, context),
     }
-    return _evaluate([request], _entities(principal, case))[0]
+
+
+def _alone(principal: Principal, case: CaseFacts) -> bool:
+    """Whether `case` must be decided in a call of its own: its accepted provider has no
+    entity (sector unknown), so its policies fail closed on that provider's sector, while
+    among other cases they might find that provider's entity."""
+    return (
+        case.accepted_provider is not None
+        and case.accepted_provider != principal.organisation
+        and case.accepted_provider_sector is None
+    )
+
+
+def _merged_entities(
+    principal: Principal, cases: list[CaseFacts]
+) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    """The entities of several cases for one call, each uid once; the positions of the cases
+    they hold, and of those left to be decided alone (one of their uids has other contents,
+    as two cases of one id would).
+
+    The policies look into no entity but the principal, its organisation, the request's own
+    case, that case's framework and accepted provider (ARCHITECTURE.md, policies/): each is
+    the same in the merged set as in the case's own, so each decision is the one taken alone.
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    held: list[int] = []
+    alone: list[int] = []
+    for position, case in enumerate(cases):
+        own = {(e["uid"]["type"], e["uid"]["id"]): e for e in _entities(principal, case)}
+        if _alone(principal, case) or any(
+            uid in merged and merged[uid] != entity for uid, entity in own.items()
+        ):
+            alone.append(position)
+            continue
+        merged.update(own)
+        held.append(position)
+    return list(merged.values()), held, alone
+
+
+def _batched(
+    principal: Principal,
+    keys: list[Hashable],
+    cases: list[CaseFacts],
+    requests: list[list[dict[str, Any]]],
+    *,
+    disclosure: bool,
+) -> list[tuple[Decision, ...]]:
+    """The decisions of several cases (`requests[i]` on `cases[i]`, cached under `keys[i]`):
+    those not in the cache in one Cedar call, each as it would be decided alone."""
+    answers: list[tuple[Decision, ...] | None] = [_DECISIONS.lookup(key) for key in keys]
+    missing = [i for i, answer in enumerate(answers) if answer is None]
+    merged, held, alone = _merged_entities(principal, [cases[i] for i in missing])
+    calls = [([missing[p] for p in held], merged)] if held else []
+    calls += [([missing[p]], _entities(principal, cases[missing[p]])) for p in alone]
+    extra = _CATEGORY_ENTITIES if disclosure else []
+    for group, entities in calls:
+        flat = [request for i in group for request in requests[i]]
+        decided = _evaluate(flat, entities + extra, disclosure=disclosure)
+        position = 0
+        for i in group:
+            answer = tuple(decided[position : position + len(requests[i])])
+            position += len(requests[i])
+            _DECISIONS.keep(keys[i], answer)
+            answers[i] = answer
+    return [answer for answer in answers if answer is not None]
+
+
+def authorize_each(
+    principal: Principal,
+    action: Action,
+    cases: Sequence[tuple[CaseFacts, ConsentFacts | None]],
+) -> list[Decision]:
+    """`authorize` of one case `action` on each of `cases` (a list's rows): the same
+    decisions, taken in one Cedar call rather than one per row."""
+    act = Action(action)
+    if act not in CASE_ACTIONS:
+        return [authorize(principal, act, case, consent) for case, consent in cases]
+    decided = _batched(
+        principal,
+        [("authorize", act, principal, case, consent) for case, consent in cases],
+        [case for case, _ in cases],
+        [[_case_request(principal, act, case, consent)] for case, consent in cases],
+        disclosure=False,
+    )
+    return [answer[0] for answer in decided]
+
+
+def disclosable_categories_each(
+    principal: Principal, cases: Sequence[tuple[CaseFacts, ConsentFacts | None]]
+) -> list[dict[DataCategory, Decision]]:
+    """`disclosable_categories` of each of `cases` (a list's rows), in one Cedar call."""
+    categories = list(DataCategory)
+    facts = [(case, consent or NO_CONSENT) for case, consent in cases]
+    decided = _batched(
+        principal,
+        [("disclose", principal, case, consent) for case, consent in facts],
+        [case for case, _ in facts],
+        [_disclosure_requests(principal, case, consent, categories) for case, consent in facts],
+        disclosure=True,
+    )
+    return [dict(zip(categories, answer, strict=True)) for answer in decided]
 
 
 def _disclosure_requests(
@@ -515,8 +694,13 @@ def disclosable_categories(
 ) -> dict[DataCategory, Decision]:
     """Decide, in one Cedar call, which of the eight data categories may flow to `principal`."""
     categories = list(DataCategory)
-    requests = _disclosure_requests(principal, case, consent or NO_CONSENT, categories)
-    decisions = _evaluate(requests, _disclosure_entities(principal, case), disclosure=True)
+    consent = consent or NO_CONSENT
+
+    def evaluate() -> tuple[Decision, ...]:
+        requests = _disclosure_requests(principal, case, consent, categories)
+        return tuple(_evaluate(requests, _disclosure_entities(principal, case), disclosure=True))
+
+    decisions = _DECISIONS.get(("disclose", principal, case, consent), evaluate)
     return dict(zip(categories, decisions, strict=True))
 
 

@@ -29,6 +29,7 @@ from services.lifecycle import (
     Timings,
 )
 from services.models import (
+    CareTeamAssignment,
     Consent,
     CooperationFramework,
     FrameworkParticipant,
@@ -82,18 +83,29 @@ def draft_case(
     )
 
 
-def case_facts(
-    *, session: Session, referral: Referral, members: frozenset[str] | None = None
-) -> policy.CaseFacts:
-    """What the policies need to know about an existing referral (`members`: its framework's,
-    when the caller loaded them already)."""
-    if members is None:
-        members = framework_members(session=session, framework_id=referral.framework_id)
+def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
+    """What the policies need to know about an existing referral."""
+    members = framework_members(session=session, framework_id=referral.framework_id)
     provider_sector = None
     if referral.accepted_provider is not None:
         provider_sector = session.exec(
             select(Organisation.sector).where(Organisation.code == referral.accepted_provider)
         ).first()
+    return _facts(
+        referral,
+        members=members,
+        provider_sector=provider_sector,
+        assigned=care_team.assigned_subjects(session=session, referral=referral),
+    )
+
+
+def _facts(
+    referral: Referral,
+    *,
+    members: frozenset[str],
+    provider_sector: str | None,
+    assigned: frozenset[str],
+) -> policy.CaseFacts:
     return policy.CaseFacts(
         referral_id=str(referral.id),
         framework_id=str(referral.framework_id),
@@ -102,7 +114,7 @@ def case_facts(
         offered_provider=referral.offered_provider,
         accepted_provider=referral.accepted_provider,
         accepted_provider_sector=provider_sector,
-        assigned_workers=care_team.assigned_subjects(session=session, referral=referral),
+        assigned_workers=assigned,
     )
 
 
@@ -289,7 +301,7 @@ def list_facts(
     """The policy facts of each listed referral, as `case_facts` and `consent_facts` give
     them for the detail view."""
     # the same facts as the detail view's (`case_facts`, `consent_facts`), loaded in a few
-    # queries for the whole list rather than a few per row
+    # queries for the whole list rather than a few per row (as tests/unit prove)
     members: dict[uuid.UUID, frozenset[str]] = {}
     for framework_id in {row.framework_id for row in rows}:
         members[framework_id] = framework_members(session=session, framework_id=framework_id)
@@ -302,10 +314,45 @@ def list_facts(
             .order_by(col(Consent.version))
         ).all():
             consents[consent.referral_id] = consent  # the highest version wins
+    accepted = [row for row in rows if row.accepted_provider is not None]
+    sectors: dict[str, str] = {}
+    providers = sorted({row.accepted_provider for row in accepted if row.accepted_provider})
+    for start in range(0, len(providers), 500):
+        for code, sector in session.exec(
+            select(Organisation.code, Organisation.sector).where(
+                col(Organisation.code).in_(providers[start : start + 500])
+            )
+        ).all():
+            sectors[code] = sector
+    # care_team.assigned_subjects of each accepted row: the assignments in force of the
+    # provider that accepted it
+    assigned: dict[uuid.UUID, set[str]] = {row.id: set() for row in accepted}
+    provider_of = {row.id: row.accepted_provider for row in accepted}
+    accepted_ids = list(provider_of)
+    for start in range(0, len(accepted_ids), 500):
+        for referral_id, organisation, subject in session.exec(
+            select(
+                CareTeamAssignment.referral_id,
+                CareTeamAssignment.organisation,
+                CareTeamAssignment.subject,
+            ).where(
+                col(CareTeamAssignment.referral_id).in_(accepted_ids[start : start + 500]),
+                col(CareTeamAssignment.released_at).is_(None),
+            )
+        ).all():
+            if provider_of[referral_id] == organisation:
+                assigned[referral_id].add(subject)
     at = utcnow()
     return [
         (
-            case_facts(session=session, referral=row, members=members[row.framework_id]),
+            _facts(
+                row,
+                members=members[row.framework_id],
+                provider_sector=(
+                    sectors.get(row.accepted_provider) if row.accepted_provider else None
+                ),
+                assigned=frozenset(assigned.get(row.id, ())),
+            ),
             facts_of(consents.get(row.id), at=at),
         )
         for row in rows

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
     audit_pool_size: int = Field(default=2, ge=1)
     audit_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long a request waits for the referral's workflow to take a step (an update): then
+    # it answers 503 (try again, with the same Idempotency-Key), well before a client gives
+    # up. The step may still be taken: a keyed retry finishes it or repeats its answer.
+    workflow_update_timeout_seconds: float = Field(default=30.0, gt=0)
     # The worker's reconciler starts every workflow whose start intent is still pending.
     reconcile_every_seconds: float = Field(default=5.0, gt=0)
     # Stored answers of steps, replayed for a retry with the same Idempotency-Key.

@@ -76,3 +76,12 @@ def test_each_operation_lists_the_problems_its_shape_allows(openapi: dict[str, A
 
 def test_readiness_documents_its_503(openapi: dict[str, Any]) -> None:
     assert "503" in openapi["paths"]["/readyz"]["get"]["responses"]
+
+
+def test_a_temporal_call_that_timed_out_is_a_503_not_a_500() -> None:
+    from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+
+    from api.errors import describe
+
+    described = describe(WorkflowUpdateRPCTimeoutOrCancelledError())
+    assert described is not None and described[0] == 503 and described[3] == "unavailable"
