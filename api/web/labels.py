@@ -194,6 +194,15 @@ REFUSALS: dict[str, str] = {
     "the deadline of this stage has passed": N_(
         "The deadline of this stage has passed; the step was not taken."
     ),
+    "the workflow service did not answer in time": N_(
+        "The service is briefly unavailable; please try again in a moment."
+    ),
+    "the referral's process did not answer in time; try again with the same Idempotency-Key": N_(
+        "The service is briefly unavailable; please try again in a moment."
+    ),
+    "the workflow service did not answer in time; try again": N_(
+        "The service is briefly unavailable; please try again in a moment."
+    ),
     "the database is unavailable; try again": N_(
         "The service is briefly unavailable; please try again in a moment."
     ),
