@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -143,7 +144,11 @@ def _database_files(engine: Engine) -> str:
     if engine.dialect.name != "sqlite":
         return ""
     path = Path(str(engine.url.database))
-    return "".join(p.read_bytes().decode("latin-1") for p in path.parent.glob(path.name + "*"))
+    files = sorted(str(p) for p in path.parent.glob(path.name + "*"))
+    # Read by another process: closing a descriptor of the database file in this process
+    # would drop every POSIX lock SQLite holds on it here (sqlite.org/howtocorrupt.html,
+    # 2.2), and the next writers would then corrupt the shared test database.
+    return subprocess.run(["cat", *files], capture_output=True, check=True).stdout.decode("latin-1")
 
 
 def _payloads(message: Message) -> list[Payload]:
