@@ -38,8 +38,25 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
             conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
         engine.dispose()
+    else:
+        _refuse_opening_in_process(Path(url.split("///", 1)[1]))
     migrate(url)
     return url
+
+
+def _refuse_opening_in_process(database: Path) -> None:
+    """No test opens the session's SQLite files with open(): closing that descriptor drops
+    SQLite's POSIX locks in this process (sqlite.org/howtocorrupt.html, 2.2), and the
+    workers other tests start then corrupt what this process reads. Read them with
+    tests/sqlite_files.py (another process). SQLite's own opens are not Python's."""
+    prefix = str(database.resolve())
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], str | Path):
+            if str(Path(args[0]).resolve()).startswith(prefix):
+                raise PermissionError(f"the session database is read by another process: {args[0]}")
+
+    sys.addaudithook(hook)
 
 
 @pytest.fixture(scope="session")

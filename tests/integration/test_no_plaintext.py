@@ -28,6 +28,7 @@ from tests.integration.journey import (
     WELFARE_NOTE,
     Journey,
 )
+from tests.sqlite_files import database_files
 from tests.tokens import TokenMinter
 
 SECRETS = [
@@ -51,7 +52,7 @@ def _leaks(blob: bytes | str) -> list[str]:
 def _database_text(engine: Engine, database_url: str) -> bytes:
     if database_url.startswith("sqlite"):
         path = Path(database_url.split("///", 1)[1])
-        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+        return database_files(path)
     pg_dump = shutil.which("pg_dump")
     if pg_dump:
         url = database_url.replace("+psycopg", "")
@@ -104,7 +105,7 @@ async def test_no_personal_value_in_clear_anywhere(
         assert _leaks(as_json) == []
         assert "binary/encrypted" in as_json or "YmluYXJ5L2VuY3J5cHRlZA" in as_json
 
-    temporal_files = b"".join(p.read_bytes() for p in integration_dir.glob("temporal.db*"))
+    temporal_files = database_files(integration_dir / "temporal.db")
     assert temporal_files, "the dev server's database file exists"
     assert _leaks(temporal_files) == []
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import subprocess
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,6 +51,7 @@ from services.referrals import request_hash
 from services.runtime import Runtime
 from services.settings import Settings
 from tests.integration.journey import CGG, OFFICE, Journey, consent_body, new_referral
+from tests.sqlite_files import database_files
 from tests.tokens import TokenMinter
 from workflows.client import ensure_retention
 
@@ -144,12 +144,7 @@ def _database_files(engine: Engine) -> str:
     """On SQLite, the database files themselves (free pages, the write-ahead log)."""
     if engine.dialect.name != "sqlite":
         return ""
-    path = Path(str(engine.url.database))
-    files = sorted(str(p) for p in path.parent.glob(path.name + "*"))
-    # Read by another process: closing a descriptor of the database file in this process
-    # would drop every POSIX lock SQLite holds on it here (sqlite.org/howtocorrupt.html,
-    # 2.2), and the next writers would then corrupt the shared test database.
-    return subprocess.run(["cat", *files], capture_output=True, check=True).stdout.decode("latin-1")
+    return database_files(Path(str(engine.url.database))).decode("latin-1")
 
 
 def _payloads(message: Message) -> list[Payload]:
