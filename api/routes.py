@@ -10,7 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError
 
 from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
@@ -313,7 +318,13 @@ async def _update_taken(handle: WorkflowHandle[ReferralWorkflow, Snapshot], upda
     """Whether the workflow already completed the update `update_id` successfully."""
     try:
         await asyncio.wait_for(handle.get_update_handle(update_id).result(), timeout=10)
-    except (RPCError, WorkflowUpdateFailedError, TimeoutError):
+    except (
+        RPCError,
+        WorkflowUpdateFailedError,
+        TimeoutError,
+        # wait_for cancels the poll at its time-out, and the SDK raises this for it
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+    ):
         return False  # never reached it, refused it, or it is still running: ask it again
     return True
 
