@@ -349,19 +349,14 @@ def person_access_report_pdf(
         decision = access.decide(action=policy.Action.PERSON_ACCESS_REPORT, case=None, consent=None)
         if not decision.allowed:
             raise Forbidden("only the data-protection officer produces a person's access report")
-        subject = runtime.pseudonymizer.national_number(body.national_number)
-        access.person_pseudonym = runtime.gatekeeper.person(subject)
         with Session(runtime.engine) as session:
-            referral_ids = person_report.referral_ids_of(session=session, subject_pseudonym=subject)
-            entries = person_report.entries_of_person(
+            persons, entries = person_report.entries_of_national_number(
                 session=session,
-                person_pseudonym=access.person_pseudonym,
-                referral_pseudonyms=[
-                    pseudonym
-                    for pseudonym in map(runtime.gatekeeper.pseudonym, referral_ids)
-                    if pseudonym is not None
-                ],
+                national_number=body.national_number,
+                pseudonymizers=runtime.pseudonymizers(),
+                gatekeeper=runtime.gatekeeper,
             )
+            access.person_pseudonym = persons[0]
             report = person_report.build(
                 session=session, entries=entries, lang=body.lang, today=utcnow()
             )

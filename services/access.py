@@ -264,6 +264,8 @@ _PERSON_CACHE_SIZE = 4096
 class Gatekeeper:
     """Asks the policies and writes one audit entry per access, whatever the decision.
 
+    `pseudonym_key`: the key ring's audit pseudonym key (`KeyRing.audit_pseudonym_key`),
+    never the rotating pseudonym key: entries are immutable and must keep linking.
     `source_node`: this process's node id in every entry (ATNA AuditSourceID). `engine`: where
     the referrals are, to find the person a referral concerns (None: entries name no person);
     the audit writer's own, so that recording an access never waits for a request connection.

@@ -3,8 +3,9 @@ officer: every access to the person's data across all their referrals, and what 
 justice, as a PDF letter in Dutch, French, German or English.
 
 The person is found by their national number, which is never stored: its keyed pseudonym
-(`Pseudonymizer.national_number`) names their referrals, and the audit pseudonym derived from
-it (`pseudonymise_person`) names the entries, including those of referrals purged since.
+(`Pseudonymizer.national_number`, under every live pseudonym key version) names their
+referrals, and the audit pseudonym derived from it (`pseudonymise_person`) names the
+entries, including those of referrals purged since.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from babel.dates import format_date, format_datetime
 from fpdf import FPDF
-from sqlalchemy import or_
+from sqlalchemy import ColumnElement, or_
 from sqlmodel import Session, col, select
 
 from services.audit.models import AuditEntry
 from services.models import Organisation, Referral
 from services.subject_report import LANGUAGES, translate
+
+if TYPE_CHECKING:
+    from services.access import Gatekeeper
+    from services.crypto import Pseudonymizer
 
 # What the person is shown: accesses to their data that took place (refused and failed ones
 # disclosed nothing), not the authorisation decisions or logins behind them.
@@ -75,21 +81,49 @@ class PersonReport:
 
 
 def entries_of_person(
-    *, session: Session, person_pseudonym: str, referral_pseudonyms: Sequence[str]
+    *, session: Session, person_pseudonyms: Sequence[str], referral_pseudonyms: Sequence[str]
 ) -> list[AuditEntry]:
-    """Every entry naming the person, or one of their referrals (entries written before
-    they named the person), in log order."""
-    condition = col(AuditEntry.person_pseudonym) == person_pseudonym
+    """Every entry naming the person (under any live pseudonym key version: the entries are
+    immutable, those written before a rotation keep the person pseudonym of then), or one of
+    their referrals (entries written before they named the person), in log order."""
+    condition: ColumnElement[bool] = col(AuditEntry.person_pseudonym).in_(person_pseudonyms)
     if referral_pseudonyms:
         condition = or_(condition, col(AuditEntry.referral_pseudonym).in_(referral_pseudonyms))
     return list(session.exec(select(AuditEntry).where(condition).order_by(col(AuditEntry.index))))
 
 
-def referral_ids_of(*, session: Session, subject_pseudonym: str) -> list[uuid.UUID]:
-    """The referrals of the person with this subject pseudonym (purged ones included)."""
+def referral_ids_of(*, session: Session, subject_pseudonyms: Sequence[str]) -> list[uuid.UUID]:
+    """The referrals of the person with these subject pseudonyms (one per live pseudonym key
+    version: a rotation may not have re-derived them all yet; purged ones included)."""
     return list(
-        session.exec(select(Referral.id).where(Referral.subject_pseudonym == subject_pseudonym))
+        session.exec(
+            select(Referral.id).where(col(Referral.subject_pseudonym).in_(subject_pseudonyms))
+        )
     )
+
+
+def entries_of_national_number(
+    *,
+    session: Session,
+    national_number: str,
+    pseudonymizers: Sequence[Pseudonymizer],
+    gatekeeper: Gatekeeper,
+) -> tuple[list[str], list[AuditEntry]]:
+    """The person's audit pseudonyms (one per live pseudonym key version, current first) and
+    every entry naming them or one of their referrals, in log order."""
+    subjects = [p.national_number(national_number) for p in pseudonymizers]
+    persons = [gatekeeper.person(subject) for subject in subjects]
+    referral_ids = referral_ids_of(session=session, subject_pseudonyms=subjects)
+    entries = entries_of_person(
+        session=session,
+        person_pseudonyms=persons,
+        referral_pseudonyms=[
+            pseudonym
+            for pseudonym in map(gatekeeper.pseudonym, referral_ids)
+            if pseudonym is not None
+        ],
+    )
+    return persons, entries
 
 
 def build(
