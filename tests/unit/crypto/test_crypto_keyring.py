@@ -157,7 +157,8 @@ def test_every_job_has_a_key_of_its_own(keyring: FileKeyRing) -> None:
     [session] = keyring.web_session_keys()
     kek = json.loads(keyring.path.read_text())["kek"]
     kek_key = kek["versions"][kek["current"]]["key"]
-    keys = [payload, session, keyring.pseudonym_key(), kek_key.encode()]
+    keys = [payload, session, keyring.pseudonym_key(), keyring.audit_pseudonym_key()]
+    keys.append(base64.b64decode(kek_key))
     assert len({*keys}) == len(keys)
     assert session != keyring.pseudonym_key()
 
