@@ -266,6 +266,7 @@ class Gatekeeper:
 
     `pseudonym_key`: the key ring's audit pseudonym key (`KeyRing.audit_pseudonym_key`),
     never the rotating pseudonym key: entries are immutable and must keep linking.
+    `pseudonym_version`: the current pseudonym key version (`KeyRing.current_pseudonym_key_id`).
     `source_node`: this process's node id in every entry (ATNA AuditSourceID). `engine`: where
     the referrals are, to find the person a referral concerns (None: entries name no person);
     the audit writer's own, so that recording an access never waits for a request connection.
@@ -278,6 +279,7 @@ class Gatekeeper:
         pseudonym_key: bytes,
         source_node: str | None = None,
         engine: Engine | None = None,
+        pseudonym_version: Callable[[], str] | None = None,
     ) -> None:
         self.audit = audit
         self._pseudonym_key = pseudonym_key
@@ -285,6 +287,10 @@ class Gatekeeper:
         self._engine = engine
         self._persons: OrderedDict[UUID, str] = OrderedDict()
         self._persons_lock = threading.Lock()
+        # the current pseudonym key version: a rotation re-derives the subject pseudonyms,
+        # so the persons cached under the one before are forgotten
+        self._pseudonym_version = pseudonym_version
+        self._persons_version = pseudonym_version() if pseudonym_version else None
 
     def pseudonym(self, referral_id: UUID | None) -> str | None:
         """The audit pseudonym of a referral (keyed HMAC), or None."""
@@ -301,24 +307,35 @@ class Gatekeeper:
         referral (or no longer a subject pseudonym) or no engine to look in (blocking)."""
         if referral_id is None or self._engine is None:
             return None
+        version = self._pseudonym_version() if self._pseudonym_version else None
         with self._persons_lock:
+            if version != self._persons_version:
+                self._persons.clear()
+                self._persons_version = version
             if referral_id in self._persons:
                 self._persons.move_to_end(referral_id)
                 return self._persons[referral_id]
         try:
             with self._engine.connect() as conn:
-                subject = conn.execute(
-                    select(col(Referral.subject_pseudonym)).where(col(Referral.id) == referral_id)
-                ).scalar_one_or_none()
+                row = conn.execute(
+                    select(col(Referral.subject_pseudonym), col(Referral.pseudonym_key_id)).where(
+                        col(Referral.id) == referral_id
+                    )
+                ).one_or_none()
         except SQLAlchemyError as error:
             # the entry is written all the same, naming the referral (the person is found
             # through it later); an access is never left unrecorded for want of its person
             logger.warning("person of a referral not found for its entry: %s", type(error).__name__)
             return None
-        if not subject:
+        if row is None or not row[0]:
             return None
+        subject, made_with = row
         person = self.person(subject)
+        if version is not None and made_with != version:
+            return person  # not re-derived yet: the rotation will change it, do not keep it
         with self._persons_lock:
+            if self._persons_version != version:
+                return person  # a rotation came in between
             self._persons[referral_id] = person
             while len(self._persons) > _PERSON_CACHE_SIZE:
                 self._persons.popitem(last=False)

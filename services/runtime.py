@@ -135,6 +135,7 @@ class Runtime:
             gatekeeper=Gatekeeper(
                 audit=audit,
                 pseudonym_key=keyring.audit_pseudonym_key(),
+                pseudonym_version=keyring.current_pseudonym_key_id,
                 source_node=settings.audit_source_node,
                 engine=audit_engine,
             ),

@@ -90,6 +90,9 @@ async def test_rotating_the_pseudonym_key_keeps_everything_working(
     consent = consent_body()
     consent_path = f"/api/v1/referrals/{first['id']}/consent"
     await _post(api, minter, OFFICE, consent_path, consent, consent_key, 200)
+    # a read before the rotation: the process keeps whom the referral concerns
+    view = await api.get(f"/api/v1/referrals/{first['id']}", headers=minter.headers(*OFFICE))
+    assert view.status_code == 200, view.text
     # the DPO's report names the person only (no referral): under the old person pseudonym
     report = await api.post(
         "/api/v1/audit/person-access-report",
@@ -180,6 +183,10 @@ async def test_rotating_the_pseudonym_key_keeps_everything_working(
     assert any(e.action == "referral.read" for e in entries)
     [earlier_report] = [e for e in entries if e.action == "person.access_report"]
     assert earlier_report.person_pseudonym in persons[1:]
+    # an access after the rotation names the person as re-derived (no cached old pseudonym)
+    of_first = runtime.gatekeeper.pseudonym(uuid.UUID(first["id"]))
+    reads = [e for e in entries if e.action == "referral.read" and e.referral_pseudonym == of_first]
+    assert reads[-1].person_pseudonym == persons[0]
     report = await api.post(
         "/api/v1/audit/person-access-report",
         json={"national_number": PERSON["national_number"], "lang": "en"},
