@@ -229,9 +229,14 @@ async def test_an_interrupted_rederivation_finishes_when_run_again(
     api: httpx.AsyncClient, minter: TokenMinter, runtime: Runtime
 ) -> None:
     body = new_referral(identity={**PERSON, "national_number": national_number(732)})
-    for _ in range(3):
+    made = [
         await _post(api, minter, OFFICE, "/api/v1/referrals", body, f"rot-{uuid.uuid4()}", 201)
+        for _ in range(3)
+    ]
     new_id = runtime.keyring.rotate_pseudonym_key()
+    path = f"/api/v1/referrals/{made[0]['id']}"
+    # read before its pseudonyms are re-derived: whom it concerns is not kept, it will change
+    assert (await api.get(path, headers=minter.headers(*OFFICE))).status_code == 200
 
     def behind() -> int:
         with Session(runtime.engine) as session:
@@ -271,3 +276,16 @@ async def test_an_interrupted_rederivation_finishes_when_run_again(
             session=session, vault=runtime.vault, keyring=runtime.keyring
         )
     assert again.rederived == 0
+    # read after: the entry names the person as re-derived
+    assert (await api.get(path, headers=minter.headers(*OFFICE))).status_code == 200
+    of_referral = runtime.gatekeeper.pseudonym(uuid.UUID(made[0]["id"]))
+    subject = Pseudonymizer(runtime.keyring.pseudonym_key()).national_number(national_number(732))
+    with Session(runtime.engine) as session:
+        last = session.exec(
+            select(AuditEntry)
+            .where(
+                AuditEntry.referral_pseudonym == of_referral, AuditEntry.action == "referral.read"
+            )
+            .order_by(col(AuditEntry.index).desc())
+        ).first()
+    assert last is not None and last.person_pseudonym == runtime.gatekeeper.person(subject)
