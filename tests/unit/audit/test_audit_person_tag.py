@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from audit_factories import audit_event
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 from sqlmodel import Session, SQLModel
 
 from services import person_report
@@ -33,9 +33,13 @@ def ring(tmp_path: Path) -> FileKeyRing:
 
 @pytest.fixture
 def payload_keys(engine: Engine, ring: FileKeyRing) -> Iterator[ReferralPayloadKeys]:
-    PAYLOAD_KEY_TABLE.create(engine)
+    # the database may hold the whole schema already (PostgreSQL, after integration tests)
+    created = not inspect(engine).has_table(PAYLOAD_KEY_TABLE.name)
+    if created:
+        PAYLOAD_KEY_TABLE.create(engine)
     yield ReferralPayloadKeys(engine, ring)
-    PAYLOAD_KEY_TABLE.drop(engine)
+    if created:
+        PAYLOAD_KEY_TABLE.drop(engine)
 
 
 def test_a_tag_is_of_one_referral_and_its_key_in_the_entries_form() -> None:
