@@ -337,8 +337,8 @@ def person_access_report(
 def person_access_report_pdf(
     runtime: Runtime, principal: Principal, ctx: RequestContext, body: PersonAccessReportIn
 ) -> bytes:
-    """The letter's PDF, decided by Cedar and recorded as an export naming the person's
-    audit pseudonym (blocking: the API and the auditor's page call it in a thread)."""
+    """The letter's PDF, decided by Cedar and recorded as an export (blocking: the API and
+    the auditor's page call it in a thread)."""
     with runtime.gatekeeper.access(
         principal=principal,
         event_type=AuditEventType.EXPORT,
@@ -350,17 +350,16 @@ def person_access_report_pdf(
         if not decision.allowed:
             raise Forbidden("only the data-protection officer produces a person's access report")
         subject = runtime.pseudonymizer.national_number(body.national_number)
-        access.person_pseudonym = runtime.gatekeeper.person(subject)
+        # the entry names no person: the report concerns no single referral (a person tag is
+        # a referral's), and nothing at rest may link the person across referrals
         with Session(runtime.engine) as session:
             referral_ids = person_report.referral_ids_of(session=session, subject_pseudonym=subject)
+            tags = [runtime.gatekeeper.person_tag(rid, session) for rid in referral_ids]
+            pseudonyms = [runtime.gatekeeper.pseudonym(rid) for rid in referral_ids]
             entries = person_report.entries_of_person(
                 session=session,
-                person_pseudonym=access.person_pseudonym,
-                referral_pseudonyms=[
-                    pseudonym
-                    for pseudonym in map(runtime.gatekeeper.pseudonym, referral_ids)
-                    if pseudonym is not None
-                ],
+                person_tags=[tag for tag in tags if tag is not None],
+                referral_pseudonyms=[p for p in pseudonyms if p is not None],
             )
             report = person_report.build(
                 session=session, entries=entries, lang=body.lang, today=utcnow()

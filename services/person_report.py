@@ -3,8 +3,10 @@ officer: every access to the person's data across all their referrals, and what 
 justice, as a PDF letter in Dutch, French, German or English.
 
 The person is found by their national number, which is never stored: its keyed pseudonym
-(`Pseudonymizer.national_number`) names their referrals, and the audit pseudonym derived from
-it (`pseudonymise_person`) names the entries, including those of referrals purged since.
+(`Pseudonymizer.national_number`) names their living referrals, and each referral's audit
+pseudonym and person tag (`services.audit.models.person_tag`) name the entries. A purged
+referral no longer leads to the person: its subject pseudonym and the key of its tag are gone,
+so its entries, which outlive it, are no longer found (nor by anyone else).
 """
 
 from __future__ import annotations
@@ -75,18 +77,22 @@ class PersonReport:
 
 
 def entries_of_person(
-    *, session: Session, person_pseudonym: str, referral_pseudonyms: Sequence[str]
+    *, session: Session, person_tags: Sequence[str], referral_pseudonyms: Sequence[str]
 ) -> list[AuditEntry]:
-    """Every entry naming the person, or one of their referrals (entries written before
-    they named the person), in log order."""
-    condition = col(AuditEntry.person_pseudonym) == person_pseudonym
-    if referral_pseudonyms:
-        condition = or_(condition, col(AuditEntry.referral_pseudonym).in_(referral_pseudonyms))
+    """Every entry naming the person by the tag of one of their referrals, or naming one of
+    their referrals (entries written before they named the person), in log order."""
+    if not person_tags and not referral_pseudonyms:
+        return []
+    condition = or_(
+        col(AuditEntry.person_pseudonym).in_(person_tags),
+        col(AuditEntry.referral_pseudonym).in_(referral_pseudonyms),
+    )
     return list(session.exec(select(AuditEntry).where(condition).order_by(col(AuditEntry.index))))
 
 
 def referral_ids_of(*, session: Session, subject_pseudonym: str) -> list[uuid.UUID]:
-    """The referrals of the person with this subject pseudonym (purged ones included)."""
+    """The referrals of the person with this subject pseudonym (a purged one no longer has
+    one: it is not found)."""
     return list(
         session.exec(select(Referral.id).where(Referral.subject_pseudonym == subject_pseudonym))
     )

@@ -113,6 +113,7 @@ class Runtime:
             verify_keys=audit_keys.verify_keys(),
             key_source=audit_keys.current,
         )
+        payload_keys = ReferralPayloadKeys(engine, keyring)
         return cls(
             settings=settings,
             engine=engine,
@@ -120,7 +121,7 @@ class Runtime:
             keyring=keyring,
             audit_keys=audit_keys,
             vault=PersonalDataVault(keyring),
-            payload_keys=ReferralPayloadKeys(engine, keyring),
+            payload_keys=payload_keys,
             pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),
             audit=audit,
             gatekeeper=Gatekeeper(
@@ -128,5 +129,6 @@ class Runtime:
                 pseudonym_key=keyring.pseudonym_key(),
                 source_node=settings.audit_source_node,
                 engine=audit_engine,
+                payload_keys=payload_keys,
             ),
         )
