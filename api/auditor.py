@@ -337,8 +337,8 @@ def person_access_report(
 def person_access_report_pdf(
     runtime: Runtime, principal: Principal, ctx: RequestContext, body: PersonAccessReportIn
 ) -> bytes:
-    """The letter's PDF, decided by Cedar and recorded as an export naming the person's
-    audit pseudonym (blocking: the API and the auditor's page call it in a thread)."""
+    """The letter's PDF, decided by Cedar and recorded as an export (blocking: the API and
+    the auditor's page call it in a thread)."""
     with runtime.gatekeeper.access(
         principal=principal,
         event_type=AuditEventType.EXPORT,
@@ -349,14 +349,15 @@ def person_access_report_pdf(
         decision = access.decide(action=policy.Action.PERSON_ACCESS_REPORT, case=None, consent=None)
         if not decision.allowed:
             raise Forbidden("only the data-protection officer produces a person's access report")
+        # the entry names no person: the report concerns no single referral (a person tag is
+        # a referral's), and nothing at rest may link the person across referrals
         with Session(runtime.engine) as session:
-            persons, entries = person_report.entries_of_national_number(
+            entries = person_report.entries_of_national_number(
                 session=session,
                 national_number=body.national_number,
                 pseudonymizers=runtime.pseudonymizers(),
                 gatekeeper=runtime.gatekeeper,
             )
-            access.person_pseudonym = persons[0]
             report = person_report.build(
                 session=session, entries=entries, lang=body.lang, today=utcnow()
             )

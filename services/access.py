@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import UUID
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
@@ -30,12 +28,14 @@ from services.audit.models import (
     AuditEvent,
     AuditEventType,
     AuditOutcome,
-    pseudonymise_person,
+    person_tag,
     pseudonymise_referral,
 )
 from services.audit.purpose import PurposeOfUse
+from services.crypto.errors import DecryptionError
+from services.crypto.payload_keys import ReferralPayloadKeys
 from services.errors import DomainError
-from services.models import JusticeMessage, Referral, utcnow
+from services.models import JusticeMessage, utcnow
 from services.principal import Principal
 
 T = TypeVar("T")
@@ -80,8 +80,8 @@ class Access:
     disclosed: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)
     finished: bool = False
-    # the person's audit pseudonym when the access concerns no single referral (else found
-    # from the referral when the entry is written)
+    # the person's tag (`person_tag`), found from the referral when the entry is written; an
+    # access that concerns no single referral names no person
     person_pseudonym: str | None = None
     # messages of the channel to justice this access showed their recipient (keys), and the
     # categories they carry: the first showing is recorded as their receipt
@@ -222,7 +222,7 @@ class Access:
             return
         if self.person_pseudonym is None:
             # before the audit writer's transaction, on the audit writer's own pool
-            self.person_pseudonym = self.gatekeeper.person_of_referral(self.referral_id)
+            self.person_pseudonym = self.gatekeeper.person_tag(self.referral_id)
         if self.received and outcome is AuditOutcome.SUCCESS:
             self.gatekeeper.audit.append_with(
                 self._mark_received, lambda first: self._events(outcome, first)
@@ -238,11 +238,9 @@ class Access:
 
         def write_and_mark(session: Session) -> tuple[T, int]:
             result = write(session)
-            if self.person_pseudonym is None and self.referral_id is not None:
+            if self.person_pseudonym is None:
                 # a referral this transaction creates is not yet visible to other connections
-                referral = session.get(Referral, self.referral_id)
-                if referral is not None and referral.subject_pseudonym:
-                    self.person_pseudonym = self.gatekeeper.person(referral.subject_pseudonym)
+                self.person_pseudonym = self.gatekeeper.person_tag(self.referral_id, session)
             return result, self._mark_received(session)
 
         result, _ = self.gatekeeper.audit.append_with(
@@ -257,19 +255,15 @@ class Access:
             self.finish(outcome_of(error, self.decision))
 
 
-# Who a referral concerns never changes: a small bounded cache saves a query per access.
-_PERSON_CACHE_SIZE = 4096
-
-
 class Gatekeeper:
     """Asks the policies and writes one audit entry per access, whatever the decision.
 
     `pseudonym_key`: the key ring's audit pseudonym key (`KeyRing.audit_pseudonym_key`),
     never the rotating pseudonym key: entries are immutable and must keep linking.
-    `pseudonym_version`: the current pseudonym key version (`KeyRing.current_pseudonym_key_id`).
     `source_node`: this process's node id in every entry (ATNA AuditSourceID). `engine`: where
-    the referrals are, to find the person a referral concerns (None: entries name no person);
-    the audit writer's own, so that recording an access never waits for a request connection.
+    the referrals' payload keys are read to tag the person an entry concerns (`person_tag`),
+    the audit writer's own, so that recording an access never waits for a request connection;
+    `payload_keys`: those keys (None, or no engine: entries name no person).
     """
 
     def __init__(
@@ -279,18 +273,13 @@ class Gatekeeper:
         pseudonym_key: bytes,
         source_node: str | None = None,
         engine: Engine | None = None,
-        pseudonym_version: Callable[[], str] | None = None,
+        payload_keys: ReferralPayloadKeys | None = None,
     ) -> None:
         self.audit = audit
         self._pseudonym_key = pseudonym_key
         self.source_node = source_node or socket.gethostname() or "unknown"
         self._engine = engine
-        self._persons: OrderedDict[UUID, str] = OrderedDict()
-        self._persons_lock = threading.Lock()
-        # the current pseudonym key version: a rotation re-derives the subject pseudonyms,
-        # so the persons cached under the one before are forgotten
-        self._pseudonym_version = pseudonym_version
-        self._persons_version = pseudonym_version() if pseudonym_version else None
+        self._payload_keys = payload_keys
 
     def pseudonym(self, referral_id: UUID | None) -> str | None:
         """The audit pseudonym of a referral (keyed HMAC), or None."""
@@ -298,48 +287,30 @@ class Gatekeeper:
             return None
         return pseudonymise_referral(referral_id, self._pseudonym_key)
 
-    def person(self, subject_pseudonym: str) -> str:
-        """The audit pseudonym of the person with this subject pseudonym (keyed HMAC)."""
-        return pseudonymise_person(subject_pseudonym, self._pseudonym_key)
-
-    def person_of_referral(self, referral_id: UUID | None) -> str | None:
-        """The audit pseudonym of the person a referral concerns; None when there is no such
-        referral (or no longer a subject pseudonym) or no engine to look in (blocking)."""
-        if referral_id is None or self._engine is None:
+    def person_tag(self, referral_id: UUID | None, session: Session | None = None) -> str | None:
+        """The person field of an entry about this referral: its tag under the referral's own
+        payload key (`person_tag`), or None when there is no referral, no key (never made, or
+        destroyed by the purge) or nowhere to read it. `session`: read in that transaction
+        (one that creates the referral, or purges it before its key goes); else on the audit
+        writer's pool, or from the payload keys' cache (blocking)."""
+        keys = self._payload_keys
+        if referral_id is None or keys is None:
             return None
-        version = self._pseudonym_version() if self._pseudonym_version else None
-        with self._persons_lock:
-            if version != self._persons_version:
-                self._persons.clear()
-                self._persons_version = version
-            if referral_id in self._persons:
-                self._persons.move_to_end(referral_id)
-                return self._persons[referral_id]
         try:
-            with self._engine.connect() as conn:
-                row = conn.execute(
-                    select(col(Referral.subject_pseudonym), col(Referral.pseudonym_key_id)).where(
-                        col(Referral.id) == referral_id
-                    )
-                ).one_or_none()
-        except SQLAlchemyError as error:
+            if session is not None:
+                state = keys.state_in(session=session, referral_id=referral_id)
+            elif self._engine is not None:
+                state = keys.state(referral_id, engine=self._engine)
+            else:
+                return None
+        except (SQLAlchemyError, DecryptionError) as error:
             # the entry is written all the same, naming the referral (the person is found
             # through it later); an access is never left unrecorded for want of its person
-            logger.warning("person of a referral not found for its entry: %s", type(error).__name__)
+            logger.warning("person of a referral not tagged in its entry: %s", type(error).__name__)
             return None
-        if row is None or not row[0]:
+        if state.key is None:
             return None
-        subject, made_with = row
-        person = self.person(subject)
-        if version is not None and made_with != version:
-            return person  # not re-derived yet: the rotation will change it, do not keep it
-        with self._persons_lock:
-            if self._persons_version != version:
-                return person  # a rotation came in between
-            self._persons[referral_id] = person
-            while len(self._persons) > _PERSON_CACHE_SIZE:
-                self._persons.popitem(last=False)
-        return person
+        return person_tag(referral_id, state.key)
 
     def open(
         self,

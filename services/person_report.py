@@ -3,9 +3,11 @@ officer: every access to the person's data across all their referrals, and what 
 justice, as a PDF letter in Dutch, French, German or English.
 
 The person is found by their national number, which is never stored: its keyed pseudonym
-(`Pseudonymizer.national_number`, under every live pseudonym key version) names their
-referrals, and the audit pseudonym derived from it (`pseudonymise_person`) names the
-entries, including those of referrals purged since.
+(`Pseudonymizer.national_number`, under every live pseudonym key version) names their living
+referrals, and each referral's audit pseudonym and person tag
+(`services.audit.models.person_tag`) name the entries. A purged referral no longer leads to
+the person: its subject pseudonym and the key of its tag are gone, so its entries, which
+outlive it, are no longer found (nor by anyone else).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from babel.dates import format_date, format_datetime
 from fpdf import FPDF
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from services.audit.models import AuditEntry
@@ -81,20 +83,23 @@ class PersonReport:
 
 
 def entries_of_person(
-    *, session: Session, person_pseudonyms: Sequence[str], referral_pseudonyms: Sequence[str]
+    *, session: Session, person_tags: Sequence[str], referral_pseudonyms: Sequence[str]
 ) -> list[AuditEntry]:
-    """Every entry naming the person (under any live pseudonym key version: the entries are
-    immutable, those written before a rotation keep the person pseudonym of then), or one of
+    """Every entry naming the person by the tag of one of their referrals, or naming one of
     their referrals (entries written before they named the person), in log order."""
-    condition: ColumnElement[bool] = col(AuditEntry.person_pseudonym).in_(person_pseudonyms)
-    if referral_pseudonyms:
-        condition = or_(condition, col(AuditEntry.referral_pseudonym).in_(referral_pseudonyms))
+    if not person_tags and not referral_pseudonyms:
+        return []
+    condition = or_(
+        col(AuditEntry.person_pseudonym).in_(person_tags),
+        col(AuditEntry.referral_pseudonym).in_(referral_pseudonyms),
+    )
     return list(session.exec(select(AuditEntry).where(condition).order_by(col(AuditEntry.index))))
 
 
 def referral_ids_of(*, session: Session, subject_pseudonyms: Sequence[str]) -> list[uuid.UUID]:
     """The referrals of the person with these subject pseudonyms (one per live pseudonym key
-    version: a rotation may not have re-derived them all yet; purged ones included)."""
+    version: a rotation may not have re-derived them all yet; a purged referral no longer has
+    one: it is not found)."""
     return list(
         session.exec(
             select(Referral.id).where(col(Referral.subject_pseudonym).in_(subject_pseudonyms))
@@ -108,22 +113,18 @@ def entries_of_national_number(
     national_number: str,
     pseudonymizers: Sequence[Pseudonymizer],
     gatekeeper: Gatekeeper,
-) -> tuple[list[str], list[AuditEntry]]:
-    """The person's audit pseudonyms (one per live pseudonym key version, current first) and
-    every entry naming them or one of their referrals, in log order."""
+) -> list[AuditEntry]:
+    """Every entry about the person with this national number, looked up under every live
+    pseudonym key version (`Runtime.pseudonymizers`), in log order."""
     subjects = [p.national_number(national_number) for p in pseudonymizers]
-    persons = [gatekeeper.person(subject) for subject in subjects]
     referral_ids = referral_ids_of(session=session, subject_pseudonyms=subjects)
-    entries = entries_of_person(
+    tags = [gatekeeper.person_tag(rid, session) for rid in referral_ids]
+    pseudonyms = [gatekeeper.pseudonym(rid) for rid in referral_ids]
+    return entries_of_person(
         session=session,
-        person_pseudonyms=persons,
-        referral_pseudonyms=[
-            pseudonym
-            for pseudonym in map(gatekeeper.pseudonym, referral_ids)
-            if pseudonym is not None
-        ],
+        person_tags=[tag for tag in tags if tag is not None],
+        referral_pseudonyms=[p for p in pseudonyms if p is not None],
     )
-    return persons, entries
 
 
 def build(

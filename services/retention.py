@@ -59,7 +59,7 @@ class _Shredded:
     actor: Principal
     action: str
     categories: tuple[str, ...]
-    subject_pseudonym: str | None  # the person's, read before anything is dropped
+    person_tag: str | None  # the person's (`Gatekeeper.person_tag`), taken before the key goes
 
 
 def _shred_holding(*, session: Session, referral: Referral, holding: DataHolding) -> list[str]:
@@ -128,7 +128,7 @@ def _audited(
             shred_event(
                 gatekeeper,
                 referral_id=referral_id,
-                subject_pseudonym=done.subject_pseudonym,
+                person_tag=done.person_tag,
                 categories=done.categories,  # the categories the shredding touched
                 action=done.action,
                 subject=done.actor.subject,
@@ -148,7 +148,7 @@ def shred(*, gatekeeper: Gatekeeper, referral_id: UUID, holding: DataHolding) ->
         if referral is None or _holding_done(referral, holding):
             return None
         actor = _clock(session=session, referral=referral, holding=holding)
-        person = referral.subject_pseudonym
+        person = gatekeeper.person_tag(referral_id, session)
         categories = _shred_holding(session=session, referral=referral, holding=holding)
         referral.updated_at = utcnow()
         session.add(referral)
@@ -182,7 +182,8 @@ def purge(
             if _holding_done(referral, holding) and not last:
                 return None
             actor = _clock(session=session, referral=referral, holding=holding)
-            person = referral.subject_pseudonym
+            # the person's tag, while the referral's payload key that computes it is there
+            person = gatekeeper.person_tag(referral_id, session)
             categories: list[str] = []
             if not _holding_done(referral, holding):
                 categories = _shred_holding(session=session, referral=referral, holding=holding)

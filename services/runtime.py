@@ -123,6 +123,7 @@ class Runtime:
             verify_keys=audit_keys.verify_keys(),
             key_source=audit_keys.current,
         )
+        payload_keys = ReferralPayloadKeys(engine, keyring)
         return cls(
             settings=settings,
             engine=engine,
@@ -130,13 +131,13 @@ class Runtime:
             keyring=keyring,
             audit_keys=audit_keys,
             vault=PersonalDataVault(keyring),
-            payload_keys=ReferralPayloadKeys(engine, keyring),
+            payload_keys=payload_keys,
             audit=audit,
             gatekeeper=Gatekeeper(
                 audit=audit,
                 pseudonym_key=keyring.audit_pseudonym_key(),
-                pseudonym_version=keyring.current_pseudonym_key_id,
                 source_node=settings.audit_source_node,
                 engine=audit_engine,
+                payload_keys=payload_keys,
             ),
         )

@@ -178,7 +178,7 @@ def shred_event(
     gatekeeper: Gatekeeper,
     *,
     referral_id: UUID,
-    subject_pseudonym: str | None,
+    person_tag: str | None,
     categories: Sequence[str],
     action: str = "referral.purge",
     subject: str = "system:retention",
@@ -186,7 +186,8 @@ def shred_event(
 ) -> AuditEvent:
     """The entry of a shredding: a holding's sealed fields dropped, or (`referral.purge`) the
     referral's data key destroyed with the last of them (crypto-shredding), by the engine at
-    the end of a retention period, on behalf of the holder (`organisation`)."""
+    the end of a retention period, on behalf of the holder (`organisation`). `person_tag`: the
+    referral's person tag, taken before the purge destroyed the key it is computed with."""
     return _event(
         gatekeeper,
         event_type=AuditEventType.DELETE,
@@ -198,6 +199,6 @@ def shred_event(
         ctx=RequestContext(),
         outcome=AuditOutcome.SUCCESS,
         referral_id=referral_id,
-        person_pseudonym=None if not subject_pseudonym else gatekeeper.person(subject_pseudonym),
+        person_pseudonym=person_tag,
         categories=categories,
     )

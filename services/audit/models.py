@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy import (
@@ -120,8 +122,9 @@ class AuditEvent(BaseModel):
     trace_id: str | None = PydanticField(default=None, max_length=128)
     outcome: AuditOutcome | None = None
     withheld: tuple[str, ...] = ()
-    # The person the access concerns, as a keyed pseudonym (see `pseudonymise_person`), so
-    # one person's accesses are found across referrals without their national number.
+    # The person the access concerns, as a tag of their referral (see `person_tag`) that the
+    # DPO recomputes for a living person's referrals and nobody can after the purge. (Entries
+    # written before it carry a keyed hash of the subject pseudonym, in the same form.)
     person_pseudonym: str | None = PydanticField(default=None, pattern=PERSON_PSEUDONYM_PATTERN)
     # ATNA AuditSourceIdentification and NetworkAccessPointID: the node that recorded the
     # entry and the address of the client it served (None for the engine's own steps).
@@ -330,12 +333,26 @@ def pseudonymise_referral(referral_id: uuid.UUID, key: bytes) -> str:
     return "rp_" + digest[:32]
 
 
-def pseudonymise_person(subject_pseudonym: str, key: bytes) -> str:
-    """The audit pseudonym of a person, from their referrals' subject pseudonym (itself a
-    keyed HMAC of the national number): the log links one person's referrals, never a number."""
-    if len(key) < 32:
-        raise ValueError("the pseudonym key must have at least 256 bits")
-    digest = hmac.new(key, b"audit-person:" + subject_pseudonym.encode(), hashlib.sha256)
+# HKDF's info: the person tag's key is derived from the referral's own secret, apart from
+# every other use of it.
+_PERSON_TAG_INFO = b"referral-engine/audit-person-tag/v1"
+
+
+def person_tag(referral_id: uuid.UUID, referral_key: bytes) -> str:
+    """The person field of an entry about a referral: an HMAC of the referral's id under a key
+    derived (HKDF) from that referral's own secret, its payload key, which the purge destroys.
+
+    While the referral lives, whoever finds the person's referrals (the DPO, by national
+    number) recomputes it and finds the entries; after the purge nobody can, so the entries,
+    which outlive it, no longer lead to the person. It depends on neither the pseudonym key nor
+    the subject pseudonym, so both may rotate. Two referrals of one person carry different
+    tags: the entries are linked through the referrals, never at rest across them."""
+    if len(referral_key) < 32:
+        raise ValueError("a referral key must have at least 256 bits")
+    tag_key = HKDF(algorithm=SHA256(), length=32, salt=None, info=_PERSON_TAG_INFO).derive(
+        referral_key
+    )
+    digest = hmac.new(tag_key, b"audit-person:" + referral_id.bytes, hashlib.sha256)
     return "pp_" + digest.hexdigest()[:32]
 
 

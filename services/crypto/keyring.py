@@ -10,17 +10,17 @@
 | web sessions              | `web_session_keys`, `rotate_web_session_key`                 |
 | audit signatures          | `services.audit.keys` (a key of its own, not in this ring)   |
 
-No key serves two jobs: rotating one never touches another.
+No key serves two jobs: rotating one never touches another. The payload keys also wrap
+the per-referral payload keys (services.crypto.payload_keys), which the purge destroys.
 
 The pseudonym key is versioned like the KEK: `pseudonym_key()` is the current version, which
 new pseudonyms and fingerprints use; `pseudonym_keys()` lists every live version, current
 first, so a fingerprint made before a rotation still matches (`referral keys
 rotate-pseudonym-key` re-derives the stored pseudonyms, services/pseudonym_rotation.py). The
-audit log's referral and person pseudonyms use a key of their own that never rotates: its
-entries are immutable and must keep linking. A ring written before pseudonym keys had
+audit log's referral pseudonyms use a key of their own that never rotates: its entries are
+immutable and must keep linking. A ring written before pseudonym keys had
 versions (one `pseudonym_key`) loads with that key as version 1 and as the audit pseudonym
-key, so pseudonyms and audit entries made before stay linked. The payload keys also wrap
-the per-referral payload keys (services.crypto.payload_keys), which the purge destroys.
+key, so pseudonyms and audit entries made before stay linked.
 
 `KeyRing` is the interface a KMS or Vault Transit backend implements in production;
 `FileKeyRing` keeps everything in one JSON file and exists for development only: the file
@@ -128,7 +128,7 @@ class KeyRing(Protocol):
         ...
 
     def audit_pseudonym_key(self) -> bytes:
-        """The HMAC key of the audit entries' referral and person pseudonyms; never rotated."""
+        """The HMAC key of the audit entries' referral pseudonyms; never rotated."""
         ...
 
     def web_session_keys(self) -> tuple[bytes, ...]:
@@ -524,7 +524,7 @@ class FileKeyRing:
             self._persist(document)
 
     def audit_pseudonym_key(self) -> bytes:
-        """The HMAC key of the audit entries' referral and person pseudonyms; never rotated."""
+        """The HMAC key of the audit entries' referral pseudonyms; never rotated."""
         return _unb64(self._doc["audit_pseudonym_key"])
 
     # -- web sessions -----------------------------------------------------------------

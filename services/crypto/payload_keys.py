@@ -152,15 +152,15 @@ class ReferralPayloadKeys:
             self._cache.move_to_end(referral_id)
             return cached[1]
 
-    def state(self, referral_id: uuid.UUID) -> PayloadKeyState:
-        """The referral's payload key (blocking: a database read on a cache miss)."""
+    def state(self, referral_id: uuid.UUID, *, engine: Engine | None = None) -> PayloadKeyState:
+        """The referral's payload key (blocking: a database read on a cache miss, through
+        `engine` if given, e.g. the audit writer's own pool)."""
         found = self.cached(referral_id)
         if found is not None:
             return found
         now = self._clock()
-        with Session(self._engine) as session:
-            row = session.get(ReferralPayloadKey, referral_id)
-            state = self._open(row) if row is not None else _NONE
+        with Session(engine or self._engine) as session:
+            state = self.state_in(session=session, referral_id=referral_id)
         # "No key" is not kept: a key committed a moment later must be used from then on.
         if self._max > 0 and state is not _NONE:
             with self._lock:
@@ -169,6 +169,12 @@ class ReferralPayloadKeys:
                 while len(self._cache) > self._max:
                     self._cache.popitem(last=False)
         return state
+
+    def state_in(self, *, session: Session, referral_id: uuid.UUID) -> PayloadKeyState:
+        """The referral's payload key as `session`'s transaction sees it (one that creates the
+        referral, or purges it before the key goes); never cached."""
+        row = session.get(ReferralPayloadKey, referral_id)
+        return self._open(row) if row is not None else _NONE
 
     def _open(self, row: ReferralPayloadKey) -> PayloadKeyState:
         if row.destroyed_at is not None:

@@ -19,7 +19,8 @@ from pypdf import PdfReader
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from services.audit.models import AuditEntry
+from services import person_report
+from services.audit.models import AuditEntry, person_tag
 from services.lifecycle import PurgeInput
 from services.runtime import Runtime
 from services.subject_report import LANGUAGES, translate
@@ -120,7 +121,7 @@ async def test_failed_authentications_are_recorded(
         _sourced(entry, runtime)
 
 
-async def test_entries_name_the_person_across_referrals_with_purpose_and_source(
+async def test_entries_name_the_person_by_a_tag_of_each_referral_with_purpose_and_source(
     api: httpx.AsyncClient, minter: TokenMinter, engine: Engine, runtime: Runtime
 ) -> None:
     first, second, other = Journey(api, minter), Journey(api, minter), Journey(api, minter)
@@ -139,13 +140,18 @@ async def test_entries_name_the_person_across_referrals_with_purpose_and_source(
         read = next(e for e in entries if e.action == "referral.read")
         assert read.purpose_of_use == "JUSTFUP"  # local code: judicial follow-up
         _sourced(read, runtime)
-    # one person, two referrals: one pseudonym; another person: another
-    assert persons[first.id] == persons[second.id] != persons[other.id]
-    assert str(persons[first.id]).startswith("pp_")
+        # the tag of the referral under its own payload key, which the purge destroys
+        referral_id = uuid.UUID(str(journey.id))
+        key = runtime.payload_keys.state(referral_id).key
+        assert key is not None and persons[journey.id] == person_tag(referral_id, key)
+    # one person, two referrals: two tags, which nothing at rest links (the DPO links them
+    # from the national number while the referrals live)
+    assert len(set(persons.values())) == 3
+    assert all(str(p).startswith("pp_") for p in persons.values())
     # ... and never the national number, nor its referral-table pseudonym
     subject = runtime.pseudonymizer.national_number(national_number(101))
-    assert persons[first.id] != subject and national_number(101) not in str(persons)
-    # the auditor finds that person's accesses across both referrals
+    assert subject not in persons.values() and national_number(101) not in str(persons)
+    # the auditor finds the entries of a tag: that referral's
     found = await api.get(
         "/api/v1/audit/entries",
         params={"person_pseudonym": persons[first.id], "limit": 500},
@@ -154,7 +160,7 @@ async def test_entries_name_the_person_across_referrals_with_purpose_and_source(
     assert found.status_code == 200, found.text
     rows = found.json()["entries"]
     assert {r["referral_pseudonym"] for r in rows} == {
-        runtime.gatekeeper.pseudonym(uuid.UUID(str(j.id))) for j in (first, second)
+        runtime.gatekeeper.pseudonym(uuid.UUID(str(first.id)))
     }
     read = next(r for r in rows if r["action"] == "referral.read")
     assert read["purpose_of_use_system"] == "urn:referral:purpose-of-use"
@@ -165,6 +171,37 @@ async def test_entries_name_the_person_across_referrals_with_purpose_and_source(
         headers=minter.headers(*AUDITOR),
     )
     assert bad.status_code == 422 and national_number(101) not in bad.text
+
+    def of_person_by_tags() -> set[str | None]:
+        """The DPO's search by the tags alone: the person's referrals, from the national
+        number, and each one's tag while its key is there."""
+        with Session(runtime.engine) as session:
+            ids = person_report.referral_ids_of(session=session, subject_pseudonyms=[subject])
+            tags = [runtime.gatekeeper.person_tag(i, session) for i in ids]
+            entries = person_report.entries_of_person(
+                session=session, person_tags=[t for t in tags if t], referral_pseudonyms=[]
+            )
+        return {e.referral_pseudonym for e in entries}
+
+    both = {runtime.gatekeeper.pseudonym(uuid.UUID(str(j.id))) for j in (first, second)}
+    assert of_person_by_tags() == both
+    # once one referral is purged (its payload key destroyed), only the other is found
+    activities = ReferralActivities(
+        engine=runtime.engine,
+        shredder=runtime.vault,
+        gatekeeper=runtime.gatekeeper,
+        payload_keys=runtime.payload_keys,
+    )
+    second_id = uuid.UUID(str(second.id))
+    await asyncio.to_thread(activities.purge, PurgeInput(referral_id=second_id))
+    assert runtime.payload_keys.state(second_id).destroyed
+    assert runtime.gatekeeper.person_tag(second_id) is None
+    assert of_person_by_tags() == {runtime.gatekeeper.pseudonym(uuid.UUID(str(first.id)))}
+    # the purge's own entry still carries the tag, taken before the key went
+    (purge,) = [
+        e for e in _entries_of(engine, runtime, str(second.id)) if e.action == "referral.purge"
+    ]
+    assert purge.person_pseudonym == persons[second.id]
 
 
 async def test_justice_channel_is_recorded_at_source_and_at_recipient(
@@ -288,8 +325,8 @@ async def test_exports_are_recorded(
     )
     assert entry.purpose_of_use == "PATRQT" and entry.decision == "permit"
     assert entry.policy_ids == ["audit.permit-dpo-produces-person-access-report"]
-    subject = runtime.pseudonymizer.national_number(national_number(106))
-    assert entry.person_pseudonym == runtime.gatekeeper.person(subject)
+    # it concerns no single referral: it names no person (a tag is a referral's)
+    assert entry.person_pseudonym is None
     _sourced(entry, runtime)
 
 

@@ -10,6 +10,11 @@ and the key ring itself. They know the person's name and birth date and look for
 - a brute force of every valid national number of that birth date (sequence 001-998,
   check digits mod 97) through every hash the engine computes: the pseudonyms (keyed with
   the ring's pseudonym key), the create request's keyed fingerprint, plain SHA-256;
+- the person field of the audit entries (which outlive the purge): for every candidate, the
+  field as the audit gatekeeper once computed it (a keyed hash of the subject pseudonym),
+  under every key the key ring still holds; and the referral's person tag as the gatekeeper
+  computes it now, under the referral's payload key if it still opens and under every key of
+  the ring;
 - the consent form's reference, hashed plainly and keyed;
 - the health-related target group in the referral and the readable history.
 
@@ -21,7 +26,11 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import hmac
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -42,6 +51,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.testing import WorkflowEnvironment
 
 from services import telemetry
+from services.audit.models import person_tag
 from services.case_content import ReferralCreate
 from services.consent import evidence_fingerprint
 from services.crypto import DecryptionError, EncryptionCodec, Pseudonymizer, ReferralPayloadKeys
@@ -212,27 +222,78 @@ def _logs_and_spans(caplog: pytest.LogCaptureFixture) -> str:
 # ---- the attack ----------------------------------------------------------------------
 
 
-def _hashes_of(national_number: str, pseudonyms: Pseudonymizer, key: bytes) -> set[str]:
-    """Everything a hash of this national number could look like in what is left."""
+def _hashes_of(national_number: str, keys: list[bytes]) -> set[str]:
+    """Everything a hash of this national number could look like in what is left, under
+    every key the ring holds (a pseudonym key version made before a rotation included)."""
     forms = {national_number, formatted(national_number)}
-    found = {pseudonyms.national_number(national_number)}
-    found.add(request_hash(ReferralCreate.model_validate(the_body(national_number)), key))
+    body = ReferralCreate.model_validate(the_body(national_number))
+    found: set[str] = set()
+    for key in keys:
+        found.add(Pseudonymizer(key).national_number(national_number))
+        found.add(request_hash(body, key))
     for form in forms:
         found.add(hashlib.sha256(form.encode()).hexdigest())
         found.add(hashlib.sha1(form.encode()).hexdigest())
     return found
 
 
+def _ring_secrets(runtime: Runtime) -> list[bytes]:
+    """Every secret key the key ring file still holds (any base64 value of 256 bits or more),
+    whatever job it has: the attacker tries them all."""
+    path = getattr(runtime.keyring, "path", None)
+    assert isinstance(path, Path), "the attack reads the key ring file"
+    found: list[bytes] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                return
+            if len(raw) >= 32 and raw not in found:
+                found.append(raw)
+
+    walk(json.loads(path.read_text(encoding="utf-8")))
+    return found
+
+
+def _audit_persons(national_number: str, keys: list[bytes]) -> set[str]:
+    """The audit entries' person field of this national number as the audit gatekeeper
+    derived it from the subject pseudonym ("pp_" + HMAC(key, "audit-person:" + pseudonym)),
+    with every pair of the ring's keys."""
+    subjects = {Pseudonymizer(key).national_number(national_number) for key in keys}
+    return {
+        "pp_" + hmac.new(key, b"audit-person:" + subject.encode(), hashlib.sha256).hexdigest()[:32]
+        for subject in subjects
+        for key in keys
+    }
+
+
 @dataclass
 class Findings:
     clear: list[str]
     national_numbers: set[str]
+    # candidates found through the audit entries' person field
+    audit_persons: set[str]
+    # the referral's person tags recomputed and found (the key: "payload key" or "ring key")
+    person_tags: list[str]
     other_hashes: list[str]
     target_group: list[str]
 
 
 def attack(
-    *, runtime: Runtime, referral: Referral | None, evidence_hash: str, haystack: str
+    *,
+    runtime: Runtime,
+    engine: Engine,
+    referral: Referral | None,
+    evidence_hash: str,
+    haystack: str,
 ) -> Findings:
     """Look for the person in `haystack` with everything the attacker knows or holds."""
     lowered = haystack.casefold()
@@ -248,26 +309,45 @@ def attack(
         )
         if needle.casefold() in lowered
     ]
-    key = runtime.keyring.pseudonym_key()
-    pseudonyms = Pseudonymizer(key)
-    # ~7000 hashes against everything left (after the whole suite: the database dump, its
+    keys = _ring_secrets(runtime)
+    # ~7000 hashes (per key) against everything left (after the whole suite: the database dump, its
     # files and the histories, tens of megabytes): one pass of an Aho-Corasick automaton,
     # where a substring search per hash took hours
     automaton = ahocorasick.Automaton()
     for candidate in CANDIDATES:
-        for h in _hashes_of(candidate, pseudonyms, key):
+        for h in _hashes_of(candidate, keys):
             automaton.add_word(h, candidate)
     automaton.make_automaton()
     national_numbers = {candidate for _, candidate in automaton.iter(haystack)}
+    # the audit entries outlive the purge: their person field, derived for every candidate
+    persons = ahocorasick.Automaton()
+    for candidate in CANDIDATES:
+        for h in _audit_persons(candidate, keys):
+            persons.add_word(h, candidate)
+    persons.make_automaton()
+    audit_persons = {candidate for _, candidate in persons.iter(haystack)}
+    # the referral's person tag, under its own payload key (a fresh store: nothing cached
+    # from before the purge) if it still opens, and under every key of the ring
+    person_tags = []
+    if referral is not None:
+        try:
+            state = ReferralPayloadKeys(engine, runtime.keyring).state(referral.id)
+        except DecryptionError:
+            state = None
+        if state is not None and state.key is not None:
+            if person_tag(referral.id, state.key) in haystack:
+                person_tags.append("payload key")
+        if any(person_tag(referral.id, key) in haystack for key in keys):
+            person_tags.append("ring key")
     other_hashes = [
         h
         for h in (
-            pseudonyms.name_and_birth_date(NAME, BIRTH_DATE),
             evidence_hash.removeprefix("sha256:"),
+            *(Pseudonymizer(key).name_and_birth_date(NAME, BIRTH_DATE) for key in keys),
             *(
-                [evidence_fingerprint(key, referral_id=referral.id, evidence_hash=evidence_hash)]
+                evidence_fingerprint(key, referral_id=referral.id, evidence_hash=evidence_hash)
+                for key in (keys if referral is not None else [])
                 if referral is not None
-                else []
             ),
         )
         if h in haystack
@@ -275,7 +355,7 @@ def attack(
     target_group = []
     if referral is not None and referral.target_group == TARGET_GROUP:
         target_group.append("referral.target_group")
-    return Findings(clear, national_numbers, other_hashes, target_group)
+    return Findings(clear, national_numbers, audit_persons, person_tags, other_hashes, target_group)
 
 
 async def test_after_the_purge_nothing_finds_the_person(
@@ -335,9 +415,15 @@ async def test_after_the_purge_nothing_finds_the_person(
     # the national number from the pseudonym, and the history reads with the codec.
     before, temporal = await everything_left()
     found = attack(
-        runtime=runtime, referral=referral_row(), evidence_hash=evidence_hash, haystack=before
+        runtime=runtime,
+        engine=engine,
+        referral=referral_row(),
+        evidence_hash=evidence_hash,
+        haystack=before,
     )
     assert found.national_numbers == {NATIONAL_NUMBER}
+    # the audit entries name the person by the referral's tag, which its key recomputes
+    assert found.person_tags == ["payload key"]
     name_pseudonym = Pseudonymizer(runtime.keyring.pseudonym_key()).name_and_birth_date(
         NAME, BIRTH_DATE
     )
@@ -356,8 +442,17 @@ async def test_after_the_purge_nothing_finds_the_person(
         raise AssertionError("the referral was never purged")
 
     after, temporal = await everything_left()
-    found = attack(runtime=runtime, referral=row, evidence_hash=evidence_hash, haystack=after)
-    assert found == Findings(clear=[], national_numbers=set(), other_hashes=[], target_group=[])
+    found = attack(
+        runtime=runtime, engine=engine, referral=row, evidence_hash=evidence_hash, haystack=after
+    )
+    assert found == Findings(
+        clear=[],
+        national_numbers=set(),
+        audit_persons=set(),
+        person_tags=[],
+        other_hashes=[],
+        target_group=[],
+    )
     # every payload sealed with the referral's key is unreadable; what still reads (the
     # purge's own result, the end) names no target group
     assert temporal.referral_sealed > 0
