@@ -349,17 +349,14 @@ def person_access_report_pdf(
         decision = access.decide(action=policy.Action.PERSON_ACCESS_REPORT, case=None, consent=None)
         if not decision.allowed:
             raise Forbidden("only the data-protection officer produces a person's access report")
-        subject = runtime.pseudonymizer.national_number(body.national_number)
         # the entry names no person: the report concerns no single referral (a person tag is
         # a referral's), and nothing at rest may link the person across referrals
         with Session(runtime.engine) as session:
-            referral_ids = person_report.referral_ids_of(session=session, subject_pseudonym=subject)
-            tags = [runtime.gatekeeper.person_tag(rid, session) for rid in referral_ids]
-            pseudonyms = [runtime.gatekeeper.pseudonym(rid) for rid in referral_ids]
-            entries = person_report.entries_of_person(
+            entries = person_report.entries_of_national_number(
                 session=session,
-                person_tags=[tag for tag in tags if tag is not None],
-                referral_pseudonyms=[p for p in pseudonyms if p is not None],
+                national_number=body.national_number,
+                pseudonymizers=runtime.pseudonymizers(),
+                gatekeeper=runtime.gatekeeper,
             )
             report = person_report.build(
                 session=session, entries=entries, lang=body.lang, today=utcnow()

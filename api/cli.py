@@ -693,6 +693,99 @@ def keys_rewrap() -> None:
     print(f"rewrapped {count} data keys")
 
 
+@keys_app.command("rotate-pseudonym-key")
+def keys_rotate_pseudonym_key(
+    resume: Annotated[
+        bool,
+        typer.Option(help="Add no version: finish the re-derivation an interrupted run left"),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Referrals per transaction")] = 200,
+) -> None:
+    """Add a pseudonym key version (new pseudonyms and fingerprints use it at once) and
+    re-derive the pseudonyms of every referral not purged, in batches (while running).
+    Interrupted, run it again with --resume. Audited; then retire the old version."""
+    from sqlmodel import Session
+
+    from services import pseudonym_rotation
+    from services.audit.events import record_pseudonym_rotation
+    from services.audit.models import AuditOutcome
+    from services.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    outcome = AuditOutcome.FAILED
+    try:
+        if not resume:
+            print(f"new pseudonym key: {runtime.keyring.rotate_pseudonym_key()}")
+        with Session(runtime.engine) as session:
+            done = pseudonym_rotation.rederive(
+                session=session,
+                vault=runtime.vault,
+                keyring=runtime.keyring,
+                batch_size=batch_size,
+            )
+        outcome = AuditOutcome.SUCCESS
+    finally:
+        try:
+            record_pseudonym_rotation(
+                runtime.gatekeeper,
+                operator=_os_user(),
+                action="keys.pseudonym.rederive",
+                outcome=outcome,
+            )
+        finally:
+            runtime.close()
+    print(f"re-derived the pseudonyms of {done.rederived} referrals under {done.key_id}")
+    if done.unreadable:
+        print(
+            f"{done.unreadable} referrals not purged have no readable identity left: "
+            "they keep their pseudonyms until purged"
+        )
+
+
+@keys_app.command("retire-pseudonym-key")
+def keys_retire_pseudonym_key(
+    version: Annotated[str, typer.Argument(help="The pseudonym key version to destroy")],
+) -> None:
+    """Destroy an old pseudonym key version; refused while anything stored still needs it
+    (pseudonyms not re-derived, request fingerprints not expired, consent evidence
+    fingerprints of referrals not purged). Audited."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from services import pseudonym_rotation
+    from services.audit.events import record_pseudonym_rotation
+    from services.audit.models import AuditOutcome
+    from services.crypto import KeyRingError
+    from services.runtime import Runtime
+
+    runtime = Runtime.build(get_settings())
+    outcome = AuditOutcome.FAILED
+    try:
+        with Session(runtime.engine) as session:
+            pseudonym_rotation.retire(
+                session=session,
+                keyring=runtime.keyring,
+                key_id=version,
+                request_ttl=timedelta(seconds=runtime.settings.idempotency_ttl_seconds),
+            )
+        outcome = AuditOutcome.SUCCESS
+    except KeyRingError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    finally:
+        try:
+            record_pseudonym_rotation(
+                runtime.gatekeeper,
+                operator=_os_user(),
+                action="keys.pseudonym.retire",
+                outcome=outcome,
+            )
+        finally:
+            runtime.close()
+    print(f"retired pseudonym key {version}")
+
+
 def _os_user() -> str:
     """The operating-system account running the command (recorded with what it exports)."""
     import getpass

@@ -43,6 +43,7 @@ from services.access import Access, RequestContext
 from services.audit import purpose
 from services.audit.models import AuditEventType, AuditOutcome
 from services.case_content import ReferralCreate
+from services.crypto import Pseudonymizer
 from services.db import session_scope
 from services.errors import (
     Conflict,
@@ -275,10 +276,15 @@ async def step(
     org = principal.organisation
     if keyed:
         assert idempotency_key is not None
-        secret = runtime.keyring.pseudonym_key()
-        print_ = idempotency.fingerprint(secret, purpose=f"{action.value}:{referral_id}", body=body)
+        # under every live pseudonym key version, current first: a retry after a rotation
+        # still matches the fingerprint stored under the version before
+        secrets_ = [key for _, key in runtime.keyring.pseudonym_keys()]
+        prints = [
+            idempotency.fingerprint(key, purpose=f"{action.value}:{referral_id}", body=body)
+            for key in secrets_
+        ]
         claimed = await run_in_threadpool(
-            _claim, runtime, org, idempotency_key, print_, referral_id, action.value
+            _claim, runtime, org, idempotency_key, prints, referral_id, action.value
         )
         if claimed.replay_status is not None:
             # the step was taken: answer as the first time, the view read afresh (and audited)
@@ -298,8 +304,9 @@ async def step(
         handle = _handle(temporal, referral_id)
         taken = False
         if keyed:
+            # the version the first try used: a retry is the same update to the workflow
             update_id = idempotency.update_id(
-                runtime.keyring.pseudonym_key(),
+                secrets_[claimed.matched],
                 organisation=org,
                 idempotency_key=str(idempotency_key),
             )
@@ -377,14 +384,19 @@ async def _update_taken(handle: WorkflowHandle[ReferralWorkflow, Snapshot], upda
 
 
 def _claim(
-    runtime: Runtime, org: str, key: str, print_: str, referral_id: uuid.UUID, action: str
+    runtime: Runtime,
+    org: str,
+    key: str,
+    prints: list[str],
+    referral_id: uuid.UUID,
+    action: str,
 ) -> idempotency.Claim:
     with Session(runtime.engine) as session:
         return idempotency.claim(
             session=session,
             organisation=org,
             key=key,
-            fingerprint=print_,
+            fingerprints=prints,
             referral_id=referral_id,
             action=action,
             ttl_seconds=runtime.settings.idempotency_ttl_seconds,
@@ -449,7 +461,11 @@ async def create_referral(
     """Create and submit a referral (prosecutor's office). The Idempotency-Key is required:
     a retry with it returns the same referral, never a second one for the same person."""
     access = open_access(runtime, principal, ctx, AuditEventType.CREATE, "referral.create")
-    body_hash = referrals.request_hash(body, runtime.keyring.pseudonym_key())
+    # the current pseudonym key makes the pseudonyms and the stored fingerprint; a replay
+    # matches the fingerprint under any live version (made before a rotation)
+    pseudonym_keys = runtime.keyring.pseudonym_keys()
+    pseudonymizer = Pseudonymizer(pseudonym_keys[0][1], pseudonym_keys[0][0])
+    body_hashes = [referrals.request_hash(body, key) for _, key in pseudonym_keys]
 
     def store(session: Session) -> tuple[Referral, bool, Any]:
         # the referral, its start intent and this access's audit entry: one transaction
@@ -469,18 +485,18 @@ async def create_referral(
             session=session,
             organisation=principal.organisation,
             key=str(idempotency_key),
-            body_hash=body_hash,
+            body_hashes=body_hashes,
         )
         replayed = referral is not None
         if referral is None:
             referral = referrals.create(
                 session=session,
                 vault=runtime.vault,
-                pseudonymizer=runtime.pseudonymizer,
+                pseudonymizer=pseudonymizer,
                 principal=principal,
                 body=body,
                 idempotency_key=idempotency_key,
-                body_hash=body_hash,
+                body_hash=body_hashes[0],
                 payload_keys=runtime.payload_keys,
             )
             access.disclose(_STORED_CATEGORIES)

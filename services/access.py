@@ -258,6 +258,8 @@ class Access:
 class Gatekeeper:
     """Asks the policies and writes one audit entry per access, whatever the decision.
 
+    `pseudonym_key`: the key ring's audit pseudonym key (`KeyRing.audit_pseudonym_key`),
+    never the rotating pseudonym key: entries are immutable and must keep linking.
     `source_node`: this process's node id in every entry (ATNA AuditSourceID). `engine`: where
     the referrals' payload keys are read to tag the person an entry concerns (`person_tag`),
     the audit writer's own, so that recording an access never waits for a request connection;

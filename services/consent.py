@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from uuid import UUID
 
@@ -33,6 +33,20 @@ def evidence_fingerprint(key: bytes, *, referral_id: UUID, evidence_hash: str) -
     the purge clears it."""
     message = b"consent-evidence:" + referral_id.bytes + evidence_hash.encode("utf-8")
     return EVIDENCE_PREFIX + hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def evidence_matches(
+    keys: Sequence[bytes], *, referral_id: UUID, evidence_hash: str, stored: str
+) -> bool:
+    """Whether a consent form (its `evidence_hash`) is the one a stored fingerprint names,
+    under any live pseudonym key version (`KeyRing.pseudonym_keys`): a fingerprint cannot be
+    re-derived at a rotation, the form's reference is not kept."""
+    return bool(stored) and any(
+        hmac.compare_digest(
+            evidence_fingerprint(key, referral_id=referral_id, evidence_hash=evidence_hash), stored
+        )
+        for key in keys
+    )
 
 
 def record(*, session: Session, referral_id: UUID, inp: ConsentRecordInput) -> Consent:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -49,6 +50,9 @@ class Claim:
     replay_status: int | None
     # this request takes over the claim of one that died before answering
     takeover: bool = False
+    # which of the request's fingerprints (one per live pseudonym key version, current
+    # first) the stored one is: the key version the first request used
+    matched: int = 0
 
 
 def claim(
@@ -56,12 +60,16 @@ def claim(
     session: Session,
     organisation: str,
     key: str,
-    fingerprint: str,
+    fingerprints: Sequence[str],
     referral_id: uuid.UUID,
     action: str,
     ttl_seconds: int,
 ) -> Claim:
-    """Claim `key` for this request, or find the answer of the request that used it first."""
+    """Claim `key` for this request, or find the answer of the request that used it first.
+    `fingerprints`: the request's under every live pseudonym key version, current first (a
+    new claim stores the first; a stored one made before a rotation matches a later one)."""
+    if not fingerprints:
+        raise ValueError("a claim needs the request's fingerprint")
     now = utcnow()
     row = session.get(StepAnswer, (organisation, key))
     if row is not None and row.expires_at <= now:
@@ -69,10 +77,14 @@ def claim(
         session.flush()
         row = None
     if row is not None:
-        if (row.fingerprint, row.referral_id, row.action) != (fingerprint, referral_id, action):
+        if row.fingerprint not in fingerprints or (row.referral_id, row.action) != (
+            referral_id,
+            action,
+        ):
             raise Unprocessable("this Idempotency-Key was used with a different request")
+        matched = list(fingerprints).index(row.fingerprint)
         if row.status_code is not None:
-            return Claim(replay_status=row.status_code)
+            return Claim(replay_status=row.status_code, matched=matched)
         if now - row.created_at < STALE_CLAIM:
             raise KeyInUse(IN_USE)
         # the first request died before answering: this one takes over (the workflow
@@ -80,12 +92,12 @@ def claim(
         row.created_at = now
         session.add(row)
         session.commit()
-        return Claim(replay_status=None, takeover=True)
+        return Claim(replay_status=None, takeover=True, matched=matched)
     session.add(
         StepAnswer(
             organisation=organisation,
             key=key,
-            fingerprint=fingerprint,
+            fingerprint=fingerprints[0],
             referral_id=referral_id,
             action=action,
             created_at=now,

@@ -105,6 +105,8 @@ class Referral(SQLModel, table=True):
     # keyed-HMAC pseudonyms to link referrals of one person; never the clear values
     subject_pseudonym: str = Field(max_length=80, index=True)
     name_pseudonym: str = Field(max_length=80, index=True)
+    # the pseudonym key version they were made with (None: before versions were recorded)
+    pseudonym_key_id: str | None = Field(default=None, max_length=64)
     # field name -> sealed value (services.crypto)
     personal: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     consent_deadline: datetime | None = _ts(nullable=True)

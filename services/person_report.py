@@ -3,10 +3,11 @@ officer: every access to the person's data across all their referrals, and what 
 justice, as a PDF letter in Dutch, French, German or English.
 
 The person is found by their national number, which is never stored: its keyed pseudonym
-(`Pseudonymizer.national_number`) names their living referrals, and each referral's audit
-pseudonym and person tag (`services.audit.models.person_tag`) name the entries. A purged
-referral no longer leads to the person: its subject pseudonym and the key of its tag are gone,
-so its entries, which outlive it, are no longer found (nor by anyone else).
+(`Pseudonymizer.national_number`, under every live pseudonym key version) names their living
+referrals, and each referral's audit pseudonym and person tag
+(`services.audit.models.person_tag`) name the entries. A purged referral no longer leads to
+the person: its subject pseudonym and the key of its tag are gone, so its entries, which
+outlive it, are no longer found (nor by anyone else).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from babel.dates import format_date, format_datetime
 from fpdf import FPDF
@@ -24,6 +26,10 @@ from sqlmodel import Session, col, select
 from services.audit.models import AuditEntry
 from services.models import Organisation, Referral
 from services.subject_report import LANGUAGES, translate
+
+if TYPE_CHECKING:
+    from services.access import Gatekeeper
+    from services.crypto import Pseudonymizer
 
 # What the person is shown: accesses to their data that took place (refused and failed ones
 # disclosed nothing), not the authorisation decisions or logins behind them.
@@ -90,11 +96,34 @@ def entries_of_person(
     return list(session.exec(select(AuditEntry).where(condition).order_by(col(AuditEntry.index))))
 
 
-def referral_ids_of(*, session: Session, subject_pseudonym: str) -> list[uuid.UUID]:
-    """The referrals of the person with this subject pseudonym (a purged one no longer has
+def referral_ids_of(*, session: Session, subject_pseudonyms: Sequence[str]) -> list[uuid.UUID]:
+    """The referrals of the person with these subject pseudonyms (one per live pseudonym key
+    version: a rotation may not have re-derived them all yet; a purged referral no longer has
     one: it is not found)."""
     return list(
-        session.exec(select(Referral.id).where(Referral.subject_pseudonym == subject_pseudonym))
+        session.exec(
+            select(Referral.id).where(col(Referral.subject_pseudonym).in_(subject_pseudonyms))
+        )
+    )
+
+
+def entries_of_national_number(
+    *,
+    session: Session,
+    national_number: str,
+    pseudonymizers: Sequence[Pseudonymizer],
+    gatekeeper: Gatekeeper,
+) -> list[AuditEntry]:
+    """Every entry about the person with this national number, looked up under every live
+    pseudonym key version (`Runtime.pseudonymizers`), in log order."""
+    subjects = [p.national_number(national_number) for p in pseudonymizers]
+    referral_ids = referral_ids_of(session=session, subject_pseudonyms=subjects)
+    tags = [gatekeeper.person_tag(rid, session) for rid in referral_ids]
+    pseudonyms = [gatekeeper.pseudonym(rid) for rid in referral_ids]
+    return entries_of_person(
+        session=session,
+        person_tags=[tag for tag in tags if tag is not None],
+        referral_pseudonyms=[p for p in pseudonyms if p is not None],
     )
 
 

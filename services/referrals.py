@@ -160,13 +160,15 @@ def active_framework(
 
 
 def find_replay(
-    *, session: Session, organisation: str, key: str, body_hash: str
+    *, session: Session, organisation: str, key: str, body_hashes: Sequence[str]
 ) -> Referral | None:
-    """The referral an earlier request with this Idempotency-Key created, if any."""
+    """The referral an earlier request with this Idempotency-Key created, if any.
+    `body_hashes`: the request's fingerprint under every live pseudonym key version, so a
+    replay still matches after a rotation."""
     record = session.get(IdempotencyRecord, (organisation, key))
     if record is None:
         return None
-    if record.request_hash != body_hash:
+    if record.request_hash not in body_hashes:
         raise Unprocessable("this Idempotency-Key was used with a different request")
     return session.get(Referral, record.referral_id)
 
@@ -206,6 +208,7 @@ def create(
         name_pseudonym=pseudonymizer.name_and_birth_date(
             body.identity.name, body.identity.birth_date
         ),
+        pseudonym_key_id=pseudonymizer.key_id,
     )
     session.add(referral)
     session.flush()

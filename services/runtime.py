@@ -82,9 +82,19 @@ class Runtime:
     vault: PersonalDataVault
     # the per-referral Temporal payload keys: the codec's, and the purge destroys them
     payload_keys: ReferralPayloadKeys
-    pseudonymizer: Pseudonymizer
     audit: AuditLog
     gatekeeper: Gatekeeper
+
+    @property
+    def pseudonymizer(self) -> Pseudonymizer:
+        """Pseudonyms under the current pseudonym key (read afresh: a rotation in another
+        process takes effect within a second, without a restart)."""
+        return self.pseudonymizers()[0]
+
+    def pseudonymizers(self) -> list[Pseudonymizer]:
+        """One per live pseudonym key version, current first (to find what older versions
+        made, until the rotation has re-derived it)."""
+        return [Pseudonymizer(key, key_id) for key_id, key in self.keyring.pseudonym_keys()]
 
     def close(self) -> None:
         """Release the database connections (CLI commands and workers end with this)."""
@@ -122,11 +132,10 @@ class Runtime:
             audit_keys=audit_keys,
             vault=PersonalDataVault(keyring),
             payload_keys=payload_keys,
-            pseudonymizer=Pseudonymizer(keyring.pseudonym_key()),
             audit=audit,
             gatekeeper=Gatekeeper(
                 audit=audit,
-                pseudonym_key=keyring.pseudonym_key(),
+                pseudonym_key=keyring.audit_pseudonym_key(),
                 source_node=settings.audit_source_node,
                 engine=audit_engine,
                 payload_keys=payload_keys,

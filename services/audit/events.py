@@ -149,6 +149,31 @@ def record_operator_export(
     )
 
 
+def record_pseudonym_rotation(
+    gatekeeper: Gatekeeper, *, operator: str, action: str, outcome: AuditOutcome
+) -> None:
+    """A pseudonym-key rotation (`keys.pseudonym.rederive`: the live referrals' identities
+    opened to re-derive their pseudonyms) or the retirement of a version
+    (`keys.pseudonym.retire`), from the command line by `operator` (blocking). Names no
+    referral, person or key."""
+    gatekeeper.audit.append(
+        [
+            _event(
+                gatekeeper,
+                event_type=AuditEventType.UPDATE,
+                subject=f"os:{operator}",
+                organisation=ENGINE_ORGANISATION,
+                role="operator",
+                action=action,
+                purpose=PurposeOfUse.RECORDMGT,
+                ctx=RequestContext(),
+                outcome=outcome,
+                categories=("identity",) if action == "keys.pseudonym.rederive" else (),
+            )
+        ]
+    )
+
+
 def shred_event(
     gatekeeper: Gatekeeper,
     *,

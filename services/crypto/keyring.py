@@ -4,12 +4,23 @@
 |---------------------------|-------------------------------------------------------------|
 | wrapping data keys (KEK)  | `current_kek_version`, `wrap`, `unwrap`, `rotate`, `retire`  |
 | Temporal payloads         | `current_payload_key_id`, `payload_key`, `rotate_payload_key` |
-| pseudonyms, fingerprints  | `pseudonym_key`                                              |
+| pseudonyms, fingerprints  | `pseudonym_key`, `pseudonym_keys`, `rotate_pseudonym_key`,   |
+|                           | `retire_pseudonym_key`                                       |
+| audit-entry pseudonyms    | `audit_pseudonym_key` (never rotated: entries are immutable) |
 | web sessions              | `web_session_keys`, `rotate_web_session_key`                 |
 | audit signatures          | `services.audit.keys` (a key of its own, not in this ring)   |
 
 No key serves two jobs: rotating one never touches another. The payload keys also wrap
 the per-referral payload keys (services.crypto.payload_keys), which the purge destroys.
+
+The pseudonym key is versioned like the KEK: `pseudonym_key()` is the current version, which
+new pseudonyms and fingerprints use; `pseudonym_keys()` lists every live version, current
+first, so a fingerprint made before a rotation still matches (`referral keys
+rotate-pseudonym-key` re-derives the stored pseudonyms, services/pseudonym_rotation.py). The
+audit log's referral pseudonyms use a key of their own that never rotates: its entries are
+immutable and must keep linking. A ring written before pseudonym keys had
+versions (one `pseudonym_key`) loads with that key as version 1 and as the audit pseudonym
+key, so pseudonyms and audit entries made before stay linked.
 
 `KeyRing` is the interface a KMS or Vault Transit backend implements in production;
 `FileKeyRing` keeps everything in one JSON file and exists for development only: the file
@@ -19,6 +30,7 @@ says so (`development_only`) and the settings refuse it in production.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -90,7 +102,33 @@ class KeyRing(Protocol):
         ...
 
     def pseudonym_key(self) -> bytes:
-        """The HMAC key of the pseudonyms and of the keyed request fingerprints; nothing else."""
+        """The current HMAC key of the pseudonyms and of the keyed request fingerprints."""
+        ...
+
+    def current_pseudonym_key_id(self) -> str:
+        """The id of the current pseudonym key version (stored with each pseudonym)."""
+        ...
+
+    def pseudonym_keys(self) -> tuple[tuple[str, bytes], ...]:
+        """Every live pseudonym key version as (id, key), current first: a fingerprint made
+        before a rotation is checked against each."""
+        ...
+
+    def pseudonym_key_created_at(self, key_id: str) -> datetime:
+        """When the pseudonym key version `key_id` was made; raises `UnknownKeyVersion`."""
+        ...
+
+    def rotate_pseudonym_key(self) -> str:
+        """Add a pseudonym key version, make it current and return its id."""
+        ...
+
+    def retire_pseudonym_key(self, key_id: str) -> None:
+        """Destroy a non-current pseudonym key version (services.pseudonym_rotation.retire
+        first checks that nothing still uses it)."""
+        ...
+
+    def audit_pseudonym_key(self) -> bytes:
+        """The HMAC key of the audit entries' referral pseudonyms; never rotated."""
         ...
 
     def web_session_keys(self) -> tuple[bytes, ...]:
@@ -126,6 +164,38 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _new_pseudonym_keys(key: bytes | None = None) -> dict[str, Any]:
+    if key is None:
+        key_id = _new_id("ps", 1)
+        created = _now()
+    else:
+        # A legacy ring's single key: every process loading the same file names it alike.
+        key_id = "ps-1-" + hashlib.sha256(b"pseudonym-key-id:" + key).hexdigest()[:6]
+        created = "1970-01-01T00:00:00+00:00"
+    key = key if key is not None else os.urandom(KEY_BYTES)
+    return {
+        "current": key_id,
+        "keys": {key_id: {"key": _b64(key), "created_at": created}},
+        "retired": [],
+    }
+
+
+def _migrate(document: dict[str, Any]) -> dict[str, Any]:
+    """A ring written before pseudonym keys had versions, in the current layout: its single
+    key becomes version 1 and the audit pseudonym key (audit entries keep linking)."""
+    if "pseudonym" in document or not isinstance(document.get("pseudonym_key"), str):
+        return document
+    migrated = dict(document)
+    legacy = migrated.pop("pseudonym_key")
+    try:
+        key = _unb64(legacy)
+    except ValueError as exc:
+        raise KeyRingError("the key ring is malformed") from exc
+    migrated["pseudonym"] = _new_pseudonym_keys(key)
+    migrated.setdefault("audit_pseudonym_key", legacy)
+    return migrated
+
+
 def _new_web_session_keys() -> dict[str, Any]:
     key_id = _new_id("ws", 1)
     return {
@@ -140,7 +210,7 @@ class FileKeyRing:
     def __init__(self, path: Path, document: dict[str, Any]) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._doc = document
+        self._doc = _migrate(document)
         self._validate()
         self._keks: dict[str, AESGCM] = {}
         self._stamp = self._file_stamp()
@@ -169,7 +239,8 @@ class FileKeyRing:
                 "current": payload_id,
                 "keys": {payload_id: {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}},
             },
-            "pseudonym_key": _b64(os.urandom(KEY_BYTES)),
+            "pseudonym": _new_pseudonym_keys(),
+            "audit_pseudonym_key": _b64(os.urandom(KEY_BYTES)),
             "web_session": _new_web_session_keys(),
             "audit_signing_key": _b64(signing_key),
         }
@@ -237,8 +308,15 @@ class FileKeyRing:
             for entry in [*kek["versions"].values(), *payload["keys"].values()]:
                 if len(_unb64(entry["key"])) != KEY_BYTES:
                     raise KeyRingError("a key of the key ring has the wrong length")
-            if len(_unb64(doc["pseudonym_key"])) != KEY_BYTES:
-                raise KeyRingError("the pseudonym key has the wrong length")
+            pseudonym = doc["pseudonym"]
+            if pseudonym["current"] not in pseudonym["keys"]:
+                raise KeyRingError("the current pseudonym key has no key")
+            for entry in pseudonym["keys"].values():
+                if len(_unb64(entry["key"])) != KEY_BYTES:
+                    raise KeyRingError("a pseudonym key has the wrong length")
+                datetime.fromisoformat(entry["created_at"])
+            if len(_unb64(doc["audit_pseudonym_key"])) != KEY_BYTES:
+                raise KeyRingError("the audit pseudonym key has the wrong length")
             sessions = doc.get("web_session")
             if sessions is not None:
                 if sessions["current"] not in sessions["keys"]:
@@ -391,9 +469,63 @@ class FileKeyRing:
             self._persist(document)
             return key_id
 
+    # -- pseudonyms ------------------------------------------------------------------
+
     def pseudonym_key(self) -> bytes:
-        """The HMAC key of the pseudonyms."""
-        return _unb64(self._doc["pseudonym_key"])
+        """The current HMAC key of the pseudonyms and keyed fingerprints."""
+        return self.pseudonym_keys()[0][1]
+
+    def current_pseudonym_key_id(self) -> str:
+        """The id of the current pseudonym key version."""
+        self._refresh()
+        return str(self._doc["pseudonym"]["current"])
+
+    def pseudonym_keys(self) -> tuple[tuple[str, bytes], ...]:
+        """Every live pseudonym key version as (id, key), current first, then newest first."""
+        self._refresh()
+        pseudonym = self._doc["pseudonym"]
+        current = pseudonym["current"]
+        others = [k for k in reversed(list(pseudonym["keys"])) if k != current]
+        return tuple((k, _unb64(pseudonym["keys"][k]["key"])) for k in [current, *others])
+
+    def pseudonym_key_created_at(self, key_id: str) -> datetime:
+        """When the pseudonym key version `key_id` was made; raises `UnknownKeyVersion`."""
+        self._refresh()
+        entry = self._doc["pseudonym"]["keys"].get(key_id)
+        if entry is None:
+            raise UnknownKeyVersion(f"unknown or retired pseudonym key {key_id!r}")
+        return datetime.fromisoformat(entry["created_at"])
+
+    def rotate_pseudonym_key(self) -> str:
+        """Add a pseudonym key version, make it current and return its id; the earlier ones
+        stay until retired."""
+        self._refresh(force=True)
+        with self._lock:
+            document = json.loads(json.dumps(self._doc))
+            pseudonym = document["pseudonym"]
+            key_id = _new_id("ps", len(pseudonym["keys"]) + len(pseudonym["retired"]) + 1)
+            pseudonym["keys"][key_id] = {"key": _b64(os.urandom(KEY_BYTES)), "created_at": _now()}
+            pseudonym["current"] = key_id
+            self._persist(document)
+            return key_id
+
+    def retire_pseudonym_key(self, key_id: str) -> None:
+        """Destroy a non-current pseudonym key version: what it made can no longer match."""
+        self._refresh(force=True)
+        with self._lock:
+            pseudonym = self._doc["pseudonym"]
+            if key_id == pseudonym["current"]:
+                raise KeyRingError("the current pseudonym key cannot be retired")
+            if key_id not in pseudonym["keys"]:
+                raise UnknownKeyVersion(f"unknown or retired pseudonym key {key_id!r}")
+            document = json.loads(json.dumps(self._doc))
+            del document["pseudonym"]["keys"][key_id]
+            document["pseudonym"]["retired"].append({"version": key_id, "retired_at": _now()})
+            self._persist(document)
+
+    def audit_pseudonym_key(self) -> bytes:
+        """The HMAC key of the audit entries' referral pseudonyms; never rotated."""
+        return _unb64(self._doc["audit_pseudonym_key"])
 
     # -- web sessions -----------------------------------------------------------------
 

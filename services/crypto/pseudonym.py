@@ -30,10 +30,12 @@ def _normalise_name(name: str) -> str:
 class Pseudonymizer:
     """HMAC-SHA256 pseudonyms, each purpose domain-separated under one secret key."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, key_id: str | None = None) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"a pseudonym key needs at least {MIN_KEY_BYTES} bytes")
         self._key = key
+        # the key ring's version of `key`, stored with the pseudonyms (None: not known)
+        self.key_id = key_id
 
     def _digest(self, purpose: bytes, *parts: bytes) -> str:
         # A purpose label and length-prefixed parts keep pseudonyms of different kinds, and

@@ -176,7 +176,7 @@ async def test_entries_name_the_person_by_a_tag_of_each_referral_with_purpose_an
         """The DPO's search by the tags alone: the person's referrals, from the national
         number, and each one's tag while its key is there."""
         with Session(runtime.engine) as session:
-            ids = person_report.referral_ids_of(session=session, subject_pseudonym=subject)
+            ids = person_report.referral_ids_of(session=session, subject_pseudonyms=[subject])
             tags = [runtime.gatekeeper.person_tag(i, session) for i in ids]
             entries = person_report.entries_of_person(
                 session=session, person_tags=[t for t in tags if t], referral_pseudonyms=[]

@@ -222,11 +222,15 @@ def _logs_and_spans(caplog: pytest.LogCaptureFixture) -> str:
 # ---- the attack ----------------------------------------------------------------------
 
 
-def _hashes_of(national_number: str, pseudonyms: Pseudonymizer, key: bytes) -> set[str]:
-    """Everything a hash of this national number could look like in what is left."""
+def _hashes_of(national_number: str, keys: list[bytes]) -> set[str]:
+    """Everything a hash of this national number could look like in what is left, under
+    every key the ring holds (a pseudonym key version made before a rotation included)."""
     forms = {national_number, formatted(national_number)}
-    found = {pseudonyms.national_number(national_number)}
-    found.add(request_hash(ReferralCreate.model_validate(the_body(national_number)), key))
+    body = ReferralCreate.model_validate(the_body(national_number))
+    found: set[str] = set()
+    for key in keys:
+        found.add(Pseudonymizer(key).national_number(national_number))
+        found.add(request_hash(body, key))
     for form in forms:
         found.add(hashlib.sha256(form.encode()).hexdigest())
         found.add(hashlib.sha1(form.encode()).hexdigest())
@@ -305,19 +309,17 @@ def attack(
         )
         if needle.casefold() in lowered
     ]
-    key = runtime.keyring.pseudonym_key()
-    pseudonyms = Pseudonymizer(key)
-    # ~7000 hashes against everything left (after the whole suite: the database dump, its
+    keys = _ring_secrets(runtime)
+    # ~7000 hashes (per key) against everything left (after the whole suite: the database dump, its
     # files and the histories, tens of megabytes): one pass of an Aho-Corasick automaton,
     # where a substring search per hash took hours
     automaton = ahocorasick.Automaton()
     for candidate in CANDIDATES:
-        for h in _hashes_of(candidate, pseudonyms, key):
+        for h in _hashes_of(candidate, keys):
             automaton.add_word(h, candidate)
     automaton.make_automaton()
     national_numbers = {candidate for _, candidate in automaton.iter(haystack)}
     # the audit entries outlive the purge: their person field, derived for every candidate
-    keys = _ring_secrets(runtime)
     persons = ahocorasick.Automaton()
     for candidate in CANDIDATES:
         for h in _audit_persons(candidate, keys):
@@ -340,12 +342,12 @@ def attack(
     other_hashes = [
         h
         for h in (
-            pseudonyms.name_and_birth_date(NAME, BIRTH_DATE),
             evidence_hash.removeprefix("sha256:"),
+            *(Pseudonymizer(key).name_and_birth_date(NAME, BIRTH_DATE) for key in keys),
             *(
-                [evidence_fingerprint(key, referral_id=referral.id, evidence_hash=evidence_hash)]
+                evidence_fingerprint(key, referral_id=referral.id, evidence_hash=evidence_hash)
+                for key in (keys if referral is not None else [])
                 if referral is not None
-                else []
             ),
         )
         if h in haystack

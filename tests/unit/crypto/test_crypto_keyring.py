@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -156,7 +157,8 @@ def test_every_job_has_a_key_of_its_own(keyring: FileKeyRing) -> None:
     [session] = keyring.web_session_keys()
     kek = json.loads(keyring.path.read_text())["kek"]
     kek_key = kek["versions"][kek["current"]]["key"]
-    keys = [payload, session, keyring.pseudonym_key(), kek_key.encode()]
+    keys = [payload, session, keyring.pseudonym_key(), keyring.audit_pseudonym_key()]
+    keys.append(base64.b64decode(kek_key))
     assert len({*keys}) == len(keys)
     assert session != keyring.pseudonym_key()
 
@@ -192,3 +194,74 @@ def test_a_ring_from_before_web_session_keys_gets_one(keyring: FileKeyRing) -> N
     assert session != older.pseudonym_key()
     assert FileKeyRing.load(keyring.path).web_session_keys() == (session,)
     assert stat.S_IMODE(keyring.path.stat().st_mode) == 0o600
+
+
+# ---- pseudonym key versions ------------------------------------------------------------
+
+
+def test_the_pseudonym_key_rotates_alone_and_old_versions_stay(keyring: FileKeyRing) -> None:
+    old_id, old_key = keyring.pseudonym_keys()[0]
+    sessions, payload_id = keyring.web_session_keys(), keyring.current_payload_key_id()
+    kek, audit = keyring.current_kek_version(), keyring.audit_pseudonym_key()
+    new_id = keyring.rotate_pseudonym_key()
+    reloaded = FileKeyRing.load(keyring.path)
+    assert new_id != old_id and reloaded.current_pseudonym_key_id() == new_id
+    assert [k for k, _ in reloaded.pseudonym_keys()] == [new_id, old_id]
+    assert dict(reloaded.pseudonym_keys())[old_id] == old_key
+    assert reloaded.pseudonym_key() == dict(reloaded.pseudonym_keys())[new_id] != old_key
+    assert reloaded.pseudonym_key_created_at(new_id) >= reloaded.pseudonym_key_created_at(old_id)
+    # no other job's key moved, and the audit entries' pseudonym key never rotates
+    assert reloaded.web_session_keys() == sessions
+    assert reloaded.current_payload_key_id() == payload_id
+    assert reloaded.current_kek_version() == kek
+    assert reloaded.audit_pseudonym_key() == audit
+    assert audit not in {key for _, key in reloaded.pseudonym_keys()}
+
+
+def test_retiring_a_pseudonym_key_destroys_it(keyring: FileKeyRing) -> None:
+    old_id = keyring.current_pseudonym_key_id()
+    with pytest.raises(KeyRingError, match="current"):
+        keyring.retire_pseudonym_key(old_id)
+    new_id = keyring.rotate_pseudonym_key()
+    keyring.retire_pseudonym_key(old_id)
+    reloaded = FileKeyRing.load(keyring.path)
+    assert [k for k, _ in reloaded.pseudonym_keys()] == [new_id]
+    with pytest.raises(UnknownKeyVersion):
+        reloaded.pseudonym_key_created_at(old_id)
+    with pytest.raises(UnknownKeyVersion):
+        keyring.retire_pseudonym_key(old_id)
+    assert json.loads(keyring.path.read_text())["pseudonym"]["retired"][0]["version"] == old_id
+
+
+def test_a_ring_from_before_pseudonym_versions_loads_its_key_as_version_1(
+    keyring: FileKeyRing,
+) -> None:
+    document = json.loads(keyring.path.read_text())
+    legacy = document.pop("pseudonym")
+    del document["audit_pseudonym_key"]
+    legacy_key = legacy["keys"][legacy["current"]]["key"]
+    document["pseudonym_key"] = legacy_key
+    keyring.path.write_text(json.dumps(document))
+    older = FileKeyRing.load(keyring.path)
+    [(version, key)] = older.pseudonym_keys()
+    assert version.startswith("ps-1-") and key == older.pseudonym_key()
+    assert key == base64.b64decode(legacy_key)
+    # the audit entries written before keep linking: their key is the legacy one
+    assert older.audit_pseudonym_key() == key
+    # every process loading the same file names the version alike
+    assert FileKeyRing.load(keyring.path).current_pseudonym_key_id() == version
+    # rotating persists the versioned layout; the first version stays readable
+    new_id = older.rotate_pseudonym_key()
+    again = FileKeyRing.load(keyring.path)
+    assert [k for k, _ in again.pseudonym_keys()] == [new_id, version]
+    assert dict(again.pseudonym_keys())[version] == key and again.audit_pseudonym_key() == key
+    assert "pseudonym_key" not in json.loads(keyring.path.read_text())
+
+
+def test_a_pseudonym_key_of_the_wrong_length_is_refused(keyring: FileKeyRing) -> None:
+    document = json.loads(keyring.path.read_text())
+    current = document["pseudonym"]["current"]
+    document["pseudonym"]["keys"][current]["key"] = base64.b64encode(b"short").decode()
+    keyring.path.write_text(json.dumps(document))
+    with pytest.raises(KeyRingError, match="pseudonym key"):
+        FileKeyRing.load(keyring.path)
