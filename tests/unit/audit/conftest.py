@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
 
 from services.audit.keys import key_id_of
@@ -50,7 +51,27 @@ AUDIT_TABLES = [AUDIT_ENTRY_TABLE, AUDIT_TREE_HEAD_TABLE, AUDIT_TREE_NODE_TABLE,
 )
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on an empty audit schema with the append-only triggers installed."""
-    url = f"sqlite:///{tmp_path / 'audit.db'}" if request.param == "sqlite" else POSTGRES_URL
+    if request.param == "sqlite":
+        yield from _audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+        return
+    # PostgreSQL: a schema of this test's own in the suite's database, alone on the search
+    # path (with public behind it, "does the table exist" would see the session's tables), so
+    # the audit tables dropped here are never the session's: the workflow tests after these
+    # write their audit entries there
+    schema = f"audit_unit_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        yield from _audit_engine(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _audit_engine(url: str) -> Iterator[Engine]:
     engine = make_engine(url)
     with engine.begin() as conn:
         SQLModel.metadata.drop_all(conn, tables=AUDIT_TABLES)
