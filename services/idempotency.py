@@ -69,7 +69,8 @@ def claim(
     `fingerprints`: the request's under every live pseudonym key version, current first (a
     new claim stores the first; a stored one made before a rotation matches a later one)."""
     if not fingerprints:
-        raise ValueError("a claim needs the request's fingerprint")
+        # a caller's mistake, never the client's: not a refusal (ValueError is one, a 422)
+        raise TypeError("a claim needs the request's fingerprint")
     now = utcnow()
     row = session.get(StepAnswer, (organisation, key))
     if row is not None and row.expires_at <= now:

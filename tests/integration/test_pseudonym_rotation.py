@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,13 +42,20 @@ PERSON = {
 
 
 @pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("REFERRAL_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("REFERRAL_KEYRING_PATH", str(settings.keyring_path))
+    # the session's data directory: its audit signing key signs the rotation's tree heads
+    # (the default, ./.data, would sign the shared log with a key no one else knows)
+    monkeypatch.setenv("REFERRAL_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("REFERRAL_ENVIRONMENT", "test")
     get_settings.cache_clear()
+    # from an empty directory: a command that fell back to ./.data (its own audit signing
+    # key, signing the shared log with a key no one else knows) shows itself there
+    monkeypatch.chdir(tmp_path)
     yield
     get_settings.cache_clear()
+    assert not (tmp_path / ".data").exists(), "a command used ./.data, not the session's"
 
 
 async def _post(
@@ -138,6 +146,10 @@ async def test_rotating_the_pseudonym_key_keeps_everything_working(
         assert entry.outcome == "success" and entry.actor_subject.startswith("os:")
         assert entry.referral_pseudonym is None and entry.person_pseudonym is None
         consents_before = _consents(session, first["id"])
+    # the command signed the shared log with the deployment's audit key, not one of its own
+    runtime.audit.sign_tree_head()
+    verified = runtime.audit.verify()
+    assert verified.ok, verified.reason
 
     # the same create, and the same consent, again: the first answers, nothing new
     again = await _post(api, minter, OFFICE, "/api/v1/referrals", body, create_key, 200)
