@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import SQLModel
 
 from services.audit.keys import key_id_of
@@ -55,24 +55,44 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield from _audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
         return
     # PostgreSQL: a schema of this test's own in the suite's database, alone on the search
-    # path (with public behind it, "does the table exist" would see the session's tables), so
+    # path (with public on it, "does the table exist" would see the session's tables), so
     # the audit tables dropped here are never the session's: the workflow tests after these
     # write their audit entries there
     schema = f"audit_unit_{uuid.uuid4().hex[:12]}"
     admin = make_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    session_tables = _audit_tables_in_public(admin)
     try:
-        separator = "&" if "?" in POSTGRES_URL else "?"
-        yield from _audit_engine(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
+        yield from _audit_engine(POSTGRES_URL, schema=schema)
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        left = _audit_tables_in_public(admin)
         admin.dispose()
+    assert left == session_tables, "the suite's own audit tables were touched"
 
 
-def _audit_engine(url: str) -> Iterator[Engine]:
+def _audit_tables_in_public(engine: Engine) -> set[str]:
+    names = set(inspect(engine).get_table_names(schema="public"))
+    return {t.name for t in AUDIT_TABLES} & names
+
+
+def _audit_engine(url: str, *, schema: str | None = None) -> Iterator[Engine]:
     engine = make_engine(url)
+    if schema is not None:
+        # on every new connection, outside a transaction (a rollback would undo it); the
+        # engine's own connect options already carry its statement timeout
+        @event.listens_for(engine, "connect")
+        def _search_path(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f'SET SESSION search_path TO "{schema}"')
+            dbapi_connection.autocommit = autocommit
+
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW search_path")).scalar().strip('"') == schema
     with engine.begin() as conn:
         SQLModel.metadata.drop_all(conn, tables=AUDIT_TABLES)
         SQLModel.metadata.create_all(conn, tables=AUDIT_TABLES)
