@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -179,7 +180,13 @@ class Cases:
         )
 
 
-def _rows(conn: Connection, window: Window, organisation: str | None = None) -> Iterator[Any]:
+@contextmanager
+def _rows(
+    conn: Connection, window: Window, organisation: str | None = None
+) -> Iterator[Iterator[Any]]:
+    """The window's entries, streamed (on PostgreSQL through a server-side cursor), closed
+    when the caller is done: a drill-down stops at its page, and a cursor left open was
+    closed later by the garbage collector, on a connection back in the pool."""
     statement = (
         select(ENTRY)
         .where(ENTRY.c.recorded_at >= window.since(), ENTRY.c.recorded_at < window.until())
@@ -187,7 +194,13 @@ def _rows(conn: Connection, window: Window, organisation: str | None = None) -> 
     )
     if organisation is not None:
         statement = statement.where(ENTRY.c.actor_organisation == organisation)
-    yield from conn.execution_options(yield_per=STREAM_ROWS).execute(statement)
+    # the option on this statement: Connection.execution_options would set it on the
+    # caller's connection for every later query
+    result = conn.execute(statement, execution_options={"yield_per": STREAM_ROWS})
+    try:
+        yield iter(result)
+    finally:
+        result.close()
 
 
 def _matches(figure: Figure, row: Any, cases: Cases | None) -> bool:
@@ -207,12 +220,13 @@ def figures(conn: Connection, window: Window, cases: Cases) -> dict[str, Any]:
     position = {start: i for i, start in enumerate(starts)}
     per_org: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
     counts = {figure: [0] * len(starts) for figure in Figure if figure is not Figure.ACCESSES}
-    for row in _rows(conn, window):
-        i = position[window.bucket_of(row.recorded_at)]
-        per_org[row.actor_organisation][i] += 1
-        for figure, series in counts.items():
-            if _matches(figure, row, cases):
-                series[i] += 1
+    with _rows(conn, window) as rows:
+        for row in rows:
+            i = position[window.bucket_of(row.recorded_at)]
+            per_org[row.actor_organisation][i] += 1
+            for figure, series in counts.items():
+                if _matches(figure, row, cases):
+                    series[i] += 1
     organisations = sorted(per_org)
     accesses = [sum(per_org[o][i] for o in organisations) for i in range(len(starts))]
     return {
@@ -256,13 +270,14 @@ def entries(
     """The entries behind one figure over `window` (a bar: one bucket), in log order."""
     found: list[Any] = []
     skipped = 0
-    for row in _rows(conn, window, organisation):
-        if not _matches(figure, row, cases):
-            continue
-        if skipped < offset:
-            skipped += 1
-            continue
-        found.append(row)
-        if len(found) == limit:
-            break
+    with _rows(conn, window, organisation) as rows:
+        for row in rows:
+            if not _matches(figure, row, cases):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            found.append(row)
+            if len(found) == limit:
+                break
     return found
