@@ -15,11 +15,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +29,10 @@ import uvicorn
 
 from services.policy_cli import app as policy_app
 from services.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from services.runtime import Runtime
+
 from services.supervisor import (
     Component,
     RestartPolicy,
@@ -707,13 +712,8 @@ def keys_rotate_pseudonym_key(
     from sqlmodel import Session
 
     from services import pseudonym_rotation
-    from services.audit.events import record_pseudonym_rotation
-    from services.audit.models import AuditOutcome
-    from services.runtime import Runtime
 
-    runtime = Runtime.build(get_settings())
-    outcome = AuditOutcome.FAILED
-    try:
+    with _audited_pseudonym_key_command("keys.pseudonym.rederive") as runtime:
         if not resume:
             print(f"new pseudonym key: {runtime.keyring.rotate_pseudonym_key()}")
         with Session(runtime.engine) as session:
@@ -723,17 +723,6 @@ def keys_rotate_pseudonym_key(
                 keyring=runtime.keyring,
                 batch_size=batch_size,
             )
-        outcome = AuditOutcome.SUCCESS
-    finally:
-        try:
-            record_pseudonym_rotation(
-                runtime.gatekeeper,
-                operator=_os_user(),
-                action="keys.pseudonym.rederive",
-                outcome=outcome,
-            )
-        finally:
-            runtime.close()
     print(f"re-derived the pseudonyms of {done.rederived} referrals under {done.key_id}")
     if done.unreadable:
         print(
@@ -754,36 +743,43 @@ def keys_retire_pseudonym_key(
     from sqlmodel import Session
 
     from services import pseudonym_rotation
+    from services.crypto import KeyRingError
+
+    with _audited_pseudonym_key_command("keys.pseudonym.retire") as runtime:
+        with Session(runtime.engine) as session:
+            try:
+                pseudonym_rotation.retire(
+                    session=session,
+                    keyring=runtime.keyring,
+                    key_id=version,
+                    request_ttl=timedelta(seconds=runtime.settings.idempotency_ttl_seconds),
+                )
+            except KeyRingError as exc:
+                print(f"refused: {exc}", file=sys.stderr)
+                raise typer.Exit(1) from None
+    print(f"retired pseudonym key {version}")
+
+
+@contextlib.contextmanager
+def _audited_pseudonym_key_command(action: str) -> Iterator[Runtime]:
+    """A pseudonym key command's runtime, and its one audit entry (success only if the
+    command ran through), written before the runtime closes."""
     from services.audit.events import record_pseudonym_rotation
     from services.audit.models import AuditOutcome
-    from services.crypto import KeyRingError
     from services.runtime import Runtime
 
     runtime = Runtime.build(get_settings())
     outcome = AuditOutcome.FAILED
     try:
-        with Session(runtime.engine) as session:
-            pseudonym_rotation.retire(
-                session=session,
-                keyring=runtime.keyring,
-                key_id=version,
-                request_ttl=timedelta(seconds=runtime.settings.idempotency_ttl_seconds),
-            )
+        yield runtime
         outcome = AuditOutcome.SUCCESS
-    except KeyRingError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
     finally:
         try:
             record_pseudonym_rotation(
-                runtime.gatekeeper,
-                operator=_os_user(),
-                action="keys.pseudonym.retire",
-                outcome=outcome,
+                runtime.gatekeeper, operator=_os_user(), action=action, outcome=outcome
             )
         finally:
             runtime.close()
-    print(f"retired pseudonym key {version}")
 
 
 def _os_user() -> str:
