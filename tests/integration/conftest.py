@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 from api.main import create_app
 from services.crypto import data_converter
 from services.runtime import Runtime
-from services.settings import Settings
+from services.settings import Settings, get_settings
 from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server
 from workflows.binaries import temporal_binary
 from workflows.worker import build_worker
@@ -106,3 +106,20 @@ async def api(app: FastAPI, worker: Worker) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The environment a CLI command run in a test needs: the session's database, key ring
+    and data directory (its audit signing key: the default, ./.data, would sign the shared
+    log with a key no one else knows)."""
+    monkeypatch.setenv("REFERRAL_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("REFERRAL_KEYRING_PATH", str(settings.keyring_path))
+    monkeypatch.setenv("REFERRAL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("REFERRAL_ENVIRONMENT", "test")
+    get_settings.cache_clear()
+    # from an empty directory: a command that fell back to ./.data shows itself there
+    monkeypatch.chdir(tmp_path)
+    yield
+    get_settings.cache_clear()
+    assert not (tmp_path / ".data").exists(), "a command used ./.data, not the session's"

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +21,7 @@ from services.audit.models import AuditEntry
 from services.crypto import PersonalDataVault, Pseudonymizer
 from services.models import Consent, Referral
 from services.runtime import Runtime
-from services.settings import Settings, get_settings
+from services.settings import get_settings
 from tests.integration.journey import AUDITOR, OFFICE, consent_body, new_referral
 from tests.tokens import TokenMinter
 
@@ -39,23 +37,6 @@ PERSON = {
     "birth_date": "1991-04-17",
     "national_number": national_number(731),
 }
-
-
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setenv("REFERRAL_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("REFERRAL_KEYRING_PATH", str(settings.keyring_path))
-    # the session's data directory: its audit signing key signs the rotation's tree heads
-    # (the default, ./.data, would sign the shared log with a key no one else knows)
-    monkeypatch.setenv("REFERRAL_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("REFERRAL_ENVIRONMENT", "test")
-    get_settings.cache_clear()
-    # from an empty directory: a command that fell back to ./.data (its own audit signing
-    # key, signing the shared log with a key no one else knows) shows itself there
-    monkeypatch.chdir(tmp_path)
-    yield
-    get_settings.cache_clear()
-    assert not (tmp_path / ".data").exists(), "a command used ./.data, not the session's"
 
 
 async def _post(
