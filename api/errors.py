@@ -52,7 +52,9 @@ def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> JS
     headers = None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="referral"'}
-    elif status == 503:
+    elif status == 503 or slug == "idempotency-key-in-use":
+        # a request with the same key is still being served (or its step is still running
+        # in its workflow): the same request again shortly finishes it or repeats its answer
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
