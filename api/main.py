@@ -85,6 +85,12 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # api/docs.py serves them with pinned assets, under a CSP
         redoc_url=None,
+        # FastAPI's own telemetry stays off: the instrumentor below makes the request's one
+        # server span, and FastAPI's would add its own request and operation spans to every
+        # request (it turns itself on once a tracer provider is installed, as ours is), and
+        # its logs would record rejected input values and exception messages, which may be
+        # personal data, wherever a log provider sends them.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.runtime = runtime
     app.state.settings = settings
@@ -194,5 +200,9 @@ def create_app(
     # other route is readable from another origin.
     app.add_middleware(CodecOnlyCors, allow_origin=settings.temporal_ui_origin)
     app.add_middleware(SecurityHeaders, hsts=settings.hsts_enabled)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    # One server span per request (its trace id goes into the audit entry); the ASGI
+    # send/receive spans (two or three more per request) describe the server's plumbing.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz", exclude_spans=["send", "receive"]
+    )
     return app

@@ -116,7 +116,7 @@ def guard(
     """Load a referral and authorise `action`; outsiders learn nothing (404, not 403).
     `widening`: what a consent version being recorded adds (record_consent only)."""
     access.referral_id = referral_id
-    referral = session.get(Referral, referral_id)
+    referral = referrals.find(session=session, referral_id=referral_id)
     if referral is None:
         access.decide(action=action, case=None, consent=None)
         raise NotFound("no such referral")
@@ -163,6 +163,11 @@ def project(
     referral, case, consent = guard(session, access, referral_id, policy.Action.VIEW_REFERRAL)
     decisions = access.disclosures(case=case, consent=consent)
     follows = access.decide(action=policy.Action.VIEW_STAGE, case=case, consent=consent)
+    to_office = access.principal.organisation == referral.referring_office
+    # the channel to justice is read once: for the view and for what its recipient received
+    messages = (
+        referrals.justice_messages(session=session, referral_id=referral_id) if to_office else []
+    )
     view, disclosed = referrals.case_view(
         session=session,
         vault=runtime.vault,
@@ -171,15 +176,14 @@ def project(
         decisions=decisions,
         consent=consent,
         stage_visible=referrals.may_see_stage(decisions, follows),
+        messages=messages if to_office else None,
     )
     access.disclose(disclosed)
-    if access.principal.organisation == referral.referring_office:
+    if to_office:
         # what the channel to justice carried reaches its recipient with this view
         compliance = policy.DataCategory.COMPLIANCE.value in disclosed
         access.receive(
-            referrals.channel_messages_shown(
-                session=session, referral=referral, compliance=compliance
-            ),
+            referrals.channel_messages_shown(messages, compliance=compliance),
             [policy.DataCategory.COMPLIANCE.value] if compliance else [],
         )
     return view

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -62,13 +62,33 @@ def request_hash(body: ReferralCreate, key: bytes) -> str:
     return hmac.new(key, b"create-request:" + canonical.encode(), hashlib.sha256).hexdigest()
 
 
+# The reads behind every access, built once: a statement built per call costs more Python
+# (coercion and cache key) than SQLite takes to answer it; a prebuilt one keeps its cache key.
+_MEMBERS = select(FrameworkParticipant.organisation_code).where(
+    FrameworkParticipant.framework_id == bindparam("framework_id")
+)
+_REFERRAL = select(Referral).where(Referral.id == bindparam("referral_id"))
+_PROVIDER_SECTOR = select(Organisation.sector).where(Organisation.code == bindparam("code"))
+_CURRENT_CONSENT = (
+    select(Consent)
+    .where(Consent.referral_id == bindparam("referral_id"))
+    .order_by(col(Consent.version).desc())
+    .limit(1)
+)
+_HISTORY_OF_ONE = (
+    select(StatusHistory)
+    .where(StatusHistory.referral_id == bindparam("referral_id"))
+    .order_by(col(StatusHistory.version))
+)
+_JUSTICE_MESSAGES = (
+    select(JusticeMessage)
+    .where(JusticeMessage.referral_id == bindparam("referral_id"))
+    .order_by(col(JusticeMessage.created_at), col(JusticeMessage.key))
+)
+
+
 def framework_members(*, session: Session, framework_id: uuid.UUID) -> frozenset[str]:
-    rows = session.exec(
-        select(FrameworkParticipant.organisation_code).where(
-            FrameworkParticipant.framework_id == framework_id
-        )
-    ).all()
-    return frozenset(rows)
+    return frozenset(session.exec(_MEMBERS, params={"framework_id": framework_id}).all())
 
 
 def draft_case(
@@ -89,7 +109,7 @@ def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
     provider_sector = None
     if referral.accepted_provider is not None:
         provider_sector = session.exec(
-            select(Organisation.sector).where(Organisation.code == referral.accepted_provider)
+            _PROVIDER_SECTOR, params={"code": referral.accepted_provider}
         ).first()
     return _facts(
         referral,
@@ -119,11 +139,7 @@ def _facts(
 
 
 def current_consent(*, session: Session, referral_id: uuid.UUID) -> Consent | None:
-    return session.exec(
-        select(Consent)
-        .where(Consent.referral_id == referral_id)
-        .order_by(col(Consent.version).desc())
-    ).first()
+    return session.exec(_CURRENT_CONSENT, params={"referral_id": referral_id}).first()
 
 
 def consent_facts(
@@ -138,6 +154,11 @@ def facts_of(consent: Consent | None, *, at: datetime | None = None) -> policy.C
     if consent is None:
         return None
     return consent_service.facts(consent, at or utcnow())
+
+
+def find(*, session: Session, referral_id: uuid.UUID) -> Referral | None:
+    """A referral by id, or None (the read behind every access: one prebuilt statement)."""
+    return session.exec(_REFERRAL, params={"referral_id": referral_id}).one_or_none()
 
 
 def get(*, session: Session, referral_id: uuid.UUID) -> Referral:
@@ -478,6 +499,9 @@ def status_history(
     out: dict[uuid.UUID, list[StatusHistory]] = {i: [] for i in ids}
     if not ids:
         return out
+    if len(ids) == 1:
+        out[ids[0]] = list(session.exec(_HISTORY_OF_ONE, params={"referral_id": ids[0]}).all())
+        return out
     rows = session.exec(
         select(StatusHistory)
         .where(col(StatusHistory.referral_id).in_(ids))
@@ -546,24 +570,25 @@ PROCESS_FACTS = frozenset(
 )
 
 
-def process_facts(*, session: Session, referral: Referral) -> list[dict[str, Any]]:
+def justice_messages(*, session: Session, referral_id: uuid.UUID) -> list[JusticeMessage]:
+    """Every message of the channel to justice about one referral, oldest first (one read,
+    from which a view takes what its caller may see)."""
+    return list(session.exec(_JUSTICE_MESSAGES, params={"referral_id": referral_id}).all())
+
+
+def process_facts(messages: Sequence[JusticeMessage]) -> list[dict[str, Any]]:
     """The process facts sent to the referring office on the justice channel."""
-    messages = session.exec(
-        select(JusticeMessage)
-        .where(JusticeMessage.referral_id == referral.id)
-        .where(col(JusticeMessage.fact).in_(PROCESS_FACTS))
-        .order_by(col(JusticeMessage.created_at))
-    ).all()
-    return [{"fact": m.fact, "at": _iso(m.created_at), "notice": m.notice} for m in messages]
+    return [
+        {"fact": m.fact, "at": _iso(m.created_at), "notice": m.notice}
+        for m in messages
+        if m.fact in PROCESS_FACTS
+    ]
 
 
-def channel_messages_shown(*, session: Session, referral: Referral, compliance: bool) -> list[str]:
+def channel_messages_shown(messages: Sequence[JusticeMessage], *, compliance: bool) -> list[str]:
     """Keys of the channel messages the referring office's view shows: every fact with the
     compliance category, else the process facts only (see `case_view`)."""
-    statement = select(JusticeMessage.key).where(JusticeMessage.referral_id == referral.id)
-    if not compliance:
-        statement = statement.where(col(JusticeMessage.fact).in_(PROCESS_FACTS))
-    return list(session.exec(statement).all())
+    return [m.key for m in messages if compliance or m.fact in PROCESS_FACTS]
 
 
 def withheld_reason(decision: policy.Decision, consent: policy.ConsentFacts | None) -> str:
@@ -584,8 +609,10 @@ def case_view(
     decisions: dict[policy.DataCategory, policy.Decision],
     consent: policy.ConsentFacts | None,
     stage_visible: bool,
+    messages: Sequence[JusticeMessage] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The referral projected per data category, and the categories actually disclosed."""
+    """The referral projected per data category, and the categories actually disclosed.
+    `messages`: the referral's justice channel (`justice_messages`), if already read."""
     allowed = {cat.value: d for cat, d in decisions.items() if d.allowed}
     history = status_history(session=session, referral_ids=[referral.id])[referral.id]
     view = process_view(referral, decisions=decisions, history=history, stage_visible=stage_visible)
@@ -606,19 +633,18 @@ def case_view(
         category, field = name.split(".", 1)
         content.setdefault(FIELD_CATEGORY[name], {})[field] = value
     disclosed = sorted(content)
+    to_office = viewer.organisation == referral.referring_office
+    if messages is None:
+        needed = "compliance" in allowed or to_office
+        messages = justice_messages(session=session, referral_id=referral.id) if needed else []
     if "compliance" in allowed:
-        messages = session.exec(
-            select(JusticeMessage)
-            .where(JusticeMessage.referral_id == referral.id)
-            .order_by(col(JusticeMessage.created_at))
-        ).all()
         content["compliance"] = {
             "facts": [{"fact": m.fact, "at": _iso(m.created_at)} for m in messages],
             "notice": messages[0].notice if messages else None,
         }
         disclosed.append("compliance")
-    if viewer.organisation == referral.referring_office and "compliance" not in allowed:
-        view["process_facts"] = process_facts(session=session, referral=referral)
+    if to_office and "compliance" not in allowed:
+        view["process_facts"] = process_facts(messages)
     view["content"] = content
     view["withheld"] = [
         {"category": cat.value, "reason": withheld_reason(d, consent)}

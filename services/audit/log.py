@@ -248,14 +248,14 @@ class AuditLog:
                         for offset, event in enumerate(events)
                     ]
                     if entries:
-                        conn.execute(insert(ENTRY_TABLE), [self._row(e) for e in entries])
+                        conn.execute(_INSERT_ENTRY, [self._row(e) for e in entries])
                         # The tree grows in the same transaction as its leaves.
                         nodes = [
                             {"node": key, "hash": digest}
                             for e in entries
                             for key, digest in tree.append_nodes(bytes.fromhex(e.leaf_hash))
                         ]
-                        conn.execute(insert(NODE_TABLE), nodes)
+                        conn.execute(_INSERT_NODE, nodes)
                     conn.commit()
                 except IntegrityError as error:
                     conn.rollback()
@@ -301,7 +301,7 @@ class AuditLog:
             # Only under the append lock is this stable. A shrunken table must stop appends
             # rather than fork the tree; max() reads the primary key index where count()
             # would scan, and holes in the middle are for `verify()` to find.
-            last = conn.execute(select(func.max(ENTRY_TABLE.c.index))).scalar_one()
+            last = conn.execute(_LAST_INDEX).scalar_one()
             stored = 0 if last is None else last + 1
             if stored != size:
                 raise AuditIntegrityError(
@@ -505,10 +505,17 @@ class AuditLog:
 
 # -- the stored tree -------------------------------------------------------------------------
 
+# Built once: every append runs them, and a statement built per call costs more Python than
+# the database takes to answer it.
+_LAST_NODE = select(func.max(NODE_TABLE.c.node))
+_LAST_INDEX = select(func.max(ENTRY_TABLE.c.index))
+_INSERT_ENTRY = insert(ENTRY_TABLE)
+_INSERT_NODE = insert(NODE_TABLE)
+
 
 def _stored_size(conn: Connection) -> int:
     """The size of the stored tree, from the largest node key (its last leaf)."""
-    return merkle.size_of_last_key(conn.execute(select(func.max(NODE_TABLE.c.node))).scalar_one())
+    return merkle.size_of_last_key(conn.execute(_LAST_NODE).scalar_one())
 
 
 def _range_hashes(conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
