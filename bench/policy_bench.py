@@ -72,7 +72,7 @@ def main(*, quiet: bool = False) -> dict[str, Any]:
         recipients=frozenset({"health", "welfare", "pk-hasselt"}),
         disclosers=frozenset({"pk-hasselt", "health", "welfare"}),
     )
-    entities = policy._disclosure_entities(principal, case)
+    entities = policy._disclosure_entities(principal, case, consent)
     request = policy._disclosure_requests(principal, case, consent, [DataCategory.CLINICAL])[0]
     assert disclosable_categories(principal, case, consent)[DataCategory.CLINICAL].allowed
     assert cedarpy.is_authorized(request, ENGINE.policy_set, entities, schema=ENGINE.schema).allowed

@@ -274,6 +274,7 @@ _ORG = f"{NAMESPACE}::Organisation"
 _FRAMEWORK = f"{NAMESPACE}::Framework"
 _CASE = f"{NAMESPACE}::Case"
 _CATEGORY = f"{NAMESPACE}::DataCategory"
+_CONSENT = f"{NAMESPACE}::Consent"
 _REGISTRY = f"{NAMESPACE}::Registry"
 _ACTION = f"{NAMESPACE}::Action"
 _REGISTRY_UID: Final = {"type": _REGISTRY, "id": "referral-engine"}
@@ -346,8 +347,17 @@ def _entities(principal: Principal, case: CaseFacts | None) -> list[dict[str, An
     return entities
 
 
-def _disclosure_entities(principal: Principal, case: CaseFacts) -> list[dict[str, Any]]:
-    return _entities(principal, case) + _CATEGORY_ENTITIES
+def _disclosure_entities(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts
+) -> list[dict[str, Any]]:
+    return _entities(principal, case) + [_consent_entity(case, consent)] + _CATEGORY_ENTITIES
+
+
+def _consent_entity(case: CaseFacts, consent: ConsentFacts) -> dict[str, Any]:
+    """The consent to `case` as an entity (one per case: its uid is the case's id), read by
+    every disclosure request of the call through `context.consent`."""
+    uid = {"type": _CONSENT, "id": case.referral_id}
+    return {"uid": uid, "attrs": _consent_record(consent), "parents": []}
 
 
 SECTOR_NAMES: Final = frozenset(sector.value for sector in Sector)
@@ -576,21 +586,25 @@ def _alone(principal: Principal, case: CaseFacts) -> bool:
 
 
 def _merged_entities(
-    principal: Principal, cases: list[CaseFacts]
+    principal: Principal, cases: list[CaseFacts], consents: list[ConsentFacts] | None = None
 ) -> tuple[list[dict[str, Any]], list[int], list[int]]:
     """The entities of several cases for one call, each uid once; the positions of the cases
     they hold, and of those left to be decided alone (one of their uids has other contents,
     as two cases of one id would).
 
     The policies look into no entity but the principal, its organisation, the request's own
-    case, that case's framework and accepted provider (ARCHITECTURE.md, policies/): each is
-    the same in the merged set as in the case's own, so each decision is the one taken alone.
+    case, that case's framework, accepted provider and consent (ARCHITECTURE.md, policies/):
+    each is the same in the merged set as in the case's own, so each decision is the one
+    taken alone.
     """
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     held: list[int] = []
     alone: list[int] = []
     for position, case in enumerate(cases):
-        own = {(e["uid"]["type"], e["uid"]["id"]): e for e in _entities(principal, case)}
+        consent = None if consents is None else consents[position]
+        own = {
+            (e["uid"]["type"], e["uid"]["id"]): e for e in _case_entities(principal, case, consent)
+        }
         if _alone(principal, case) or any(
             uid in merged and merged[uid] != entity for uid, entity in own.items()
         ):
@@ -601,6 +615,16 @@ def _merged_entities(
     return list(merged.values()), held, alone
 
 
+def _case_entities(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts | None
+) -> list[dict[str, Any]]:
+    """The entities of one case, with its consent entity for a disclosure (`consent`)."""
+    entities = _entities(principal, case)
+    if consent is not None:
+        entities.append(_consent_entity(case, consent))
+    return entities
+
+
 def _batched(
     principal: Principal,
     keys: list[Hashable],
@@ -608,14 +632,23 @@ def _batched(
     requests: list[list[dict[str, Any]]],
     *,
     disclosure: bool,
+    consents: list[ConsentFacts] | None = None,
 ) -> list[tuple[Decision, ...]]:
     """The decisions of several cases (`requests[i]` on `cases[i]`, cached under `keys[i]`):
-    those not in the cache in one Cedar call, each as it would be decided alone."""
+    those not in the cache in one Cedar call, each as it would be decided alone.
+    `consents[i]`: the consent to `cases[i]`, for disclosure requests (an entity each)."""
     answers: list[tuple[Decision, ...] | None] = [_DECISIONS.lookup(key) for key in keys]
     missing = [i for i, answer in enumerate(answers) if answer is None]
-    merged, held, alone = _merged_entities(principal, [cases[i] for i in missing])
+    asked = None if consents is None else [consents[i] for i in missing]
+    merged, held, alone = _merged_entities(principal, [cases[i] for i in missing], asked)
     calls = [([missing[p] for p in held], merged)] if held else []
-    calls += [([missing[p]], _entities(principal, cases[missing[p]])) for p in alone]
+    calls += [
+        (
+            [missing[p]],
+            _case_entities(principal, cases[missing[p]], None if asked is None else asked[p]),
+        )
+        for p in alone
+    ]
     extra = _CATEGORY_ENTITIES if disclosure else []
     for group, entities in calls:
         flat = [request for i in group for request in requests[i]]
@@ -661,6 +694,7 @@ def disclosable_categories_each(
         [case for case, _ in facts],
         [_disclosure_requests(principal, case, consent, categories) for case, consent in facts],
         disclosure=True,
+        consents=[consent for _, consent in facts],
     )
     return [dict(zip(categories, answer, strict=True)) for answer in decided]
 
@@ -674,7 +708,7 @@ def _disclosure_requests(
     context = {
         "case": _ref(_CASE, case.referral_id),
         "relation": relation_of(principal, case).value,
-        "consent": _consent_record(consent),
+        "consent": _ref(_CONSENT, case.referral_id),
     }
     principal_uid = {"type": _USER, "id": principal.subject}
     action_uid = {"type": _ACTION, "id": Action.DISCLOSE.value}
@@ -698,7 +732,8 @@ def disclosable_categories(
 
     def evaluate() -> tuple[Decision, ...]:
         requests = _disclosure_requests(principal, case, consent, categories)
-        return tuple(_evaluate(requests, _disclosure_entities(principal, case), disclosure=True))
+        entities = _disclosure_entities(principal, case, consent)
+        return tuple(_evaluate(requests, entities, disclosure=True))
 
     decisions = _DECISIONS.get(("disclose", principal, case, consent), evaluate)
     return dict(zip(categories, decisions, strict=True))
@@ -718,7 +753,8 @@ def may_disclose(
     if case is None:
         return _deny("a disclosure needs the facts of a case")
     requests = _disclosure_requests(principal, case, consent or NO_CONSENT, [cat])
-    return _evaluate(requests, _disclosure_entities(principal, case), disclosure=True)[0]
+    entities = _disclosure_entities(principal, case, consent or NO_CONSENT)
+    return _evaluate(requests, entities, disclosure=True)[0]
 
 
 # ----------------------------------------------------------------- explain ---
