@@ -64,7 +64,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Every benchmark (about 7 minutes on 2 cores); REFERRAL_BENCH_DATABASE_URL=postgresql+psycopg://...
+# Every benchmark (4 to 7 minutes on 2 cores); REFERRAL_BENCH_DATABASE_URL=postgresql+psycopg://...
 # runs the API rows on PostgreSQL.
 bench: install
 	$(BIN)/python -m bench
