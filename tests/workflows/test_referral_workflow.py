@@ -81,6 +81,10 @@ async def env(
                 gatekeeper=runtime.gatekeeper,
             ):
                 yield isolated
+                # End what the test left running before the worker leaves, as on the shared
+                # server: a CI run hung for good in this teardown (PostgreSQL, after the
+                # whole suite), with the worker shutting down beside a workflow still open.
+                await _terminate_started()
         finally:
             _STARTED.clear()
             await isolated.shutdown()
@@ -96,11 +100,16 @@ async def env(
     async with worker:
         yield time_skipping_env
         # Workflows left waiting on timers would hold back time skipping in later tests.
-        while _STARTED:
-            handle = _STARTED.pop()
-            desc = await handle.describe()
-            if desc.status == WorkflowExecutionStatus.RUNNING:
-                await handle.terminate("test over")
+        await _terminate_started()
+
+
+async def _terminate_started() -> None:
+    """Terminate every workflow the test started that still runs."""
+    while _STARTED:
+        handle = _STARTED.pop()
+        desc = await handle.describe()
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test over")
 
 
 async def start(
