@@ -29,10 +29,6 @@ import uvicorn
 
 from services.policy_cli import app as policy_app
 from services.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from services.runtime import Runtime
-
 from services.supervisor import (
     Component,
     RestartPolicy,
@@ -42,6 +38,9 @@ from services.supervisor import (
     http_liveness,
     tcp_liveness,
 )
+
+if TYPE_CHECKING:
+    from services.runtime import Runtime
 
 KEYCLOAK_SCRIPTS = Path(__file__).resolve().parent.parent / "deploy" / "keycloak"
 REALM_EXPORT = KEYCLOAK_SCRIPTS / "realm" / "referral-realm.json"

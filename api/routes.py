@@ -163,10 +163,11 @@ def project(
     referral, case, consent = guard(session, access, referral_id, policy.Action.VIEW_REFERRAL)
     decisions = access.disclosures(case=case, consent=consent)
     follows = access.decide(action=policy.Action.VIEW_STAGE, case=case, consent=consent)
-    to_office = access.principal.organisation == referral.referring_office
     # the channel to justice is read once: for the view and for what its recipient received
     messages = (
-        referrals.justice_messages(session=session, referral_id=referral_id) if to_office else []
+        referrals.justice_messages(session=session, referral_id=referral_id)
+        if access.principal.organisation == referral.referring_office
+        else None
     )
     view, disclosed = referrals.case_view(
         session=session,
@@ -176,10 +177,10 @@ def project(
         decisions=decisions,
         consent=consent,
         stage_visible=referrals.may_see_stage(decisions, follows),
-        messages=messages if to_office else None,
+        messages=messages,
     )
     access.disclose(disclosed)
-    if to_office:
+    if messages is not None:
         # what the channel to justice carried reaches its recipient with this view
         compliance = policy.DataCategory.COMPLIANCE.value in disclosed
         access.receive(

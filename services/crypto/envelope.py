@@ -242,12 +242,7 @@ class PersonalDataVault:
     def shred(self, *, session: Session, referral_id: uuid.UUID) -> None:
         """Destroy the referral's data key; its sealed values can never be opened again."""
         now = _utcnow()
-        pinned: dict[uuid.UUID, ReferralDataKey] = session.info.setdefault(_PINNED_ROWS, {})
-        row = pinned.get(referral_id)
-        if row is None:
-            # a prebuilt statement: Session.get builds one per call, which cost a read more
-            # than the rest of opening its fields
-            row = session.exec(_DATA_KEY, params={"referral_id": referral_id}).one_or_none()
+        row = session.get(ReferralDataKey, referral_id)
         if row is None:
             # A tombstone, so a later seal cannot quietly create a fresh key for a purged
             # referral.
