@@ -8,7 +8,6 @@ all of them.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ from api.cli import dev_stack_components
 from services.runtime import load_keyring
 from services.settings import Settings
 from services.supervisor import RestartPolicy, Supervisor
+from tests.ports import restartable_port
 
 pytestmark = pytest.mark.integration
 
 NAMES = ("temporal", "worker", "api")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -45,7 +39,8 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Supervisor, str, Path]]:
-    api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+    # below the ephemeral range: a killed process comes back on the same port
+    api_port, temporal_port, ui_port = (restartable_port() for _ in range(3))
     env = {
         "REFERRAL_ENVIRONMENT": "development",
         "REFERRAL_DATA_DIR": str(tmp_path),

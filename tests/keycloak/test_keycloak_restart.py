@@ -24,6 +24,7 @@ from deploy.keycloak.server import (
     running_keycloak,
 )
 from services.errors import Unavailable
+from tests.ports import restartable_port
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.integration]
 
@@ -56,10 +57,12 @@ def test_a_token_issued_before_a_restart_validates_after_it(tmp_path: Path) -> N
         find_java()
     except KeycloakUnavailable as exc:
         pytest.skip(f"Keycloak needs Java 17+ and none was found: {exc}")
-    # The same ports on both runs: the issuer (`iss`) names the port.
-    port, management_port = free_port(), free_port()
+    # The same port on both runs (the issuer, `iss`, names it), below the ephemeral range
+    # so that no client connection takes it while Keycloak is down; the management port
+    # is not part of the issuer and is new on each start.
+    port = restartable_port()
     run_dir = tmp_path / "keycloak"
-    with running_keycloak(port, run_dir, management_port=management_port) as kc:
+    with running_keycloak(port, run_dir, management_port=free_port()) as kc:
         grant = password_grant(kc, USER)
         assert grant.status_code == 200, grant.text
         token = grant.json()["access_token"]
@@ -76,7 +79,7 @@ def test_a_token_issued_before_a_restart_validates_after_it(tmp_path: Path) -> N
         started_during_outage.validate(token)
     assert not started_during_outage.identity_provider_reachable()
 
-    with running_keycloak(port, run_dir, management_port=management_port) as kc:
+    with running_keycloak(port, run_dir, management_port=free_port()) as kc:
         assert kc.issuer == issuer
         # the API process that was up all along, the one started during the outage, a new one
         for validator in (long_lived, started_during_outage, _validator(issuer, jwks_url)):

@@ -24,14 +24,9 @@ from typing import Any
 import httpx
 from jwt.algorithms import RSAAlgorithm
 
+from tests.ports import restartable_port
 from tests.tokens import TokenMinter
 from workflows.binaries import temporal_binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -132,7 +127,7 @@ def build_stack(
     task_queue: str,
 ) -> Stack:
     """Start the three components (Temporal first) and return them running."""
-    temporal_port, api_port = free_port(), free_port()
+    temporal_port, api_port = restartable_port(), restartable_port()
     address = f"127.0.0.1:{temporal_port}"
     api_url = f"http://127.0.0.1:{api_port}"
     env = {
@@ -167,9 +162,9 @@ def build_stack(
             "--port",
             str(temporal_port),
             "--http-port",
-            str(free_port()),
+            str(restartable_port()),
             "--metrics-port",
-            str(free_port()),
+            str(restartable_port()),
             "--headless",
             "--log-level",
             "error",
@@ -216,7 +211,7 @@ class JwksServer:
         jwk = json.loads(RSAAlgorithm.to_jwk(minter.key.public_key()))
         jwk.update({"kid": minter.kid, "use": "sig", "alg": "RS256"})
         self._body = json.dumps({"keys": [jwk]}).encode()
-        self.port = free_port()
+        self.port = restartable_port()
         self.url = f"http://127.0.0.1:{self.port}/jwks.json"
         self._server: http.server.ThreadingHTTPServer | None = None
 
