@@ -15,7 +15,9 @@
 #
 # Only the export line goes to stdout; everything else goes to stderr.
 # Environment: REFERRAL_CI_PG_DIR (state dir, default /tmp/referral-ci-pg),
-#              REFERRAL_CI_PGPORT (force a port; default 55432 if free, else any free port).
+#              REFERRAL_CI_PGPORT (force a port; default 25432 if free, else any free port;
+#              25432 lies below the ephemeral range, so no client connection takes it while
+#              the reliability suite has the server restarting).
 # Run as root (CI): the server runs as the `postgres` user through runuser. As a normal user
 # with PostgreSQL installed it runs the server as that user.
 set -euo pipefail
@@ -24,7 +26,7 @@ STATE_DIR="${REFERRAL_CI_PG_DIR:-/tmp/referral-ci-pg}"
 DATA_DIR="$STATE_DIR/data"
 LOG_FILE="$STATE_DIR/postgres.log"
 PORT_FILE="$STATE_DIR/port"
-DEFAULT_PORT=55432
+DEFAULT_PORT=25432
 ROLE=referral
 PASSWORD=referral
 DATABASE=referral_test
