@@ -88,6 +88,12 @@ SIZES = {
     "recheck": Sizes(
         creates=(64,), lifecycles=(64,), gets=(), audit_appends=False, projection=False
     ),
+    # the lifecycle rows below the heaviest, e.g. to compare a change against its baseline
+    "lifecycles": Sizes(
+        creates=(), lifecycles=(4, 16), gets=(), audit_appends=False, projection=False
+    ),
+    # the GET rows alone
+    "gets": Sizes(creates=(), lifecycles=(), gets=(8, 32), audit_appends=False, projection=False),
     # the heaviest row alone, e.g. to read the API's log after it
     "lifecycles-64": Sizes(
         creates=(), lifecycles=(64,), gets=(), audit_appends=False, projection=False
