@@ -6,7 +6,8 @@ and its restart on the same port, any client connection of the test run (to the
 database, to Temporal, over HTTP) may be given that port, and the restart fails with
 "address already in use": a CI run lost a Keycloak restart that way. A port below the
 ephemeral range is never given to an outgoing connection, only to a server that asks for
-it, so a server can come back on it.
+it, so a server can come back on it. A server started once takes any free port
+(`deploy.keycloak.server.free_port`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,6 @@ _DEFAULT_EPHEMERAL_LOW = 32768  # Linux's default when the file cannot be read
 _SPAN = 10_000
 _COMPANION_OFFSET = 1000  # servers that derive a second port as port + 1000 (Temporal's HTTP)
 _handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free now, for a server started once (it may be reused by anyone later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ephemeral_low() -> int:
