@@ -141,11 +141,18 @@ def _rows() -> tuple[Principal, list[tuple[CaseFacts, ConsentFacts | None]]]:
         update={"referral_id": "unknown-sector", "accepted_provider_sector": None}
     )
     rows += [(known, consent_in("active")), (unknown, consent_in("active"))]
-    # two rows of one id whose facts differ
+    # two rows of one id whose facts differ where the policies look (the second's framework
+    # leaves the principal's organisation out; a framework is carried only as far as the
+    # principal's organisation is concerned, see policy._PRINCIPAL_ONLY_SETS)
     rows += [
         (case.model_copy(update={"referral_id": "twice"}), consent_in("active")),
         (
-            case.model_copy(update={"referral_id": "twice", "framework_members": frozenset({org})}),
+            case.model_copy(
+                update={
+                    "referral_id": "twice",
+                    "framework_members": case.framework_members - {org},
+                }
+            ),
             consent_in("active"),
         ),
     ]

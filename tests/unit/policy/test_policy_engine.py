@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import cedarpy
+import pytest
 from policy_factories import consent_in, situation
 
+from services import policy
 from services.policy import (
     ENGINE,
     Action,
@@ -177,3 +181,75 @@ def test_no_policy_permits_is_a_default_deny() -> None:
 def test_explain_refuses_unknown_roles() -> None:
     decision = explain("janitor", "justice", "referrer", "identity", "active")
     assert not decision.allowed and decision.errors
+
+
+def _policy_code() -> str:
+    """The policies without their comments (a comment may name an attribute freely)."""
+    return "\n".join(line.split("//", 1)[0] for line in ENGINE.policy_text.splitlines())
+
+
+def test_the_policies_ask_of_a_pruned_set_only_whether_it_holds_the_principal() -> None:
+    # The entities carry at most the principal (or its organisation) in these sets; that is
+    # exact only while every use of the attribute is this one question. A new policy that
+    # asks anything else of them (its size, another member) must fail here.
+    code = _policy_code()
+    for attribute, member in policy._PRINCIPAL_ONLY_SETS.items():
+        uses = re.findall(rf"\b{attribute}\b", code)
+        asked = re.findall(
+            rf"\.\s*{attribute}\s*\.\s*contains\s*\(\s*{re.escape(member)}\s*\)", code
+        )
+        assert uses, f"no policy reads {attribute}: drop it from _PRINCIPAL_ONLY_SETS"
+        assert len(asked) == len(uses), f"a policy asks {attribute} more than membership"
+
+
+def test_a_large_framework_costs_one_reference_and_decides_as_before() -> None:
+    members = frozenset({"pk", "cad", "caw"} | {f"provider-{i}" for i in range(60)})
+    case = CASE.model_copy(
+        update={"framework_members": members, "assigned_workers": frozenset({"u", "w2", "w3"})}
+    )
+    inside = _principal("provider-7")
+    outside = _principal("elsewhere")
+    for principal, expected in ((inside, ["provider-7"]), (outside, [])):
+        by_type = {e["uid"]["type"]: e for e in policy._entities(principal, case)}
+        participants = by_type["Referral::Framework"]["attrs"]["participants"]
+        assert [p["__entity"]["id"] for p in participants] == expected
+        workers = by_type["Referral::Case"]["attrs"]["assigned_workers"]
+        assert [w["__entity"]["id"] for w in workers] == ["u"]
+    # the tenancy forbid still tells a member of the framework from an organisation outside it
+    outside_framework = "tenancy.forbid-case-action-outside-framework"
+    assert outside_framework not in authorize(inside, Action.VIEW_REFERRAL, case).policy_ids
+    denied = authorize(outside, Action.VIEW_REFERRAL, case)
+    assert not denied.allowed
+    assert outside_framework in denied.policy_ids
+
+
+def test_the_action_hierarchy_is_read_from_the_schema_with_nested_groups() -> None:
+    schema = """
+    namespace N {
+      entity U;
+      action all_steps;  // a group
+      action "case step" in all_steps;
+      action a, b
+        in ["case step"] appliesTo { principal: [U], resource: [U] };
+      action lone appliesTo { principal: [U], resource: [U] };
+    }
+    """
+    assert policy._action_ancestors(schema) == {
+        "all_steps": frozenset(),
+        "case step": frozenset({"all_steps"}),
+        "a": frozenset({"case step", "all_steps"}),
+        "b": frozenset({"case step", "all_steps"}),
+        "lone": frozenset(),
+    }
+
+
+def test_an_action_declaration_it_cannot_read_stops_the_engine() -> None:
+    with pytest.raises(policy.PolicyConfigurationError, match="cannot read the action"):
+        policy._action_ancestors('namespace N { action a in [Other::Action::"g"]; }')
+
+
+def test_every_action_has_a_slice_holding_only_policies_that_can_match_it() -> None:
+    assert set(ENGINE.slices) == {action.value for action in Action}
+    for action in Action:
+        assert 0 < len(ENGINE.policies_for(action.value)) < len(ENGINE.policy_set)
+    assert ENGINE.policies_for("not-an-action") is ENGINE.policy_set

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import cedarpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services import policy
 from services.policy import (
     CASE_ACTIONS,
+    ENGINE,
+    REGISTRY_ACTIONS,
+    Action,
     CaseFacts,
     ConsentFacts,
     ConsentPurpose,
     ConsentState,
+    ConsentWidening,
     DataCategory,
     Relation,
     authorize,
@@ -102,3 +108,64 @@ def test_nothing_needing_consent_flows_without_an_active_consent(
     if allowed - {DataCategory.ACCESS_LOG}:
         assert relation_of(principal, case) is Relation.REFERRER
         assert principal.sector is Sector.JUSTICE
+
+
+def _raw(results: list[cedarpy.AuthzResult]) -> list[tuple[bool, list[str], list[str]]]:
+    return [
+        (r.allowed, sorted(r.diagnostics.reasons), sorted(r.diagnostics.errors)) for r in results
+    ]
+
+
+widenings = st.none() | st.builds(
+    ConsentWidening,
+    purposes=st.frozensets(st.sampled_from([p.value for p in ConsentPurpose])),
+    categories=st.frozensets(st.sampled_from([c.value for c in DataCategory])),
+    recipients=st.frozensets(st.sampled_from(ORGS + ["justice", "health", "welfare"])),
+    extends_validity=st.booleans(),
+)
+
+
+@SETTINGS
+@given(
+    principal=principals,
+    case=cases,
+    consent=consents,
+    widening=widenings,
+    sector=st.none() | st.sampled_from(Sector),
+)
+def test_each_action_is_decided_on_its_slice_as_on_the_whole_policy_set(
+    principal: Principal,
+    case: CaseFacts,
+    consent: ConsentFacts,
+    widening: ConsentWidening | None,
+    sector: Sector | None,
+) -> None:
+    # The engine evaluates a request only on the policies whose action scope admits its
+    # action: the same decision, the same reasons (positional ids) and the same errors.
+    case = case.model_copy(update={"accepted_provider_sector": sector and sector.value})
+    consent = consent.model_copy(update={"widening": widening})
+    for action in Action:
+        if action is Action.DISCLOSE:
+            requests = policy._disclosure_requests(principal, case, consent, list(DataCategory))
+            entities = policy._disclosure_entities(principal, case, consent)
+        elif action in REGISTRY_ACTIONS:
+            requests = [
+                {
+                    "principal": {"type": "Referral::User", "id": principal.subject},
+                    "action": {"type": "Referral::Action", "id": action.value},
+                    "resource": policy._REGISTRY_UID,
+                    "context": {},
+                }
+            ]
+            entities = policy._entities(principal, None)
+        else:
+            requests = [policy._case_request(principal, action, case, consent)]
+            entities = policy._entities(principal, case)
+        whole = cedarpy.is_authorized_batch(
+            requests, ENGINE.policy_set, entities, schema=ENGINE.schema
+        )
+        sliced = cedarpy.is_authorized_batch(
+            requests, ENGINE.policies_for(action.value), entities, schema=ENGINE.schema
+        )
+        assert _raw(sliced) == _raw(whole), action
+        assert len(ENGINE.policies_for(action.value)) < len(ENGINE.policy_set)
