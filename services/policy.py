@@ -250,6 +250,11 @@ def load_engine(policy_dir: Path = POLICY_DIR) -> PolicyEngine:
     )
 
 
+def without_comments(text: str) -> str:
+    """Cedar policy or schema text without its `//` comments (which may name anything)."""
+    return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+
+
 _IDENT = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"[^"\\]*"')
 # An action declaration starts a statement: `action a, b in [g] appliesTo {...};`.
 _ACTION_DECLARATION = re.compile(r"(?:\A|(?<=[;{}]))\s*action\s+([^;]*);", re.S)
@@ -268,7 +273,7 @@ def _action_ancestors(schema_text: str) -> dict[str, frozenset[str]]:
     Read from the schema's action declarations (plain or quoted names, groups of the same
     namespace); anything else there stops the engine rather than be guessed.
     """
-    code = "\n".join(line.split("//", 1)[0] for line in schema_text.splitlines())
+    code = without_comments(schema_text)
     parents: dict[str, set[str]] = {}
     for declaration in _ACTION_DECLARATION.findall(code):
         head = declaration.split("appliesTo", 1)[0]
@@ -652,15 +657,8 @@ def authorize(
         if category is None:
             return _deny("disclose needs context={'category': ...}; see disclosable_categories")
         return may_disclose(principal, category, case, consent)
-    principal_uid = {"type": _USER, "id": principal.subject}
-    action_uid = {"type": _ACTION, "id": act.value}
     if act in REGISTRY_ACTIONS:
-        request = {
-            "principal": principal_uid,
-            "action": action_uid,
-            "resource": _REGISTRY_UID,
-            "context": _merge_context({}, context),
-        }
+        request = _registry_request(principal, act, context)
         return _evaluate([request], _entities(principal, None))[0]
     if case is None:
         return _deny(f"action {act.value!r} needs the facts of a case")
@@ -673,6 +671,17 @@ def authorize(
         ("authorize", act, principal, case, consent),
         lambda: (_evaluate([request], _entities(principal, case))[0],),
     )[0]
+
+
+def _registry_request(
+    principal: Principal, action: Action, context: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "principal": {"type": _USER, "id": principal.subject},
+        "action": {"type": _ACTION, "id": action.value},
+        "resource": _REGISTRY_UID,
+        "context": _merge_context({}, context),
+    }
 
 
 def _case_request(

@@ -183,16 +183,11 @@ def test_explain_refuses_unknown_roles() -> None:
     assert not decision.allowed and decision.errors
 
 
-def _policy_code() -> str:
-    """The policies without their comments (a comment may name an attribute freely)."""
-    return "\n".join(line.split("//", 1)[0] for line in ENGINE.policy_text.splitlines())
-
-
 def test_the_policies_ask_of_a_pruned_set_only_whether_it_holds_the_principal() -> None:
     # The entities carry at most the principal (or its organisation) in these sets; that is
     # exact only while every use of the attribute is this one question. A new policy that
     # asks anything else of them (its size, another member) must fail here.
-    code = _policy_code()
+    code = policy.without_comments(ENGINE.policy_text)
     for attribute, member in policy._PRINCIPAL_ONLY_SETS.items():
         uses = re.findall(rf"\b{attribute}\b", code)
         asked = re.findall(

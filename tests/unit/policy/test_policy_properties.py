@@ -149,14 +149,7 @@ def test_each_action_is_decided_on_its_slice_as_on_the_whole_policy_set(
             requests = policy._disclosure_requests(principal, case, consent, list(DataCategory))
             entities = policy._disclosure_entities(principal, case, consent)
         elif action in REGISTRY_ACTIONS:
-            requests = [
-                {
-                    "principal": {"type": "Referral::User", "id": principal.subject},
-                    "action": {"type": "Referral::Action", "id": action.value},
-                    "resource": policy._REGISTRY_UID,
-                    "context": {},
-                }
-            ]
+            requests = [policy._registry_request(principal, action)]
             entities = policy._entities(principal, None)
         else:
             requests = [policy._case_request(principal, action, case, consent)]
