@@ -15,7 +15,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -195,6 +195,11 @@ class PolicyEngine:
     # action id -> the policies whose action scope admits that action, under the same
     # positional ids (see `_slices`).
     slices: Mapping[str, cedarpy.PolicySet]
+    # (allowed, Cedar's reasons, disclosure?) -> the `Decision` of an error-free answer: it
+    # depends on nothing else, and a batch of eight categories usually repeats two or three.
+    clean_decisions: dict[tuple[bool, tuple[str, ...], bool], Decision] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def stable_id(self, cedar_id: str) -> str:
         return self.ids.get(cedar_id, cedar_id)
@@ -524,21 +529,39 @@ def _deny(*errors: str) -> Decision:
     return Decision(allowed=False, errors=errors)
 
 
+_CLEAN_DECISIONS_MAX: Final = 4096
+
+
 def _decision(
     result: cedarpy.AuthzResult, policy_engine: PolicyEngine, *, disclosure: bool
 ) -> Decision:
     diagnostics = result.diagnostics
+    if not diagnostics.errors:
+        key = (result.allowed, tuple(diagnostics.reasons), disclosure)
+        known = policy_engine.clean_decisions.get(key)
+        if known is None:
+            known = _clean_decision(key[0], key[1], policy_engine, disclosure=disclosure)
+            # Bounded by the policies' combinations; dict writes are atomic under the GIL.
+            if len(policy_engine.clean_decisions) < _CLEAN_DECISIONS_MAX:
+                policy_engine.clean_decisions[key] = known
+        return known
     errors = tuple(
         _POSITIONAL_ID.sub(lambda m: f"`{policy_engine.stable_id(m.group(1))}`", error)
         for error in diagnostics.errors
     )
     policy_ids = tuple(sorted(policy_engine.stable_id(r) for r in diagnostics.reasons))
-    if errors:
-        # Fail closed: a policy that could not be evaluated might have been a forbid.
-        # Keep the ids of forbids that did match; drop permits.
-        kept = () if result.allowed else policy_ids
-        return Decision(allowed=False, policy_ids=kept, errors=errors)
-    if not result.allowed:
+    # Fail closed: a policy that could not be evaluated might have been a forbid.
+    # Keep the ids of forbids that did match; drop permits.
+    kept = () if result.allowed else policy_ids
+    return Decision(allowed=False, policy_ids=kept, errors=errors)
+
+
+def _clean_decision(
+    allowed: bool, reasons: tuple[str, ...], policy_engine: PolicyEngine, *, disclosure: bool
+) -> Decision:
+    """The decision of an answer Cedar gave without errors."""
+    policy_ids = tuple(sorted(policy_engine.stable_id(r) for r in reasons))
+    if not allowed:
         return Decision(allowed=False, policy_ids=policy_ids)
     if not disclosure:
         return Decision(allowed=True, policy_ids=policy_ids)
@@ -833,11 +856,15 @@ def _disclosure_requests(
     consent: ConsentFacts,
     categories: Iterable[str],
 ) -> list[dict[str, Any]]:
-    context = {
-        "case": _ref(_CASE, case.referral_id),
-        "relation": relation_of(principal, case).value,
-        "consent": _ref(_CONSENT, case.referral_id),
-    }
+    # One JSON text for the context all of them share: cedarpy passes a text through as it
+    # is, where it would copy each request and encode its context dict again.
+    context = json.dumps(
+        {
+            "case": _ref(_CASE, case.referral_id),
+            "relation": relation_of(principal, case).value,
+            "consent": _ref(_CONSENT, case.referral_id),
+        }
+    )
     principal_uid = {"type": _USER, "id": principal.subject}
     action_uid = {"type": _ACTION, "id": Action.DISCLOSE.value}
     return [

@@ -248,3 +248,39 @@ def test_every_action_has_a_slice_holding_only_policies_that_can_match_it() -> N
     for action in Action:
         assert 0 < len(ENGINE.policies_for(action.value)) < len(ENGINE.policy_set)
     assert ENGINE.policies_for("not-an-action") is ENGINE.policy_set
+
+
+def _answer(
+    allowed: bool, reasons: list[str], errors: list[str] | None = None
+) -> cedarpy.AuthzResult:
+    return cedarpy.AuthzResult(
+        {
+            "decision": "Allow" if allowed else "Deny",
+            "diagnostics": {"reason": reasons, "errors": errors or []},
+        }
+    )
+
+
+def test_a_clean_answer_is_translated_once_and_by_everything_it_depends_on() -> None:
+    # Cedar answers a batch of eight categories with two or three distinct (decision,
+    # reasons) pairs: each is translated once. The memo must key on the whole of what the
+    # translation reads: the same reasons as a disclosure carry a projection, as a step not.
+    permit = next(pid for pid, notes in ENGINE.annotations.items() if "projection" in notes)
+    cedar_id = next(cid for cid, pid in ENGINE.ids.items() if pid == permit)
+    ENGINE.clean_decisions.clear()
+    disclosed = policy._decision(_answer(True, [cedar_id]), ENGINE, disclosure=True)
+    stepped = policy._decision(_answer(True, [cedar_id]), ENGINE, disclosure=False)
+    denied = policy._decision(_answer(False, [cedar_id]), ENGINE, disclosure=True)
+    assert disclosed.allowed and disclosed.projection == ENGINE.annotations[permit]["projection"]
+    assert disclosed.policy_ids == stepped.policy_ids == denied.policy_ids == (permit,)
+    assert stepped.allowed and stepped.projection is None
+    assert not denied.allowed and denied.projection is None
+    assert policy._decision(_answer(True, [cedar_id]), ENGINE, disclosure=True) is disclosed
+    assert len(ENGINE.clean_decisions) == 3
+    # An answer with errors fails closed and is never kept: its texts differ each time.
+    failed = policy._decision(
+        _answer(True, [cedar_id], [f"error in `{cedar_id}`"]), ENGINE, disclosure=True
+    )
+    assert not failed.allowed and failed.errors == (f"error in `{permit}`",)
+    assert failed.policy_ids == ()
+    assert len(ENGINE.clean_decisions) == 3
