@@ -180,6 +180,60 @@ class Decision(BaseModel):
         return not self.allowed and not self.policy_ids and not self.errors
 
 
+class DecisionCache:
+    """Recent decisions by the facts they were taken on.
+
+    A decision is a pure function of the policy set (parsed once, at import, and never
+    changed while the process runs) and of the facts passed in: the principal, the case,
+    the consent (its expiry already evaluated) and the action or categories asked. Those
+    facts are frozen values and together form the key, so an answer from the cache is the
+    one Cedar would give: any change of a fact (a new consent version, an accepted offer, a
+    care worker released) is a different key. Reads of an unchanged case by the same person
+    (a UI refreshing, a client polling a stage) then cost no Cedar call. A decision that
+    could not be evaluated cleanly is never kept. Thread-safe; least recently used first out.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[Hashable, tuple[Decision, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, evaluate: Callable[[], tuple[Decision, ...]]
+    ) -> tuple[Decision, ...]:
+        """The decisions for `key`, evaluated (and kept, if clean) on a miss."""
+        found = self.lookup(key)
+        if found is not None:
+            return found
+        decisions = evaluate()
+        self.keep(key, decisions)
+        return decisions
+
+    def lookup(self, key: Hashable) -> tuple[Decision, ...] | None:
+        """The decisions kept for `key`, if any."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def keep(self, key: Hashable, decisions: tuple[Decision, ...]) -> None:
+        """Keep `decisions` for `key`, unless one of them could not be evaluated cleanly."""
+        if self._max <= 0 or any(d.errors for d in decisions):
+            return
+        with self._lock:
+            self._entries[key] = decisions
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass(frozen=True)
 class PolicyEngine:
     """The parsed, validated policy set and schema, reused by every call."""
@@ -197,9 +251,7 @@ class PolicyEngine:
     slices: Mapping[str, cedarpy.PolicySet]
     # (allowed, Cedar's reasons, disclosure?) -> the `Decision` of an error-free answer: it
     # depends on nothing else, and a batch of eight categories usually repeats two or three.
-    clean_decisions: dict[tuple[bool, tuple[str, ...], bool], Decision] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    clean_decisions: DecisionCache = field(default_factory=DecisionCache, compare=False, repr=False)
 
     def stable_id(self, cedar_id: str) -> str:
         return self.ids.get(cedar_id, cedar_id)
@@ -529,22 +581,16 @@ def _deny(*errors: str) -> Decision:
     return Decision(allowed=False, errors=errors)
 
 
-_CLEAN_DECISIONS_MAX: Final = 4096
-
-
 def _decision(
     result: cedarpy.AuthzResult, policy_engine: PolicyEngine, *, disclosure: bool
 ) -> Decision:
     diagnostics = result.diagnostics
     if not diagnostics.errors:
-        key = (result.allowed, tuple(diagnostics.reasons), disclosure)
-        known = policy_engine.clean_decisions.get(key)
-        if known is None:
-            known = _clean_decision(key[0], key[1], policy_engine, disclosure=disclosure)
-            # Bounded by the policies' combinations; dict writes are atomic under the GIL.
-            if len(policy_engine.clean_decisions) < _CLEAN_DECISIONS_MAX:
-                policy_engine.clean_decisions[key] = known
-        return known
+        allowed, reasons = result.allowed, tuple(diagnostics.reasons)
+        return policy_engine.clean_decisions.get(
+            (allowed, reasons, disclosure),
+            lambda: (_clean_decision(allowed, reasons, policy_engine, disclosure=disclosure),),
+        )[0]
     errors = tuple(
         _POSITIONAL_ID.sub(lambda m: f"`{policy_engine.stable_id(m.group(1))}`", error)
         for error in diagnostics.errors
@@ -591,57 +637,6 @@ def _evaluate(
     if len(results) != len(requests):
         return [_deny("policy engine returned an incomplete answer") for _ in requests]
     return [_decision(result, policy_engine, disclosure=disclosure) for result in results]
-
-
-class DecisionCache:
-    """Recent decisions by the facts they were taken on.
-
-    A decision is a pure function of the policy set (parsed once, at import, and never
-    changed while the process runs) and of the facts passed in: the principal, the case,
-    the consent (its expiry already evaluated) and the action or categories asked. Those
-    facts are frozen values and together form the key, so an answer from the cache is the
-    one Cedar would give: any change of a fact (a new consent version, an accepted offer, a
-    care worker released) is a different key. Reads of an unchanged case by the same person
-    (a UI refreshing, a client polling a stage) then cost no Cedar call. A decision that
-    could not be evaluated cleanly is never kept. Thread-safe; least recently used first out.
-    """
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._max = max_entries
-        self._entries: OrderedDict[Hashable, tuple[Decision, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(
-        self, key: Hashable, evaluate: Callable[[], tuple[Decision, ...]]
-    ) -> tuple[Decision, ...]:
-        """The decisions for `key`, evaluated (and kept, if clean) on a miss."""
-        found = self.lookup(key)
-        if found is not None:
-            return found
-        decisions = evaluate()
-        self.keep(key, decisions)
-        return decisions
-
-    def lookup(self, key: Hashable) -> tuple[Decision, ...] | None:
-        """The decisions kept for `key`, if any."""
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def keep(self, key: Hashable, decisions: tuple[Decision, ...]) -> None:
-        """Keep `decisions` for `key`, unless one of them could not be evaluated cleanly."""
-        if self._max <= 0 or any(d.errors for d in decisions):
-            return
-        with self._lock:
-            self._entries[key] = decisions
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 _DECISIONS: Final = DecisionCache()
