@@ -11,9 +11,12 @@ Every row is a closed loop: `concurrency` clients each send their next unit of w
 soon as the last one answered, for a fixed time; a unit started before the end may finish
 within its time-out. A unit is a create (POST /referrals, 201), a full lifecycle (create,
 consent, offer, accept, intake, progress, close, decision: the referral closed), or a GET
-of one referral (authenticated, authorised and audited). Throughput counts completed units
-over the row's whole time, so stalls count against it; every other answer, exception or
-time-out is an error, counted by kind. The audit log's appends/s with 8 writers come from
+of one referral (authenticated, authorised and audited). Creates and lifecycles are driven
+from Python (httpx, the Temporal client); the GETs, of the API and of the bare route alike,
+by wrk (`wrk_loop`): at about 2 ms of CPU a request, httpx would take a core of its own and
+cap the bare route at what the client can send. Throughput counts completed units over the
+row's whole time, so stalls count against it; every other answer, exception or time-out is
+an error, counted by kind. The audit log's appends/s with 8 writers come from
 `bench/audit_bench.py`, the per-category projection's cost from `bench/policy_bench.py`.
 
 REFERRAL_BENCH_SIZE=quick gives a short smoke run (`make bench-quick`); REFERRAL_BENCH_LOG_DIR
@@ -23,6 +26,7 @@ keeps the servers' logs.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -128,8 +132,12 @@ class Measure:
     retries: int = 0  # steps not answered in time (a 503 of the API), tried again
 
     @property
+    def completed(self) -> int:
+        return len(self.latencies)
+
+    @property
     def rate(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+        return self.completed / self.elapsed if self.elapsed else 0.0
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -141,7 +149,7 @@ class Measure:
         p50, p99 = self.percentile(0.5), self.percentile(0.99)
         return {
             "concurrency": self.concurrency,
-            "completed": len(self.latencies),
+            "completed": self.completed,
             "per_second": round(self.rate, 2),
             "p50_ms": None if p50 is None else round(p50 * 1000, 1),
             "p99_ms": None if p99 is None else round(p99 * 1000, 1),
@@ -164,6 +172,21 @@ class Measure:
         if self.retries:
             text += f" ({self.retries} × not answered in time, tried again)"
         return text
+
+
+@dataclass
+class WrkMeasure(Measure):
+    """One side of a GET row, measured by wrk: counts and wrk's percentiles, not every latency."""
+
+    answered: int = 0
+    quantiles: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> int:
+        return self.answered
+
+    def percentile(self, q: float) -> float | None:
+        return self.quantiles.get(q) if self.answered else None
 
 
 def _duration(seconds: float) -> str:
@@ -196,6 +219,47 @@ async def closed_loop(
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     measure.elapsed = time.perf_counter() - start
+    return measure
+
+
+WRK_REPORT = Path(__file__).with_name("wrk_report.lua")
+
+
+async def wrk_loop(
+    url: str, headers: dict[str, str], concurrency: int, seconds: float, timeout: float
+) -> Measure:
+    """`concurrency` connections of wrk, each sending its next GET as soon as the last one
+    was answered, for `seconds`: a closed loop like `closed_loop`'s, from a load generator
+    written in C. httpx costs about 2 ms of CPU a request, so on 2 cores a Python client
+    is what limits a fast route: the bare route then measures the client, not the route.
+    An answer other than 200 is an error, counted by its status; so is each socket error."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is missing: `make bench` installs it (Debian's package wrk)")
+    args = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+    args += [f"--timeout={max(1, round(timeout))}s", "-s", str(WRK_REPORT)]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, url, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.decode()[-500:]}")
+    report = json.loads(lines[-1])
+    statuses = {int(status): n for status, n in report["statuses"].items()}
+    measure = WrkMeasure(
+        concurrency,
+        elapsed=report["duration_us"] / 1e6,
+        answered=statuses.pop(200, 0),
+        quantiles={0.5: report["p50_us"] / 1e6, 0.99: report["p99_us"] / 1e6},
+    )
+    for status, n in statuses.items():
+        measure.errors[str(status)] += n
+    for kind in ("connect", "read", "write", "timeout"):
+        if report[kind]:
+            measure.errors[kind if kind != "timeout" else "time-out"] += report[kind]
     return measure
 
 
@@ -408,9 +472,6 @@ class Project:
         view = await self.call("POST", "/api/v1/referrals", self.office, 201, json=new_referral())
         return str(view["id"])
 
-    async def read(self, referral_id: str) -> None:
-        await self.call("GET", f"/api/v1/referrals/{referral_id}", self.office)
-
     async def until_stage(self, referral_id: str, stage: str) -> None:
         while (await self.call("GET", f"/api/v1/referrals/{referral_id}", self.office))[
             "stage"
@@ -458,19 +519,15 @@ async def count_activities(temporal: Client, referral_id: str) -> int:
 
 
 class Baseline:
-    """The bare workflow and the bare route."""
+    """The bare workflow (the bare route is read by wrk, `wrk_loop`)."""
 
-    def __init__(
-        self, stack: Stack, client: httpx.AsyncClient, counts: ActivityCounts, timeout: float
-    ) -> None:
+    def __init__(self, stack: Stack, counts: ActivityCounts, timeout: float) -> None:
         self.stack = stack
-        self.client = client
         self.counts = counts
         self.timeout = timeout  # each call, as each of the API's requests
         self.update_timeout: float = Settings.model_fields[
             "workflow_update_timeout_seconds"
         ].default
-        self.headers = stack.minter.headers(*OFFICE, ttl=3600)
         self.retries = 0
 
     async def create(self) -> None:
@@ -507,11 +564,6 @@ class Baseline:
                     continue
                 break
         await handle.result()
-
-    async def read(self, referral_id: str) -> None:
-        resp = await self.client.get(f"/api/v1/referrals/{referral_id}", headers=self.headers)
-        if resp.status_code != 200:
-            raise Refused(str(resp.status_code))
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -560,67 +612,78 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
     async def row(
         what: str,
         unit: str,
-        concurrency: int,
-        seconds: float,
-        timeout: float,
-        url: str,
         baseline_name: str,
-        project_unit: Callable[[Project], Callable[[], Awaitable[Any]]],
-        baseline_unit: Callable[[Baseline], Callable[[], Awaitable[Any]]],
+        mine: Callable[[], Awaitable[Measure]],
+        theirs: Callable[[], Awaitable[Measure]],
     ) -> None:
         # A row measures the API as the previous one left it, unless it no longer answers:
         # then it is restarted, so that one stall does not hide every later figure.
         restarted = not await _ready(stack.api_url)
         if restarted:
             await stack.restart_api()
-        async with _client(stack.api_url, concurrency, sizes.request_timeout) as client:
-            party = Project(stack, client)
-            mine = await closed_loop(concurrency, seconds, timeout, project_unit(party))
-            mine.retries = party.retries
-        async with _client(url, concurrency, sizes.request_timeout) as client:
-            bare = Baseline(stack, client, counts, sizes.request_timeout)
-            theirs = await closed_loop(concurrency, seconds, timeout, baseline_unit(bare))
-            theirs.retries = bare.retries
-        rows.append(Row(what, unit, mine, theirs, baseline_name, restarted))
+        project_side = await mine()
+        baseline_side = await theirs()
+        rows.append(Row(what, unit, project_side, baseline_side, baseline_name, restarted))
         print(_format_row(rows[-1]), flush=True)
+
+    def looped(
+        concurrency: int,
+        seconds: float,
+        timeout: float,
+        project_unit: Callable[[Project], Callable[[], Awaitable[Any]]],
+        baseline_unit: Callable[[Baseline], Callable[[], Awaitable[Any]]],
+    ) -> tuple[Callable[[], Awaitable[Measure]], Callable[[], Awaitable[Measure]]]:
+        async def mine() -> Measure:
+            async with _client(stack.api_url, concurrency, sizes.request_timeout) as client:
+                party = Project(stack, client)
+                measure = await closed_loop(concurrency, seconds, timeout, project_unit(party))
+                measure.retries = party.retries
+                return measure
+
+        async def theirs() -> Measure:
+            bare = Baseline(stack, counts, sizes.request_timeout)
+            measure = await closed_loop(concurrency, seconds, timeout, baseline_unit(bare))
+            measure.retries = bare.retries
+            return measure
+
+        return mine, theirs
 
     create_name = f"bare workflow, {_activities(counts.create)}"
     for c in sizes.creates:
         await row(
             f"creates/s, {c} concurrent",
             "/s",
-            c,
-            sizes.seconds,
-            sizes.unit_timeout,
-            stack.api_url,
             create_name,
-            lambda p: p.create,
-            lambda b: b.create,
+            *looped(c, sizes.seconds, sizes.unit_timeout, lambda p: p.create, lambda b: b.create),
         )
     lifecycle_name = f"bare workflow, {_activities(counts.lifecycle)}, {LIFECYCLE_STEPS} updates"
     for c in sizes.lifecycles:
         await row(
             f"lifecycles/min, {c} concurrent",
             "/min",
-            c,
-            sizes.lifecycle_seconds,
-            sizes.lifecycle_timeout,
-            stack.api_url,
             lifecycle_name,
-            lambda p: p.lifecycle,
-            lambda b: b.lifecycle,
+            *looped(
+                c,
+                sizes.lifecycle_seconds,
+                sizes.lifecycle_timeout,
+                lambda p: p.lifecycle,
+                lambda b: b.lifecycle,
+            ),
         )
+    # The same GET with the same bearer token, to the API and to the bare route, from wrk.
+    path = f"/api/v1/referrals/{target}"
+    headers = stack.minter.headers(*OFFICE, ttl=3600)
     for c in sizes.gets:
+
+        def reads(url: str, c: int = c) -> Callable[[], Awaitable[Measure]]:
+            return lambda: wrk_loop(url + path, headers, c, sizes.seconds, sizes.unit_timeout)
+
         await row(
             f"GET one referral, {c} concurrent",
             "/s",
-            c,
-            sizes.seconds,
-            sizes.unit_timeout,
-            stack.bare_url,
             "bare FastAPI + RS256 check",
-            lambda p: lambda: p.read(target),
-            lambda b: lambda: b.read(target),
+            reads(stack.api_url),
+            reads(stack.bare_url),
         )
     return rows, counts
 
