@@ -22,31 +22,29 @@ run: install keycloak-prerequisites
 test: install chromium wrk
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The browser tests (tests/integration/browser) drive Debian's chromium through Playwright.
-# As root it is installed when missing; otherwise they skip (and fail under CI=true).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# A system tool from Debian's packages: installed as root when missing; otherwise the
+# command to run is printed. $(call apt-tool,command,package,what needs it)
+define apt-tool
+	@command -v $(1) >/dev/null 2>&1 || { \
 	    if [ "$$(id -u)" -eq 0 ]; then \
-	        echo "installing chromium (browser tests)" >&2; \
+	        echo "installing $(2) ($(3))" >&2; \
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	            apt-get install -y -qq --no-install-recommends chromium; \
+	            apt-get install -y -qq --no-install-recommends $(2); \
 	    else \
-	        echo "chromium is missing: 'sudo apt-get install chromium' for the browser tests" >&2; \
+	        echo "$(1) is missing: 'sudo apt-get install $(2)' for $(3)" >&2; \
 	    fi; }
+endef
+
+# The browser tests (tests/integration/browser) drive Debian's chromium through Playwright.
+# Without it they skip (and fail under CI=true).
+chromium:
+	$(call apt-tool,chromium,chromium,the browser tests)
 
 # The GET rows of the benchmark (and its harness test) are driven by wrk, a load generator
-# written in C (Debian's package): a Python client costs more CPU than the bare route it
-# measures. As root it is installed when missing; otherwise the harness test skips (and
-# fails under CI=true) and `make bench` stops with the command to run.
+# written in C: a Python client costs more CPU than the bare route it measures. Without it
+# the harness test skips (and fails under CI=true) and `make bench` stops, saying why.
 wrk:
-	@command -v wrk >/dev/null 2>&1 || { \
-	    if [ "$$(id -u)" -eq 0 ]; then \
-	        echo "installing wrk (the benchmark's load generator)" >&2; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	            apt-get install -y -qq --no-install-recommends wrk; \
-	    else \
-	        echo "wrk is missing: 'sudo apt-get install wrk' for the benchmark's GET rows" >&2; \
-	    fi; }
+	$(call apt-tool,wrk,wrk,the benchmark's GET rows)
 
 # Keycloak (the identity provider) runs on Java 17+ and is fetched from Maven Central with
 # mvn (and unzipped). As root the Debian packages are installed when missing; otherwise the
