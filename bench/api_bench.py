@@ -223,6 +223,15 @@ async def closed_loop(
 
 
 WRK_REPORT = Path(__file__).with_name("wrk_report.lua")
+# wrk's socket errors, by the name each is counted under
+WRK_ERRORS = {"connect": "connect", "read": "read", "write": "write", "timeout": "time-out"}
+
+
+def _wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is missing: `make bench` installs it (Debian's package wrk)")
+    return wrk
 
 
 async def wrk_loop(
@@ -233,10 +242,7 @@ async def wrk_loop(
     written in C. httpx costs about 2 ms of CPU a request, so on 2 cores a Python client
     is what limits a fast route: the bare route then measures the client, not the route.
     An answer other than 200 is an error, counted by its status; so is each socket error."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise RuntimeError("wrk is missing: `make bench` installs it (Debian's package wrk)")
-    args = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+    args = [_wrk(), "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
     args += [f"--timeout={max(1, round(timeout))}s", "-s", str(WRK_REPORT)]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
@@ -257,9 +263,9 @@ async def wrk_loop(
     )
     for status, n in statuses.items():
         measure.errors[str(status)] += n
-    for kind in ("connect", "read", "write", "timeout"):
+    for kind, name in WRK_ERRORS.items():
         if report[kind]:
-            measure.errors[kind if kind != "timeout" else "time-out"] += report[kind]
+            measure.errors[name] += report[kind]
     return measure
 
 
@@ -710,6 +716,8 @@ def _format_row(row: Row) -> str:
 
 async def run(sizes: Sizes) -> dict[str, Any]:
     """Start the stack, measure every row, stop the stack; the figures."""
+    if sizes.gets:
+        _wrk()  # before minutes of other rows, not after them
     with tempfile.TemporaryDirectory(prefix="referral-bench-") as directory:
         print("| what | project | baseline | ratio |\n|---|---|---|---|", flush=True)
         async with running_stack(Path(directory)) as stack:

@@ -9,24 +9,21 @@ The GET rows are driven by wrk (Debian's package, installed by `make test` and `
 
 from __future__ import annotations
 
-import os
-import shutil
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
 import pytest
 
 from bench import api_bench
+from tests import system_tools
 
 pytestmark = pytest.mark.integration
 
 
 def _require_wrk() -> None:
-    if shutil.which("wrk") is None:
-        reason = "the bench's GET rows need wrk: `apt-get install wrk` (`make test` as root does)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason}; CI must run them", pytrace=False)
-        pytest.skip(reason)
+    system_tools.require(
+        "wrk", "the bench's GET rows need wrk: `apt-get install wrk` (`make test` as root does)"
+    )
 
 
 async def test_the_api_bench_measures_every_row_and_stops_what_it_started() -> None:

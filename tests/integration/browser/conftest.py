@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import os
 import re
 import shutil
 import socket
@@ -33,6 +32,7 @@ from api.main import create_app
 from api.web_auth import WEB_CLIENT_ID
 from services.runtime import Runtime
 from services.settings import Settings
+from tests import system_tools
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts" / "test-run"
 # No sandbox: CI runs as root in a container. No background networking: there is no internet.
@@ -59,16 +59,11 @@ def _failed(item: pytest.Item) -> bool:
 @pytest.fixture(scope="session", autouse=True)
 def chromium_executable() -> str:
     """Debian's chromium; without it CI fails and a developer's run skips, with the reason."""
-    path = shutil.which("chromium")
-    if path:
-        return path
-    reason = (
+    return system_tools.require(
+        "chromium",
         "the browser tests need Debian's chromium: `apt-get install chromium` "
-        "(`make test` does it when run as root)"
+        "(`make test` does it when run as root)",
     )
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason}; CI must run them", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
