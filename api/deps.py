@@ -19,7 +19,9 @@ from services.runtime import Runtime
 _bearer = HTTPBearer(auto_error=False, description="An access token of the referral realm")
 
 
-def get_runtime(request: Request) -> Runtime:
+# The plain dependencies are coroutines: FastAPI runs a `def` dependency in the thread pool,
+# a hop that costs more than the dependency itself on every request.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -61,6 +63,10 @@ def get_context(request: Request) -> RequestContext:
     )
 
 
+async def _context(request: Request) -> RequestContext:
+    return get_context(request)
+
+
 def client_address(request: Request) -> str | None:
     """The client's network address as the server saw it (behind a proxy: the proxy's,
     unless the server is told to trust its forwarded headers)."""
@@ -70,4 +76,4 @@ def client_address(request: Request) -> str | None:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-ContextDep = Annotated[RequestContext, Depends(get_context)]
+ContextDep = Annotated[RequestContext, Depends(_context)]

@@ -228,7 +228,7 @@ class Access:
                 self._mark_received, lambda first: self._events(outcome, first)
             )
         else:
-            self.gatekeeper.audit.append([self.event(outcome)])
+            self.gatekeeper.audit.record([self.event(outcome)])
         self.finished = True
 
     def finish_with(self, write: Callable[[Session], T]) -> T:

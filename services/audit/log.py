@@ -28,8 +28,8 @@ from services.audit.models import (
     AuditEvent,
     SignedTreeHead,
     entry_fields,
+    entry_row,
     format_timestamp,
-    new_entry,
     tree_head_bytes,
 )
 from services.audit.verification import VerificationResult, verify_records
@@ -90,7 +90,7 @@ class ConsistencyProof:
 @dataclass
 class _PendingAppend:
     events: list[AuditEvent]
-    entries: list[AuditEntry] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
 
@@ -163,6 +163,14 @@ class AuditLog:
 
     def append(self, events: Sequence[AuditEvent]) -> list[AuditEntry]:
         """Append `events` atomically and in order; returns the stored entries."""
+        return [AuditEntry(**row) for row in self._append(events)]
+
+    def record(self, events: Sequence[AuditEvent]) -> None:
+        """`append` for a caller that needs no entries back (an access being recorded)."""
+        self._append(events)
+
+    def _append(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+        """Append `events` atomically and in order; returns the stored rows."""
         if not events:
             return []
         pending = _PendingAppend(list(events))
@@ -193,7 +201,7 @@ class AuditLog:
                     self._queue_cond.notify_all()
         if pending.error is not None:
             raise pending.error
-        return pending.entries
+        return pending.rows
 
     def append_with(
         self, write: Callable[[Session], T], events: Callable[[T], Sequence[AuditEvent]]
@@ -201,7 +209,7 @@ class AuditLog:
         """Run `write` (state changes, flushed, not committed) and append the `events` it
         leads to in ONE transaction of the audit writer: both are stored, or neither."""
         with self._write_lock:
-            result, entries = self._write_entries_with(write, events)
+            result, _ = self._write_entries_with(write, events)
         try:
             self._maybe_sign_tree_head()
         except Exception:
@@ -211,7 +219,7 @@ class AuditLog:
     def _flush(self, batch: list[_PendingAppend]) -> None:
         events = [event for pending in batch for event in pending.events]
         try:
-            entries = self._write_entries(events)
+            rows = self._write_entries(events)
         except BaseException as error:
             for pending in batch:
                 pending.error = error
@@ -219,16 +227,16 @@ class AuditLog:
             raise
         position = 0
         for pending in batch:
-            pending.entries = entries[position : position + len(pending.events)]
+            pending.rows = rows[position : position + len(pending.events)]
             position += len(pending.events)
             pending.done = True
 
-    def _write_entries(self, events: list[AuditEvent]) -> list[AuditEntry]:
+    def _write_entries(self, events: list[AuditEvent]) -> list[dict[str, Any]]:
         return self._write_entries_with(lambda _: None, lambda _: events)[1]
 
     def _write_entries_with(
         self, write: Callable[[Session], T], make_events: Callable[[T], Sequence[AuditEvent]]
-    ) -> tuple[T, list[AuditEntry]]:
+    ) -> tuple[T, list[dict[str, Any]]]:
         for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
             with self._write_lock, self._engine.connect() as conn:
                 self._lock_database(conn)
@@ -243,17 +251,17 @@ class AuditLog:
                         session.flush()
                     events = list(make_events(result))
                     recorded_at = datetime.now(UTC)
-                    entries = [
-                        new_entry(event, index=start + offset, recorded_at=recorded_at)
+                    rows = [
+                        entry_row(event, index=start + offset, recorded_at=recorded_at)
                         for offset, event in enumerate(events)
                     ]
-                    if entries:
-                        conn.execute(_INSERT_ENTRY, [self._row(e) for e in entries])
+                    if rows:
+                        conn.execute(_INSERT_ENTRY, rows)
                         # The tree grows in the same transaction as its leaves.
                         nodes = [
                             {"node": key, "hash": digest}
-                            for e in entries
-                            for key, digest in tree.append_nodes(bytes.fromhex(e.leaf_hash))
+                            for row in rows
+                            for key, digest in tree.append_nodes(bytes.fromhex(row["leaf_hash"]))
                         ]
                         conn.execute(_INSERT_NODE, nodes)
                     conn.commit()
@@ -268,12 +276,8 @@ class AuditLog:
                     conn.rollback()
                     raise
             self._publish(tree)
-            return result, entries
+            return result, rows
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _row(entry: AuditEntry) -> dict[str, Any]:
-        return {column.name: getattr(entry, column.name) for column in ENTRY_TABLE.columns}
 
     @staticmethod
     def _lock_database(conn: Connection) -> None:
@@ -296,12 +300,13 @@ class AuditLog:
                     )
                 ).scalar_one()
             known = self._tree.size
-        size = _stored_size(conn)
         if locked:
             # Only under the append lock is this stable. A shrunken table must stop appends
             # rather than fork the tree; max() reads the primary key index where count()
-            # would scan, and holes in the middle are for `verify()` to find.
-            last = conn.execute(_LAST_INDEX).scalar_one()
+            # would scan, and holes in the middle are for `verify()` to find. Both ends are
+            # read in one statement: this runs on every append.
+            last_node, last = conn.execute(_LAST_NODE_AND_INDEX).one()
+            size = merkle.size_of_last_key(last_node)
             stored = 0 if last is None else last + 1
             if stored != size:
                 raise AuditIntegrityError(
@@ -309,6 +314,8 @@ class AuditLog:
                 )
             if size < known:
                 raise AuditIntegrityError(f"the log ends at entry {size}, expected {known}")
+        else:
+            size = _stored_size(conn)
         if size > known:
             tree = _load_tree(conn, size)
             with self._cache_lock:
@@ -508,7 +515,10 @@ class AuditLog:
 # Built once: every append runs them, and a statement built per call costs more Python than
 # the database takes to answer it.
 _LAST_NODE = select(func.max(NODE_TABLE.c.node))
-_LAST_INDEX = select(func.max(ENTRY_TABLE.c.index))
+_LAST_NODE_AND_INDEX = select(
+    select(func.max(NODE_TABLE.c.node)).scalar_subquery(),
+    select(func.max(ENTRY_TABLE.c.index)).scalar_subquery(),
+)
 _INSERT_ENTRY = insert(ENTRY_TABLE)
 _INSERT_NODE = insert(NODE_TABLE)
 

@@ -283,33 +283,38 @@ def compute_leaf_hash(entry: AuditEntry) -> bytes:
     return merkle.leaf_hash(canonical_bytes(entry))
 
 
+def entry_row(event: AuditEvent, *, index: int, recorded_at: datetime) -> dict[str, Any]:
+    """The stored row (with its leaf hash) of `event` at position `index`: what an append
+    inserts, built without a model object (one costs more than hashing the entry)."""
+    row: dict[str, Any] = {
+        "index": index,
+        "id": uuid.uuid4(),
+        "recorded_at": recorded_at,
+        "event_type": event.event_type.value,
+        "actor_subject": event.actor_subject,
+        "actor_organisation": event.actor_organisation,
+        "actor_role": event.actor_role,
+        "action": event.action,
+        "referral_pseudonym": event.referral_pseudonym,
+        "categories": list(event.categories),
+        "decision": None if event.decision is None else event.decision.value,
+        "policy_ids": list(event.policy_ids),
+        "purpose_of_use": event.purpose_of_use,
+        "request_id": event.request_id,
+        "trace_id": event.trace_id,
+        "outcome": None if event.outcome is None else event.outcome.value,
+        "withheld": None if event.outcome is None else list(event.withheld),
+        "person_pseudonym": event.person_pseudonym,
+        "source_node": event.source_node,
+        "client_address": event.client_address,
+    }
+    row["leaf_hash"] = merkle.leaf_hash(canonical_json(entry_fields(row))).hex()
+    return row
+
+
 def new_entry(event: AuditEvent, *, index: int, recorded_at: datetime) -> AuditEntry:
     """A complete entry (with its leaf hash) for `event` at position `index`."""
-    entry = AuditEntry(
-        index=index,
-        id=uuid.uuid4(),
-        recorded_at=recorded_at,
-        event_type=event.event_type.value,
-        actor_subject=event.actor_subject,
-        actor_organisation=event.actor_organisation,
-        actor_role=event.actor_role,
-        action=event.action,
-        referral_pseudonym=event.referral_pseudonym,
-        categories=list(event.categories),
-        decision=None if event.decision is None else event.decision.value,
-        policy_ids=list(event.policy_ids),
-        purpose_of_use=event.purpose_of_use,
-        request_id=event.request_id,
-        trace_id=event.trace_id,
-        outcome=None if event.outcome is None else event.outcome.value,
-        withheld=None if event.outcome is None else list(event.withheld),
-        person_pseudonym=event.person_pseudonym,
-        source_node=event.source_node,
-        client_address=event.client_address,
-        leaf_hash="",
-    )
-    entry.leaf_hash = compute_leaf_hash(entry).hex()
-    return entry
+    return AuditEntry(**entry_row(event, index=index, recorded_at=recorded_at))
 
 
 def tree_head_bytes(*, tree_size: int, root_hash: str, signed_at: str, key_id: str) -> bytes:

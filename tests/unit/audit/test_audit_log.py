@@ -19,12 +19,17 @@ from sqlmodel import Session
 from test_audit_merkle import reference_mth, reference_path, reference_subproof
 
 from services.audit import merkle
-from services.audit.log import AuditLog
+from services.audit.log import AuditIntegrityError, AuditLog
 from services.audit.models import (
+    AUDIT_ENTRY_TABLE,
+    AUDIT_TREE_NODE_TABLE,
     AuditDecision,
+    AuditEntry,
     AuditEvent,
     AuditEventType,
     canonical_bytes,
+    entry_row,
+    new_entry,
     pseudonymise_referral,
 )
 from services.audit.offline import export, public_key_pem, verify_file
@@ -43,6 +48,39 @@ def test_entries_get_gap_free_indices_and_hash_their_canonical_bytes(
         assert entry.recorded_at.tzinfo is not None
         assert entry.leaf_hash == merkle.leaf_hash(canonical_bytes(entry)).hex()
     assert log.verify().ok
+
+
+def test_an_appended_row_is_the_entry_model_column_for_column() -> None:
+    """Appends insert rows built without a model object: the same columns, the same hash."""
+    when = datetime(2026, 12, 3, 4, 5, 6, 789000, tzinfo=UTC)
+    row = entry_row(audit_event(7), index=7, recorded_at=when)
+    assert set(row) == {column.name for column in AUDIT_ENTRY_TABLE.columns}
+    entry = new_entry(audit_event(7), index=7, recorded_at=when)
+    assert entry.leaf_hash == merkle.leaf_hash(canonical_bytes(entry)).hex()
+    assert row["leaf_hash"] == merkle.leaf_hash(canonical_bytes(AuditEntry(**row))).hex()
+
+
+@pytest.mark.parametrize("behind", ["entry", "tree"])
+def test_an_append_stops_when_entries_and_their_tree_disagree(
+    engine: Engine, make_log: LogFactory, behind: str
+) -> None:
+    """A row written past the log (an entry without its tree node, or a node without its
+    entry) stops every later append rather than fork the tree; nothing more is written."""
+    log = make_log()
+    log.append([audit_event(0), audit_event(1)])
+    with engine.begin() as conn:
+        if behind == "tree":
+            row = entry_row(audit_event(2), index=2, recorded_at=datetime.now(UTC))
+            conn.execute(AUDIT_ENTRY_TABLE.insert(), [row])
+        else:
+            conn.execute(
+                AUDIT_TREE_NODE_TABLE.insert(), [{"node": merkle.node_key(0, 2), "hash": b"x" * 32}]
+            )
+    with pytest.raises(AuditIntegrityError, match="the log ends at entry"):
+        make_log().append([audit_event(3)])
+    with engine.connect() as conn:
+        stored = conn.execute(AUDIT_ENTRY_TABLE.select()).all()
+    assert len(stored) == (3 if behind == "tree" else 2)
 
 
 def test_canonical_bytes_are_sorted_compact_utf8_json(make_log: LogFactory) -> None:
