@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -34,24 +35,50 @@ async def get_temporal(request: Request) -> Client:
     return client
 
 
-async def get_principal(
+@dataclass(frozen=True)
+class Caller:
+    """Who calls, before a bearer token is checked. `authenticate` checks it (blocking: a
+    JWKS fetch may be due) in the thread that serves the request, so that a read costs one
+    thread-pool hop instead of two. A session of the web UI is known already."""
+
+    known: Principal | None = None
+    token: str | None = None
+    validator: TokenValidator | None = None
+
+    def authenticate(self) -> Principal:
+        """The caller's principal; raises Unauthenticated, or Unavailable (the identity
+        provider cannot be reached and no cached key checks the token)."""
+        if self.known is not None:
+            return self.known
+        if self.token is None or self.validator is None:
+            raise Unauthenticated("a bearer token is required")
+        return self.validator.validate(self.token)
+
+
+async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+) -> Caller:
     if credentials is None:
         from api.web_auth import principal_from_session
 
         principal = await principal_from_session(request)
         if principal is not None:
-            return principal
+            return Caller(known=principal)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("a bearer token is required")
     token = credentials.credentials
     if len(token) > 8192:
         raise Unauthenticated("the token is not valid")
     validator: TokenValidator = request.app.state.tokens
+    return Caller(token=token, validator=validator)
+
+
+async def get_principal(caller: Annotated[Caller, Depends(get_caller)]) -> Principal:
+    if caller.known is not None:
+        return caller.known
     # JWKS fetches are blocking I/O: keep them off the event loop.
-    return await run_in_threadpool(validator.validate, token)
+    return await run_in_threadpool(caller.authenticate)
 
 
 def get_context(request: Request) -> RequestContext:
@@ -76,4 +103,6 @@ def client_address(request: Request) -> str | None:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+# For a route that checks the token itself, in the one thread it does its blocking work in.
+CallerDep = Annotated[Caller, Depends(get_caller)]
 ContextDep = Annotated[RequestContext, Depends(_context)]

@@ -21,7 +21,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ContextDep, PrincipalDep, RuntimeDep, TemporalDep
+from api.deps import Caller, CallerDep, ContextDep, PrincipalDep, RuntimeDep, TemporalDep
 from api.errors import describe, problem_responses
 from api.schemas import (
     CareTeamIn,
@@ -600,12 +600,20 @@ async def list_referrals(
     return await run_in_threadpool(load)
 
 
+def read_referral(
+    runtime: Runtime, caller: Caller, ctx: RequestContext, referral_id: uuid.UUID
+) -> dict[str, Any]:
+    """`view_of` for a caller whose token is checked first, in the same thread (the route
+    every party polls: one thread-pool hop a read, not two)."""
+    return view_of(runtime, caller.authenticate(), ctx, referral_id)
+
+
 @router.get("/referrals/{referral_id}", response_model=ReferralView)
 async def get_referral(
-    referral_id: uuid.UUID, runtime: RuntimeDep, principal: PrincipalDep, ctx: ContextDep
+    referral_id: uuid.UUID, runtime: RuntimeDep, caller: CallerDep, ctx: ContextDep
 ) -> dict[str, Any]:
     """One referral, projected per data category for the caller."""
-    return await run_in_threadpool(view_of, runtime, principal, ctx, referral_id)
+    return await run_in_threadpool(read_referral, runtime, caller, ctx, referral_id)
 
 
 # ---- consent ---------------------------------------------------------------------------

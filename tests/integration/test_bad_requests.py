@@ -245,6 +245,10 @@ async def test_missing_expired_and_forged_tokens_get_401(
         resp = await api.post("/api/v1/referrals", json=new_referral(), headers=headers)
         _assert_problem(resp, 401)
         assert "Bearer" in resp.headers.get("www-authenticate", ""), name
+        # the read checks its token in the thread that reads, not in a dependency
+        resp = await api.get(f"/api/v1/referrals/{uuid.uuid4()}", headers=headers)
+        _assert_problem(resp, 401)
+        assert "Bearer" in resp.headers.get("www-authenticate", ""), name
     assert _counts(engine) == before
 
 

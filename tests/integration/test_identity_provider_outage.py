@@ -7,6 +7,7 @@ the API app, database and Temporal dev server are the real ones.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import AsyncIterator
 
 import anyio
@@ -48,6 +49,9 @@ async def test_valid_tokens_get_503_while_the_identity_provider_is_down_then_200
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert refused.json()["type"] == "urn:referral:problem:unavailable"
     assert "www-authenticate" not in refused.headers  # not a bad token: keep it, retry
+    # the read of one referral checks its token in the thread that reads: the same answer
+    one = await api.get(f"/api/v1/referrals/{uuid.uuid4()}", headers=headers)
+    assert (one.status_code, one.json()["type"]) == (503, "urn:referral:problem:unavailable")
     ready = await api.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["identity_provider"] == "unavailable"
