@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -30,6 +31,7 @@ from services.lifecycle import (
     Timings,
 )
 from services.models import Referral
+from services.settings import Settings
 
 DAY = 86400
 
@@ -38,6 +40,19 @@ CGG = Actor(subject="demo-intake-cgg", organisation="cgg-antwerpen")
 FREE_CLINIC = Actor(subject="demo-intake-freeclinic", organisation="free-clinic-antwerpen")
 CAW = Actor(subject="demo-intake-caw", organisation="caw-brussel")
 OTHER_OFFICE = Actor(subject="demo-prosecutor-bruxelles", organisation="parquet-bruxelles")
+
+
+def offline_settings(directory: Path) -> Settings:
+    """Settings of an app built to be inspected (its routes, its OpenAPI document), not
+    served: no database in use, no identity provider, no demo users."""
+    return Settings(
+        environment="test",
+        data_dir=directory,
+        database_url=f"sqlite:///{directory / 'unused.db'}",
+        keyring_path=directory / "keyring.json",
+        jwks_url="http://127.0.0.1:9/unused",
+        demo_users_enabled=False,
+    )
 
 
 def timings(**overrides: int) -> Timings:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from api.main import create_app
-from services.settings import Settings
+from tests.factories import offline_settings
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -24,14 +24,7 @@ PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas
 @pytest.fixture(scope="module")
 def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory: Path = tmp_path_factory.mktemp("openapi")
-    settings = Settings(
-        environment="test",
-        data_dir=directory,
-        database_url=f"sqlite:///{directory / 'unused.db'}",
-        keyring_path=directory / "keyring.json",
-        jwks_url="http://127.0.0.1:9/unused",
-        demo_users_enabled=False,
-    )
+    settings = offline_settings(directory)
     app = create_app(settings)
     document: dict[str, Any] = app.openapi()
     app.state.runtime.close()

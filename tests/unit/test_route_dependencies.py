@@ -18,7 +18,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api.main import create_app
-from services.settings import Settings
+from tests.factories import offline_settings
 
 
 def api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
@@ -42,14 +42,7 @@ def plain_dependencies(dependant: Dependant) -> Iterator[str]:
 
 
 def test_no_route_depends_on_a_plain_function(tmp_path: Path) -> None:
-    settings = Settings(
-        environment="test",
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
-        keyring_path=tmp_path / "keyring.json",
-        jwks_url="http://127.0.0.1:9/unused",
-        demo_users_enabled=False,
-    )
+    settings = offline_settings(tmp_path)
     app = create_app(settings)
     try:
         routes = list(api_routes(app.routes))
