@@ -273,13 +273,13 @@ def entry_fields(entry: AuditEntry | Mapping[Any, Any]) -> dict[str, Any]:
     return fields
 
 
-def canonical_bytes(entry: AuditEntry) -> bytes:
-    """The bytes an entry's leaf hash covers."""
+def canonical_bytes(entry: AuditEntry | Mapping[Any, Any]) -> bytes:
+    """The bytes an entry's (or a row mapping's) leaf hash covers."""
     return canonical_json(entry_fields(entry))
 
 
-def compute_leaf_hash(entry: AuditEntry) -> bytes:
-    """The RFC 6962 leaf hash of an entry's canonical bytes."""
+def compute_leaf_hash(entry: AuditEntry | Mapping[Any, Any]) -> bytes:
+    """The RFC 6962 leaf hash of an entry's (or a row mapping's) canonical bytes."""
     return merkle.leaf_hash(canonical_bytes(entry))
 
 
@@ -308,7 +308,7 @@ def entry_row(event: AuditEvent, *, index: int, recorded_at: datetime) -> dict[s
         "source_node": event.source_node,
         "client_address": event.client_address,
     }
-    row["leaf_hash"] = merkle.leaf_hash(canonical_json(entry_fields(row))).hex()
+    row["leaf_hash"] = compute_leaf_hash(row).hex()
     return row
 
 
