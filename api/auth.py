@@ -18,6 +18,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -82,13 +83,15 @@ class TokenValidator:
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None  # last successful fetch (monotonic)
+        # the same two, read together without the lock by `validate_cached`
+        self._fresh_keys: tuple[float, dict[str, Any]] | None = None
         self._attempted_at: float | None = None  # last fetch, successful or not
         self._unknown_kid_at: float | None = None  # last fetch for an unknown key id
         self._reachable = False  # did the last fetch succeed?
 
     def _fetch(self) -> None:
         """Replace the key set with the JWKS's; raises Unavailable when it cannot be fetched."""
-        self._attempted_at = time.monotonic()
+        attempted = self._attempted_at = time.monotonic()
         try:
             resp = httpx.get(self._jwks_url, timeout=self._fetch_timeout)
             resp.raise_for_status()
@@ -104,7 +107,8 @@ class TokenValidator:
                 continue
             keys[jwk.key_id] = jwk.key
         self._keys = keys
-        self._fetched_at = self._attempted_at
+        self._fetched_at = attempted
+        self._fresh_keys = (attempted, keys)
         self._reachable = True
 
     def _may_fetch(self, now: float) -> bool:
@@ -152,6 +156,21 @@ class TokenValidator:
     def validate(self, token: str) -> Principal:
         """The principal of a valid token; raises Unauthenticated otherwise, Unavailable when
         the identity provider cannot be reached and no cached key checks the token."""
+        principal = self._check(token, self._signing_key)
+        assert principal is not None  # `_signing_key` finds a key or raises
+        return principal
+
+    def validate_cached(self, token: str) -> Principal | None:
+        """`validate` when the key set is fresh and holds the token's key; None when the
+        check needs the JWKS fetched (then call `validate`, off the event loop). Never does
+        I/O and never waits for the lock (held while a fetch runs): safe on the event loop.
+        Raises as `validate` does for a token that is not valid."""
+        snapshot = self._fresh_keys
+        if snapshot is None or time.monotonic() - snapshot[0] >= self._cache_seconds:
+            return None
+        return self._check(token, snapshot[1].get)
+
+    def _check(self, token: str, key_of: Callable[[str], Any]) -> Principal | None:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != "RS256":
@@ -159,7 +178,9 @@ class TokenValidator:
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
                 raise Unauthenticated("the token is not valid")
-            key = self._signing_key(kid)
+            key = key_of(kid)
+            if key is None:
+                return None
             claims = jwt.decode(
                 token,
                 key,

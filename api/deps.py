@@ -39,7 +39,8 @@ async def get_temporal(request: Request) -> Client:
 class Caller:
     """Who calls, before a bearer token is checked. `authenticate` checks it (blocking: a
     JWKS fetch may be due) in the thread that serves the request, so that a read costs one
-    thread-pool hop instead of two. A session of the web UI is known already."""
+    thread-pool hop instead of two; `authenticate_cached` checks it on the event loop when
+    the keys it needs are cached. A session of the web UI is known already."""
 
     known: Principal | None = None
     token: str | None = None
@@ -53,6 +54,15 @@ class Caller:
         if self.token is None or self.validator is None:
             raise Unauthenticated("a bearer token is required")
         return self.validator.validate(self.token)
+
+    def authenticate_cached(self) -> Principal | None:
+        """`authenticate` without blocking, for the event loop: None when the token's check
+        needs the JWKS fetched (then `authenticate` in a thread). Raises as it does."""
+        if self.known is not None:
+            return self.known
+        if self.token is None or self.validator is None:
+            raise Unauthenticated("a bearer token is required")
+        return self.validator.validate_cached(self.token)
 
 
 async def get_caller(

@@ -55,6 +55,8 @@ def create_app(
     telemetry.configure(settings)
     runtime = runtime or Runtime.build(settings)
     telemetry.instrument_engine(runtime.engine, settings)
+    if runtime.loop_engine is not None:
+        telemetry.instrument_engine(runtime.loop_engine, settings)
     connect_lock = asyncio.Lock()
 
     @asynccontextmanager

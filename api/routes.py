@@ -613,7 +613,22 @@ async def get_referral(
     referral_id: uuid.UUID, runtime: RuntimeDep, caller: CallerDep, ctx: ContextDep
 ) -> dict[str, Any]:
     """One referral, projected per data category for the caller."""
-    return await run_in_threadpool(read_referral, runtime, caller, ctx, referral_id)
+    principal = None if runtime.loop_engine is None else caller.authenticate_cached()
+    if runtime.loop_engine is None or principal is None:
+        return await run_in_threadpool(read_referral, runtime, caller, ctx, referral_id)
+    # The route every party polls, on the embedded database: read and projected on the event
+    # loop (`event_loop_engine` says why), its entry written in a thread, where the audit
+    # writer's group commit gathers the entries of the reads arriving meanwhile.
+    access = open_access(runtime, principal, ctx, AuditEventType.READ, "referral.read", referral_id)
+    try:
+        with Session(runtime.loop_engine) as session:
+            view = project(runtime, access, referral_id, session)
+    except BaseException as error:
+        await run_in_threadpool(access.abandon, error)
+        raise
+    # no disclosure without its entry: the view leaves only once the entry is committed
+    await run_in_threadpool(access.finish)
+    return view
 
 
 # ---- consent ---------------------------------------------------------------------------

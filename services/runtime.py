@@ -71,6 +71,33 @@ def request_engine(settings: Settings) -> Engine:
     )
 
 
+# How long a read on the event loop may wait for SQLite's lock (a WAL reader waits only
+# while a checkpoint resets the log): the loop serves every request, so it gives up soon
+# and the read is answered 503 rather than stall the others.
+EVENT_LOOP_READ_TIMEOUT_SECONDS = 0.5
+
+
+def event_loop_engine(engine: Engine) -> Engine | None:
+    """One connection for the reads the API takes on its event loop, or None (then every
+    read takes a thread of the pool). Only for a database in a local SQLite file: a read
+    there is a file read that waits on no network and, in WAL mode, on no writer, and this
+    connection is the loop's alone, so it never waits for the request pool either.
+
+    Served on the loop, a read has no thread to hand over to and back from and no other
+    request thread to share the interpreter with: under load, that contention cost more CPU
+    than the read itself. PostgreSQL is a network away: its reads stay on threads."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return make_engine(
+        url.render_as_string(hide_password=False),
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=EVENT_LOOP_READ_TIMEOUT_SECONDS,
+        statement_timeout=EVENT_LOOP_READ_TIMEOUT_SECONDS,
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -84,6 +111,8 @@ class Runtime:
     payload_keys: ReferralPayloadKeys
     audit: AuditLog
     gatekeeper: Gatekeeper
+    # the event loop's own connection for reads (`event_loop_engine`), None on PostgreSQL
+    loop_engine: Engine | None = None
 
     @property
     def pseudonymizer(self) -> Pseudonymizer:
@@ -100,6 +129,8 @@ class Runtime:
         """Release the database connections (CLI commands and workers end with this)."""
         self.engine.dispose()
         self.audit_engine.dispose()
+        if self.loop_engine is not None:
+            self.loop_engine.dispose()
 
     @classmethod
     def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
@@ -140,4 +171,5 @@ class Runtime:
                 engine=audit_engine,
                 payload_keys=payload_keys,
             ),
+            loop_engine=event_loop_engine(engine),
         )

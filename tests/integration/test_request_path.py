@@ -274,6 +274,24 @@ async def test_a_retried_consent_is_recorded_once_and_its_answer_stored_under_a_
     assert stored.expires_at > stored.created_at
 
 
+async def _read_with_the_pool_held(
+    client: httpx.AsyncClient, runtime: Runtime, path: str, headers: dict[str, str]
+) -> tuple[str, httpx.Response]:
+    """GET `path` while every pooled request connection is held (and there is no overflow)."""
+    held = [runtime.engine.connect() for _ in range(2)]
+    try:
+        for conn in held:
+            conn.exec_driver_sql("SELECT 1")
+        request_id = new_request_id("exhausted")
+        resp = await asyncio.wait_for(
+            client.get(path, headers={**headers, "X-Request-ID": request_id}), timeout=30
+        )
+    finally:
+        for conn in held:
+            conn.close()
+    return request_id, resp
+
+
 async def test_an_exhausted_pool_answers_503_problem_json_and_records_the_failure(
     small_pool: tuple[httpx.AsyncClient, Runtime],
     api: httpx.AsyncClient,
@@ -283,29 +301,54 @@ async def test_an_exhausted_pool_answers_503_problem_json_and_records_the_failur
     client, runtime = small_pool
     j = Journey(api, minter)
     await j.create()
-    held = [runtime.engine.connect() for _ in range(2)]  # every pooled connection, and no overflow
-    try:
-        for conn in held:
-            conn.exec_driver_sql("SELECT 1")
-        request_id = new_request_id("exhausted")
-        resp = await asyncio.wait_for(
-            client.get(
-                f"/api/v1/referrals/{j.id}",
-                headers={**minter.headers(*OFFICE), "X-Request-ID": request_id},
-            ),
-            timeout=30,
-        )
-    finally:
-        for conn in held:
-            conn.close()
+    path = f"/api/v1/referrals/{j.id}/consents"
+    request_id, resp = await _read_with_the_pool_held(
+        client, runtime, path, minter.headers(*OFFICE)
+    )
     assert_problem(resp, 503)
     # the audit writer has its own pool: the failed access is on the record, disclosing nothing
     entries = _entries_of(engine, request_id)
     assert [(e.action, e.outcome, e.categories) for e in entries] == [
-        ("referral.read", "failed", [])
+        ("consent.list", "failed", [])
     ]
     # and the pool recovers at once
-    again = await client.get(f"/api/v1/referrals/{j.id}", headers=minter.headers(*OFFICE))
+    again = await client.get(path, headers=minter.headers(*OFFICE))
+    assert again.status_code == 200, again.text
+
+
+async def test_the_read_of_one_referral_waits_for_the_pool_only_where_it_takes_a_thread(
+    small_pool: tuple[httpx.AsyncClient, Runtime],
+    api: httpx.AsyncClient,
+    minter: TokenMinter,
+    engine: Engine,
+) -> None:
+    """On the embedded database the read every party polls runs on the event loop with its
+    own connection: an exhausted request pool does not stop it. On PostgreSQL it takes a
+    thread and a pooled connection like every other read: 503, recorded as failed."""
+    client, runtime = small_pool
+    j = Journey(api, minter)
+    await j.create()
+    office = minter.headers(*OFFICE)
+    path = f"/api/v1/referrals/{j.id}"
+    # the first read fetches the JWKS, in a thread; from then on the keys are cached
+    assert (await client.get(path, headers=office)).status_code == 200
+    request_id, resp = await _read_with_the_pool_held(client, runtime, path, office)
+    entries = _entries_of(engine, request_id)
+    if runtime.settings.database_url.startswith("sqlite"):
+        assert runtime.loop_engine is not None
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["id"] == str(j.id)
+        assert [(e.action, e.decision, e.outcome) for e in entries] == [
+            ("referral.read", "permit", "success")
+        ]
+        assert entries[0].categories
+    else:
+        assert runtime.loop_engine is None
+        assert_problem(resp, 503)
+        assert [(e.action, e.outcome, e.categories) for e in entries] == [
+            ("referral.read", "failed", [])
+        ]
+    again = await client.get(path, headers=office)
     assert again.status_code == 200, again.text
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,72 @@ def test_production_refuses_tokens_signed_with_the_development_key(jwks: JwksSer
     production = validator(jwks, refused_thumbprints=frozenset({DEVELOPMENT_KEY_THUMBPRINT}))
     with pytest.raises(Unauthenticated):
         production.validate(token(dev))
+
+
+# ---- the check on the event loop (validate_cached) ----------------------------------------
+
+
+def test_the_cached_check_answers_only_from_a_fresh_key_set(jwks: JwksServer) -> None:
+    tokens = validator(jwks, cache_seconds=1)
+    signed = token(jwks.minter)
+    assert tokens.validate_cached(signed) is None  # nothing fetched yet: a thread must fetch
+    fetches = jwks.requests
+    assert tokens.validate(signed).organisation == "cgg-antwerpen"
+    cached = tokens.validate_cached(signed)
+    assert cached is not None and cached.organisation == "cgg-antwerpen"
+    # a key rotated in since the fetch is not known yet: the thread's check fetches it
+    assert tokens.validate_cached(token(jwks.add_key())) is None
+    time.sleep(1.1)
+    assert tokens.validate_cached(signed) is None  # the key set is due for a refresh
+    assert jwks.requests == fetches + 1  # and the cached check itself never fetched
+
+
+def test_the_cached_check_refuses_what_validate_refuses(jwks: JwksServer) -> None:
+    tokens = validator(jwks)
+    tokens.validate(token(jwks.minter))
+    other_audience = jwks.minter.mint("cgg-antwerpen", "care_worker", aud="another-api")
+    expired = jwks.minter.mint("cgg-antwerpen", "care_worker", ttl=-120)
+    for bad in (other_audience, expired, token(jwks.minter)[:-4] + "AAAA", "not.a.token"):
+        with pytest.raises(Unauthenticated):
+            tokens.validate(bad)
+        with pytest.raises(Unauthenticated):
+            tokens.validate_cached(bad)
+
+
+def test_the_cached_check_never_waits_for_a_fetch_in_progress(jwks: JwksServer) -> None:
+    tokens = validator(jwks)
+    signed = token(jwks.minter)
+    tokens.validate(signed)
+    # a thread fetching the JWKS holds the lock for as long as the identity provider takes
+    held, release = threading.Event(), threading.Event()
+
+    def fetching() -> None:
+        with tokens._lock:
+            held.set()
+            release.wait(3)
+
+    fetcher = threading.Thread(target=fetching)
+    fetcher.start()
+    try:
+        assert held.wait(5)
+        started = time.monotonic()
+        assert tokens.validate_cached(signed) is not None
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+        fetcher.join()
+
+
+def test_a_key_dropped_from_the_jwks_leaves_the_cached_check_at_the_refresh(
+    jwks: JwksServer,
+) -> None:
+    old = jwks.minter
+    tokens = validator(jwks, cache_seconds=1)
+    tokens.validate(token(old))
+    jwks.publish_only(jwks.add_key())
+    time.sleep(1.1)
+    assert tokens.validate_cached(token(old)) is None  # stale: the thread's check decides
+    with pytest.raises(Unauthenticated):
+        tokens.validate(token(old))
+    # the refreshed set no longer holds the key: never trusted on the loop either
+    assert tokens.validate_cached(token(old)) is None
