@@ -617,17 +617,18 @@ async def get_referral(
     if runtime.loop_engine is None or principal is None:
         return await run_in_threadpool(read_referral, runtime, caller, ctx, referral_id)
     # The route every party polls, on the embedded database: read and projected on the event
-    # loop (`event_loop_engine` says why), its entry written in a thread, where the audit
-    # writer's group commit gathers the entries of the reads arriving meanwhile.
+    # loop (`event_loop_engine` says why); its entry is written by the access writer's thread
+    # with those of the reads that arrived meanwhile, in one transaction.
     access = open_access(runtime, principal, ctx, AuditEventType.READ, "referral.read", referral_id)
+    writer = runtime.gatekeeper.writer
     try:
         with Session(runtime.loop_engine) as session:
             view = project(runtime, access, referral_id, session)
     except BaseException as error:
-        await run_in_threadpool(access.abandon, error)
+        await writer.abandon(access, error)
         raise
     # no disclosure without its entry: the view leaves only once the entry is committed
-    await run_in_threadpool(access.finish)
+    await writer.finish(access)
     return view
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -280,6 +282,8 @@ class Gatekeeper:
         self.source_node = source_node or socket.gethostname() or "unknown"
         self._engine = engine
         self._payload_keys = payload_keys
+        # the entries of accesses served on the event loop (`AccessWriter`)
+        self.writer = AccessWriter(self)
 
     def pseudonym(self, referral_id: UUID | None) -> str | None:
         """The audit pseudonym of a referral (keyed HMAC), or None."""
@@ -311,6 +315,37 @@ class Gatekeeper:
         if state.key is None:
             return None
         return person_tag(referral_id, state.key)
+
+    def finish_together(self, finished: Sequence[tuple[Access, AuditOutcome]]) -> None:
+        """Write the entries of several accesses, each as its own `finish` would, in ONE
+        transaction of the audit writer (blocking; all committed, or none and it raises)."""
+        pending = [(access, outcome) for access, outcome in finished if not access.finished]
+        if not pending:
+            return
+        for access, _ in pending:
+            if access.person_pseudonym is None:
+                access.person_pseudonym = self.person_tag(access.referral_id)
+
+        def mark_received(session: Session) -> list[int]:
+            return [
+                access._mark_received(session) if outcome is AuditOutcome.SUCCESS else 0
+                for access, outcome in pending
+            ]
+
+        def events(first: list[int]) -> list[AuditEvent]:
+            return [
+                event
+                for (access, outcome), new in zip(pending, first, strict=True)
+                for event in access._events(outcome, new)
+            ]
+
+        self.audit.append_with(mark_received, events)
+        for access, _ in pending:
+            access.finished = True
+
+    def close(self) -> None:
+        """Stop the event loop's writer (what it holds is written first)."""
+        self.writer.close()
 
     def open(
         self,
@@ -386,3 +421,102 @@ class Gatekeeper:
             await asyncio.to_thread(record.abandon, error)
             raise
         await asyncio.to_thread(record.finish)
+
+
+@dataclass
+class _Finished:
+    access: Access
+    outcome: AuditOutcome
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # its request was cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+class AccessWriter:
+    """One thread that writes the entries of the accesses the event loop serves.
+
+    `finish` queues an access and waits, without a thread of its own, until its entry is
+    committed: no disclosure leaves before its entry. The thread writes whatever is queued
+    in one transaction (`Gatekeeper.finish_together`, at most `max_batch` accesses) and
+    wakes every waiter of the batch with one call into their loop. A thread per waiting
+    request, as the group commit of `AuditLog` has, would be woken one by one, each taking
+    the interpreter's lock from the loop that serves the reads. The thread starts with the
+    first access, so a process that never serves one never starts it.
+    """
+
+    def __init__(self, gatekeeper: Gatekeeper, *, max_batch: int = 256) -> None:
+        self._gatekeeper = gatekeeper
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def finish(self, access: Access, outcome: AuditOutcome = AuditOutcome.SUCCESS) -> None:
+        """Write `access`'s entry with `outcome`; returns once it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._ensure_started()
+        self._queue.put(_Finished(access, outcome, loop, future))
+        await future
+
+    async def abandon(self, access: Access, error: BaseException) -> None:
+        """Record an access that ended with `error` (as `Access.abandon`)."""
+        await self.finish(access, outcome_of(error, access.decision))
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="access-writer", daemon=True)
+                self._thread.start()
+
+    def _next_batch(self) -> list[_Finished] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            error: BaseException | None = None
+            try:
+                self._gatekeeper.finish_together([(f.access, f.outcome) for f in batch])
+            except BaseException as exc:  # noqa: BLE001 - every waiter learns of it
+                logger.warning(
+                    "entries of %d accesses not written: %s", len(batch), type(exc).__name__
+                )
+                error = exc
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for finished in batch:
+                by_loop.setdefault(finished.loop, []).append(finished.future)
+            for loop, futures in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, futures, error)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody waits any more
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread (it starts again on the next access)."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout)

@@ -127,6 +127,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release the database connections (CLI commands and workers end with this)."""
+        self.gatekeeper.close()
         self.engine.dispose()
         self.audit_engine.dispose()
         if self.loop_engine is not None:

@@ -1,0 +1,161 @@
+"""The access writer: entries of the accesses served on the event loop, written by one thread.
+
+Held still on one side while the other runs: with the log's write lock held, waiting
+requests pile up and none is answered (no disclosure before its entry is committed); let
+go, they are written together, each once. A write that fails fails every waiter and writes
+nothing; a waiter that went away still has its access recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from services.access import Access, Gatekeeper, RequestContext
+from services.audit.log import AuditLog
+from services.audit.models import AUDIT_ENTRY_TABLE, AuditEventType, AuditOutcome
+from services.principal import Principal, Role, Sector
+
+LogFactory = Callable[..., AuditLog]
+READER = Principal(
+    subject="user-reader",
+    organisation="pk-antwerpen",
+    sector=Sector.JUSTICE,
+    roles=frozenset({Role.PROSECUTOR}),
+)
+
+
+def access(gatekeeper: Gatekeeper, n: int) -> Access:
+    opened = gatekeeper.open(
+        principal=READER,
+        event_type=AuditEventType.READ,
+        action="referral.read",
+        purpose="JUSTFUP",
+        ctx=RequestContext(request_id=f"req-{n}"),
+        referral_id=uuid.uuid4(),
+    )
+    opened.disclose(["process"])
+    return opened
+
+
+def stored(engine: Engine) -> list[tuple[str, str, list[str]]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                AUDIT_ENTRY_TABLE.c.request_id,
+                AUDIT_ENTRY_TABLE.c.outcome,
+                AUDIT_ENTRY_TABLE.c.categories,
+            ).order_by(AUDIT_ENTRY_TABLE.c.index)
+        ).all()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+@pytest.fixture
+def gatekeeper(make_log: LogFactory) -> Any:
+    keeper = Gatekeeper(audit=make_log(), pseudonym_key=b"k" * 32, source_node="test")
+    yield keeper
+    keeper.close()
+
+
+def count_transactions(gatekeeper: Gatekeeper) -> list[int]:
+    """How many accesses each `finish_together` call wrote (patched on this gatekeeper)."""
+    sizes: list[int] = []
+    real = gatekeeper.finish_together
+
+    def counted(finished: Sequence[tuple[Access, AuditOutcome]]) -> None:
+        sizes.append(len(finished))
+        real(finished)
+
+    gatekeeper.finish_together = counted  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_waiters_are_answered_only_after_their_entries_commit_together(
+    gatekeeper: Gatekeeper, engine: Engine
+) -> None:
+    sizes = count_transactions(gatekeeper)
+    write_lock = gatekeeper.audit._write_lock
+    write_lock.acquire()  # the audit writer is busy: nothing commits
+    try:
+        waiting = [
+            asyncio.create_task(gatekeeper.writer.finish(access(gatekeeper, n))) for n in range(20)
+        ]
+        await asyncio.sleep(0.3)
+        assert not any(task.done() for task in waiting), "answered before the entry committed"
+        assert stored(engine) == []
+    finally:
+        write_lock.release()
+    await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+    assert sorted(stored(engine)) == sorted((f"req-{n}", "success", ["process"]) for n in range(20))
+    # the first access was taken alone, the 19 queued behind it in one transaction
+    assert sum(sizes) == 20 and len(sizes) <= 2, sizes
+
+
+async def test_a_failed_write_fails_every_waiter_writes_nothing_and_the_next_succeeds(
+    gatekeeper: Gatekeeper, engine: Engine
+) -> None:
+    real = gatekeeper.audit.append_with
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise OSError("disk full")
+
+    gatekeeper.audit.append_with = broken  # type: ignore[method-assign]
+    accesses = [access(gatekeeper, n) for n in range(5)]
+    results = await asyncio.gather(
+        *(gatekeeper.writer.finish(a) for a in accesses), return_exceptions=True
+    )
+    assert all(isinstance(r, OSError) for r in results), results
+    assert stored(engine) == []
+    assert not any(a.finished for a in accesses)
+
+    gatekeeper.audit.append_with = real  # type: ignore[method-assign]
+    await gatekeeper.writer.finish(access(gatekeeper, 99))
+    assert stored(engine) == [("req-99", "success", ["process"])]
+
+
+async def test_a_refused_access_is_recorded_as_refused_disclosing_nothing(
+    gatekeeper: Gatekeeper, engine: Engine
+) -> None:
+    from services.errors import NotFound
+
+    refused = access(gatekeeper, 1)
+    await gatekeeper.writer.abandon(refused, NotFound("no such referral"))
+    assert stored(engine) == [("req-1", "refused", [])]
+
+
+async def test_a_waiter_that_went_away_still_has_its_access_recorded(
+    gatekeeper: Gatekeeper, engine: Engine
+) -> None:
+    write_lock = gatekeeper.audit._write_lock
+    write_lock.acquire()
+    try:
+        gone = asyncio.create_task(gatekeeper.writer.finish(access(gatekeeper, 1)))
+        stays = asyncio.create_task(gatekeeper.writer.finish(access(gatekeeper, 2)))
+        await asyncio.sleep(0.1)
+        gone.cancel()
+    finally:
+        write_lock.release()
+    await asyncio.wait_for(stays, timeout=30)
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert sorted(stored(engine)) == [
+        ("req-1", "success", ["process"]),
+        ("req-2", "success", ["process"]),
+    ]
+
+
+async def test_closing_writes_what_is_queued_and_the_next_access_starts_it_again(
+    gatekeeper: Gatekeeper, engine: Engine
+) -> None:
+    await gatekeeper.writer.finish(access(gatekeeper, 1))
+    thread = gatekeeper.writer._thread
+    assert thread is not None and thread.is_alive()
+    await asyncio.to_thread(gatekeeper.writer.close)
+    assert not thread.is_alive()
+    await gatekeeper.writer.finish(access(gatekeeper, 2))
+    assert [row[0] for row in stored(engine)] == ["req-1", "req-2"]
