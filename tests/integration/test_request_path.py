@@ -83,15 +83,23 @@ async def small_pool(
         runtime.close()
 
 
+@pytest.fixture
+async def pool_and_referral(
+    small_pool: tuple[httpx.AsyncClient, Runtime], api: httpx.AsyncClient, minter: TokenMinter
+) -> tuple[httpx.AsyncClient, Runtime, Journey]:
+    """The small-pool app and a referral created (through the suite's app) to read."""
+    client, runtime = small_pool
+    j = Journey(api, minter)
+    await j.create()
+    return client, runtime, j
+
+
 async def test_a_burst_on_a_tiny_pool_never_hangs_and_every_success_is_audited_once(
-    small_pool: tuple[httpx.AsyncClient, Runtime],
-    api: httpx.AsyncClient,
+    pool_and_referral: tuple[httpx.AsyncClient, Runtime, Journey],
     minter: TokenMinter,
     engine: Engine,
 ) -> None:
-    client, _ = small_pool
-    j = Journey(api, minter)
-    await j.create()
+    client, _, j = pool_and_referral
     office = minter.headers(*OFFICE)
 
     async def read() -> tuple[str, str, httpx.Response]:
@@ -293,14 +301,11 @@ async def _read_with_the_pool_held(
 
 
 async def test_an_exhausted_pool_answers_503_problem_json_and_records_the_failure(
-    small_pool: tuple[httpx.AsyncClient, Runtime],
-    api: httpx.AsyncClient,
+    pool_and_referral: tuple[httpx.AsyncClient, Runtime, Journey],
     minter: TokenMinter,
     engine: Engine,
 ) -> None:
-    client, runtime = small_pool
-    j = Journey(api, minter)
-    await j.create()
+    client, runtime, j = pool_and_referral
     path = f"/api/v1/referrals/{j.id}/consents"
     request_id, resp = await _read_with_the_pool_held(
         client, runtime, path, minter.headers(*OFFICE)
@@ -317,17 +322,14 @@ async def test_an_exhausted_pool_answers_503_problem_json_and_records_the_failur
 
 
 async def test_the_read_of_one_referral_waits_for_the_pool_only_where_it_takes_a_thread(
-    small_pool: tuple[httpx.AsyncClient, Runtime],
-    api: httpx.AsyncClient,
+    pool_and_referral: tuple[httpx.AsyncClient, Runtime, Journey],
     minter: TokenMinter,
     engine: Engine,
 ) -> None:
     """On the embedded database the read every party polls runs on the event loop with its
     own connection: an exhausted request pool does not stop it. On PostgreSQL it takes a
     thread and a pooled connection like every other read: 503, recorded as failed."""
-    client, runtime = small_pool
-    j = Journey(api, minter)
-    await j.create()
+    client, runtime, j = pool_and_referral
     office = minter.headers(*OFFICE)
     path = f"/api/v1/referrals/{j.id}"
     # the first read fetches the JWKS, in a thread; from then on the keys are cached
