@@ -51,18 +51,21 @@ class Caller:
         provider cannot be reached and no cached key checks the token)."""
         if self.known is not None:
             return self.known
-        if self.token is None or self.validator is None:
-            raise Unauthenticated("a bearer token is required")
-        return self.validator.validate(self.token)
+        token, validator = self._bearer()
+        return validator.validate(token)
 
     def authenticate_cached(self) -> Principal | None:
         """`authenticate` without blocking, for the event loop: None when the token's check
         needs the JWKS fetched (then `authenticate` in a thread). Raises as it does."""
         if self.known is not None:
             return self.known
+        token, validator = self._bearer()
+        return validator.validate_cached(token)
+
+    def _bearer(self) -> tuple[str, TokenValidator]:
         if self.token is None or self.validator is None:
             raise Unauthenticated("a bearer token is required")
-        return self.validator.validate_cached(self.token)
+        return self.token, self.validator
 
 
 async def get_caller(

@@ -618,17 +618,18 @@ async def get_referral(
         return await run_in_threadpool(read_referral, runtime, caller, ctx, referral_id)
     # The route every party polls, on the embedded database: read and projected on the event
     # loop (`event_loop_engine` says why); its entry is written by the access writer's thread
-    # with those of the reads that arrived meanwhile, in one transaction.
-    access = open_access(runtime, principal, ctx, AuditEventType.READ, "referral.read", referral_id)
-    writer = runtime.gatekeeper.writer
-    try:
+    # with those of the reads that arrived meanwhile, in one transaction, and committed
+    # before the view leaves.
+    async with runtime.gatekeeper.access_async(
+        principal=principal,
+        event_type=AuditEventType.READ,
+        action="referral.read",
+        purpose=purpose_of(principal),
+        ctx=ctx,
+        referral_id=referral_id,
+    ) as access:
         with Session(runtime.loop_engine) as session:
             view = project(runtime, access, referral_id, session)
-    except BaseException as error:
-        await writer.abandon(access, error)
-        raise
-    # no disclosure without its entry: the view leaves only once the entry is committed
-    await writer.finish(access)
     return view
 
 

@@ -220,18 +220,7 @@ class Access:
 
     def finish(self, outcome: AuditOutcome = AuditOutcome.SUCCESS) -> None:
         """Write the access's one entry (blocking; committed when this returns)."""
-        if self.finished:
-            return
-        if self.person_pseudonym is None:
-            # before the audit writer's transaction, on the audit writer's own pool
-            self.person_pseudonym = self.gatekeeper.person_tag(self.referral_id)
-        if self.received and outcome is AuditOutcome.SUCCESS:
-            self.gatekeeper.audit.append_with(
-                self._mark_received, lambda first: self._events(outcome, first)
-            )
-        else:
-            self.gatekeeper.audit.record([self.event(outcome)])
-        self.finished = True
+        self.gatekeeper.finish_together([(self, outcome)])
 
     def finish_with(self, write: Callable[[Session], T]) -> T:
         """Store `write`'s state and this access's entry in one transaction (blocking)."""
@@ -317,29 +306,35 @@ class Gatekeeper:
         return person_tag(referral_id, state.key)
 
     def finish_together(self, finished: Sequence[tuple[Access, AuditOutcome]]) -> None:
-        """Write the entries of several accesses, each as its own `finish` would, in ONE
+        """Write the entries of accesses not yet recorded (`Access.finish`: one), in ONE
         transaction of the audit writer (blocking; all committed, or none and it raises)."""
         pending = [(access, outcome) for access, outcome in finished if not access.finished]
         if not pending:
             return
         for access, _ in pending:
             if access.person_pseudonym is None:
+                # before the audit writer's transaction, on the audit writer's own pool
                 access.person_pseudonym = self.person_tag(access.referral_id)
 
-        def mark_received(session: Session) -> list[int]:
-            return [
-                access._mark_received(session) if outcome is AuditOutcome.SUCCESS else 0
-                for access, outcome in pending
-            ]
-
-        def events(first: list[int]) -> list[AuditEvent]:
+        def events(first: Sequence[int]) -> list[AuditEvent]:
             return [
                 event
                 for (access, outcome), new in zip(pending, first, strict=True)
                 for event in access._events(outcome, new)
             ]
 
-        self.audit.append_with(mark_received, events)
+        if any(access.received and outcome is AuditOutcome.SUCCESS for access, outcome in pending):
+            # the first receipt of what the channel to justice showed, noted with the entries
+            def mark_received(session: Session) -> list[int]:
+                return [
+                    access._mark_received(session) if outcome is AuditOutcome.SUCCESS else 0
+                    for access, outcome in pending
+                ]
+
+            self.audit.append_with(mark_received, events)
+        else:
+            # nothing to note: the log's group commit joins these with other threads' entries
+            self.audit.record(events([0] * len(pending)))
         for access, _ in pending:
             access.finished = True
 
@@ -406,7 +401,8 @@ class Gatekeeper:
         ctx: RequestContext,
         referral_id: UUID | None = None,
     ) -> AsyncIterator[Access]:
-        """`access` for a block that awaits; the entry is written off the event loop."""
+        """`access` for a block that awaits; the entry is written off the event loop, by the
+        access writer, and committed before the block's result is returned."""
         record = self.open(
             principal=principal,
             event_type=event_type,
@@ -418,9 +414,9 @@ class Gatekeeper:
         try:
             yield record
         except BaseException as error:
-            await asyncio.to_thread(record.abandon, error)
+            await self.writer.finish(record, outcome_of(error, record.decision))
             raise
-        await asyncio.to_thread(record.finish)
+        await self.writer.finish(record)
 
 
 @dataclass
@@ -444,13 +440,14 @@ def _settle(futures: Sequence[asyncio.Future[None]], error: BaseException | None
 class AccessWriter:
     """One thread that writes the entries of the accesses the event loop serves.
 
-    `finish` queues an access and waits, without a thread of its own, until its entry is
-    committed: no disclosure leaves before its entry. The thread writes whatever is queued
-    in one transaction (`Gatekeeper.finish_together`, at most `max_batch` accesses) and
-    wakes every waiter of the batch with one call into their loop. A thread per waiting
-    request, as the group commit of `AuditLog` has, would be woken one by one, each taking
-    the interpreter's lock from the loop that serves the reads. The thread starts with the
-    first access, so a process that never serves one never starts it.
+    `Gatekeeper.access_async` finishes its accesses here. `finish` queues an access and
+    waits, without a thread of its own, until its entry is committed: no disclosure leaves
+    before its entry. The thread writes whatever is queued in one transaction
+    (`Gatekeeper.finish_together`, at most `max_batch` accesses) and wakes every waiter of
+    the batch with one call into their loop. A thread per waiting request, as the group
+    commit of `AuditLog` has, would be woken one by one, each taking the interpreter's lock
+    from the loop that serves the reads. The thread starts with the first access, so a
+    process that never serves one never starts it.
     """
 
     def __init__(self, gatekeeper: Gatekeeper, *, max_batch: int = 256) -> None:
@@ -467,10 +464,6 @@ class AccessWriter:
         self._ensure_started()
         self._queue.put(_Finished(access, outcome, loop, future))
         await future
-
-    async def abandon(self, access: Access, error: BaseException) -> None:
-        """Record an access that ended with `error` (as `Access.abandon`)."""
-        await self.finish(access, outcome_of(error, access.decision))
 
     def _ensure_started(self) -> None:
         with self._start_lock:

@@ -99,12 +99,12 @@ async def test_waiters_are_answered_only_after_their_entries_commit_together(
 async def test_a_failed_write_fails_every_waiter_writes_nothing_and_the_next_succeeds(
     gatekeeper: Gatekeeper, engine: Engine
 ) -> None:
-    real = gatekeeper.audit.append_with
+    real = gatekeeper.audit._write_entries_with
 
     def broken(*_: Any, **__: Any) -> Any:
         raise OSError("disk full")
 
-    gatekeeper.audit.append_with = broken  # type: ignore[method-assign]
+    gatekeeper.audit._write_entries_with = broken  # type: ignore[method-assign]
     accesses = [access(gatekeeper, n) for n in range(5)]
     results = await asyncio.gather(
         *(gatekeeper.writer.finish(a) for a in accesses), return_exceptions=True
@@ -113,7 +113,7 @@ async def test_a_failed_write_fails_every_waiter_writes_nothing_and_the_next_suc
     assert stored(engine) == []
     assert not any(a.finished for a in accesses)
 
-    gatekeeper.audit.append_with = real  # type: ignore[method-assign]
+    gatekeeper.audit._write_entries_with = real  # type: ignore[method-assign]
     await gatekeeper.writer.finish(access(gatekeeper, 99))
     assert stored(engine) == [("req-99", "success", ["process"])]
 
@@ -123,8 +123,16 @@ async def test_a_refused_access_is_recorded_as_refused_disclosing_nothing(
 ) -> None:
     from services.errors import NotFound
 
-    refused = access(gatekeeper, 1)
-    await gatekeeper.writer.abandon(refused, NotFound("no such referral"))
+    with pytest.raises(NotFound):
+        async with gatekeeper.access_async(
+            principal=READER,
+            event_type=AuditEventType.READ,
+            action="referral.read",
+            purpose="JUSTFUP",
+            ctx=RequestContext(request_id="req-1"),
+            referral_id=uuid.uuid4(),
+        ):
+            raise NotFound("no such referral")
     assert stored(engine) == [("req-1", "refused", [])]
 
 
