@@ -184,7 +184,7 @@ def project(
         # what the channel to justice carried reaches its recipient with this view
         compliance = policy.DataCategory.COMPLIANCE.value in disclosed
         access.receive(
-            referrals.channel_messages_shown(messages, compliance=compliance),
+            referrals.unreceived_messages_shown(messages, compliance=compliance),
             [policy.DataCategory.COMPLIANCE.value] if compliance else [],
         )
     return view

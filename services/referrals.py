@@ -585,10 +585,15 @@ def process_facts(messages: Sequence[JusticeMessage]) -> list[dict[str, Any]]:
     ]
 
 
-def channel_messages_shown(messages: Sequence[JusticeMessage], *, compliance: bool) -> list[str]:
-    """Keys of the channel messages the referring office's view shows: every fact with the
-    compliance category, else the process facts only (see `case_view`)."""
-    return [m.key for m in messages if compliance or m.fact in PROCESS_FACTS]
+def unreceived_messages_shown(messages: Sequence[JusticeMessage], *, compliance: bool) -> list[str]:
+    """Keys of the channel messages the referring office's view shows (every fact with the
+    compliance category, else the process facts only, see `case_view`) that the read found
+    not yet received. A received message stays received, so only these can be a first
+    receipt: a view that shows none notes none, and its entry joins the log's group commit
+    rather than taking a transaction of its own."""
+    return [
+        m.key for m in messages if (compliance or m.fact in PROCESS_FACTS) and m.received_at is None
+    ]
 
 
 def withheld_reason(decision: policy.Decision, consent: policy.ConsentFacts | None) -> str:

@@ -205,7 +205,11 @@ async def test_entries_name_the_person_by_a_tag_of_each_referral_with_purpose_an
 
 
 async def test_justice_channel_is_recorded_at_source_and_at_recipient(
-    api: httpx.AsyncClient, minter: TokenMinter, engine: Engine, runtime: Runtime
+    api: httpx.AsyncClient,
+    minter: TokenMinter,
+    engine: Engine,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     j = Journey(api, minter)
     await j.create(identity=person(103))
@@ -218,8 +222,15 @@ async def test_justice_channel_is_recorded_at_source_and_at_recipient(
     assert sent.person_pseudonym and sent.source_node == runtime.gatekeeper.source_node
     assert sent.client_address is None  # the engine's own step: no client
 
+    # a first receipt is noted in the transaction of the entries, on its own
+    audit, own_transactions = runtime.gatekeeper.audit, []
+    append_with = audit.append_with
+    monkeypatch.setattr(
+        audit, "append_with", lambda *a: own_transactions.append(a) or append_with(*a)
+    )
     before = _last_index(engine)
     await j.view(OFFICE)
+    assert len(own_transactions) == 1
     entries = [e for e in _entries_after(engine, before) if e.actor_organisation == OFFICE[0]]
     assert [e.event_type for e in entries] == ["read", "disclosure_recipient"]
     read, received = entries
@@ -235,6 +246,8 @@ async def test_justice_channel_is_recorded_at_source_and_at_recipient(
         e.event_type for e in _entries_after(engine, before) if e.actor_organisation == OFFICE[0]
     ]
     assert again == ["read"], again
+    # with nothing left to note, that read's entry joined the log's group commit
+    assert len(own_transactions) == 1
     # the care team reading compliance facts is no receipt of the channel
     before = _last_index(engine)
     await j.view(CGG)
