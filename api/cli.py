@@ -88,7 +88,7 @@ async def _run_worker() -> None:
     from temporalio.service import RPCError
 
     from services import telemetry
-    from services.runtime import Runtime
+    from services.runtime import Runtime, settle_heap
     from workflows.client import connect, ensure_retention
     from workflows.reconciler import reconcile_until
     from workflows.worker import build_worker
@@ -132,7 +132,12 @@ async def _run_worker() -> None:
             gatekeeper=runtime.gatekeeper,
             payload_keys=runtime.payload_keys,
         ):
-            print(f"worker running on task queue {settings.temporal_task_queue}", flush=True)
+            settled = settle_heap()
+            print(
+                f"worker running on task queue {settings.temporal_task_queue}"
+                f" ({settled} start-up objects settled)",
+                flush=True,
+            )
             reconciler = asyncio.create_task(
                 reconcile_until(stop, client=client, engine=runtime.engine, settings=settings)
             )
@@ -174,10 +179,22 @@ class BoundedServer(uvicorn.Server):
     process exits `hard_stop_seconds` after the signal regardless.
     """
 
-    def __init__(self, config: uvicorn.Config, *, hard_stop_seconds: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, hard_stop_seconds: float, settle_heap: bool = False
+    ) -> None:
         super().__init__(config)
         self._hard_stop_seconds = hard_stop_seconds
         self._deadline_armed = False
+        self._settle_heap = settle_heap
+        self.settled_objects = 0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self._settle_heap and not self.should_exit:
+            from services.runtime import settle_heap
+
+            # the app, its runtime and the lifespan's connections are built by now
+            self.settled_objects = settle_heap()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self._deadline_armed:
@@ -189,14 +206,20 @@ class BoundedServer(uvicorn.Server):
 @app.command()
 def api() -> None:
     """Run the API server (uvicorn) on the configured host and port."""
-    api_server(get_settings()).run()
+    api_server(get_settings(), settle_heap=True).run()
 
 
 def api_server(
-    settings: Settings, app: Any = "api.main:create_app", *, factory: bool = True
+    settings: Settings,
+    app: Any = "api.main:create_app",
+    *,
+    factory: bool = True,
+    settle_heap: bool = False,
 ) -> BoundedServer:
     """The API's uvicorn server: on SIGTERM it cancels what is still open after
-    `api_shutdown_grace_seconds` and is gone 5 seconds later at the latest."""
+    `api_shutdown_grace_seconds` and is gone 5 seconds later at the latest. `settle_heap`:
+    once started, the start-up objects leave the garbage collector's scans
+    (`services.runtime.settle_heap`; for a server that has the process to itself)."""
     grace = settings.api_shutdown_grace_seconds
     config = uvicorn.Config(
         app,
@@ -207,7 +230,7 @@ def api_server(
         timeout_graceful_shutdown=grace,
         server_header=False,  # no product banner; SecurityHeaders adds the rest
     )
-    return BoundedServer(config, hard_stop_seconds=grace + 5)
+    return BoundedServer(config, hard_stop_seconds=grace + 5, settle_heap=settle_heap)
 
 
 def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> None:

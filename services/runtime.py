@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
@@ -96,6 +97,21 @@ def event_loop_engine(engine: Engine) -> Engine | None:
         pool_timeout=EVENT_LOOP_READ_TIMEOUT_SECONDS,
         statement_timeout=EVENT_LOOP_READ_TIMEOUT_SECONDS,
     )
+
+
+def settle_heap() -> int:
+    """For a long-running process once it has started (`referral api`, `referral worker`):
+    collect what start-up left behind, then move every object still alive (modules, routes,
+    mappers, policies, keys) into the garbage collector's permanent generation, which no
+    collection scans. Returns how many objects were settled.
+
+    The API holds about 240,000 such objects. A full collection scanned them all, in the
+    thread that happened to trigger it, usually the event loop: measured under load, it
+    paused the loop, and every request in flight, for 125 to 160 ms, twice in 20 seconds.
+    Afterwards a full collection scans only what was made since start-up."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 @dataclass

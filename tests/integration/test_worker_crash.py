@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,3 +151,30 @@ async def test_killed_worker_is_replaced_without_duplicates(
     versions = sorted(h.version for h in history)
     assert versions == list(range(1, len(versions) + 1)), versions
     assert [h.stage for h in sorted(history, key=lambda h: h.version)][-1] == "closed"
+
+
+async def test_a_started_worker_settles_its_start_up_heap(
+    dev_server: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    """Once it runs, the worker's start-up objects leave the garbage collector's scans
+    (`services.runtime.settle_heap`): a full collection no longer pauses it for each."""
+    address = dev_server.client.service_client.config.target_host
+    log = tmp_path / "worker.log"
+    worker = _start_worker(settings, address, f"heap-{uuid.uuid4()}", log)
+    try:
+        settled = None
+        for _ in range(600):
+            found = re.search(
+                r"worker running .* \((\d+) start-up objects settled\)", log.read_text()
+            )
+            if found:
+                settled = int(found.group(1))
+                break
+            assert worker.poll() is None, log.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        assert settled is not None, log.read_text()[-3000:]
+        # the modules, policies and keys of a worker: far more than a handful of objects
+        assert settled > 50_000
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
