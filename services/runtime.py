@@ -105,7 +105,7 @@ def settle_heap() -> int:
     mappers, policies, keys) into the garbage collector's permanent generation, which no
     collection scans. Returns how many objects were settled.
 
-    The API holds about 240,000 such objects. A full collection scanned them all, in the
+    The API holds about 210,000 such objects. A full collection scanned them all, in the
     thread that happened to trigger it, usually the event loop: measured under load, it
     paused the loop, and every request in flight, for 125 to 160 ms, twice in 20 seconds.
     Afterwards a full collection scans only what was made since start-up."""
