@@ -2,7 +2,8 @@
 
 The check is the API's own `TokenValidator` (RS256 against the same JWKS, cached), run
 where the API runs it: on the event loop while the keys are cached, else in the thread
-pool; there is no database, policy decision or audit entry.
+pool; there is no database, policy decision or audit entry. Like `referral api`, it
+settles its start-up heap before it serves (`services.runtime.settle_heap`).
 Served by uvicorn like the API: `uvicorn --factory bench.bare_api:create_app`, configured
 by the same REFERRAL_JWKS_URL, REFERRAL_JWT_ISSUER and REFERRAL_JWT_AUDIENCE.
 """
@@ -10,6 +11,8 @@ by the same REFERRAL_JWKS_URL, REFERRAL_JWT_ISSUER and REFERRAL_JWT_AUDIENCE.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
@@ -18,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import TokenValidator
 from services.errors import Unauthenticated
+from services.runtime import settle_heap
 from services.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)
@@ -32,7 +36,13 @@ def create_app() -> FastAPI:
         audience=settings.jwt_audience,
         cache_seconds=settings.jwks_cache_seconds,
     )
-    app = FastAPI()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settle_heap()
+        yield
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
