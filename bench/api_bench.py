@@ -55,7 +55,7 @@ from bench.bare_temporal import BareInput, BareWorkflow, StepInput  # noqa: E402
 from services.settings import Settings  # noqa: E402
 from tests.integration.journey import consent_body, new_referral  # noqa: E402
 from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server  # noqa: E402
-from workflows.binaries import temporal_binary  # noqa: E402
+from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary  # noqa: E402
 
 OFFICE = ("parket-antwerpen", "prosecutor")
 CGG = ("cgg-antwerpen", "intake_coordinator")
@@ -344,6 +344,7 @@ async def running_stack(directory: Path) -> AsyncIterator[Stack]:
     env = await WorkflowEnvironment.start_local(
         port=temporal_port,
         dev_server_existing_path=temporal_binary("temporal"),
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
         dev_server_database_filename=str(directory / "temporal.db"),
         ip="127.0.0.1",
         ui=False,

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from services.db import make_engine, migrate, session_scope
 from services.demo import load_demo
-from workflows.binaries import temporal_binary
+from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary
 
 
 def _test_database_url(tmp_root: Path) -> str:
@@ -85,6 +85,7 @@ def activity_executor() -> Iterator[ThreadPoolExecutor]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_binary("temporal-test-server"),
+        test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
         data_converter=pydantic_data_converter,
     )
     try:

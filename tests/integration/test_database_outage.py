@@ -32,7 +32,7 @@ from services.runtime import Runtime
 from services.settings import Settings
 from tests.integration.journey import OFFICE, Journey, consent_body, new_referral
 from tests.tokens import TokenMinter
-from workflows.binaries import temporal_binary
+from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +134,7 @@ async def test_a_step_whose_update_may_have_reached_the_workflow_keeps_its_key_c
     # An API whose Temporal server stops after the client connected to it (a restart).
     gone = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary("temporal"),
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
         data_converter=data_converter(runtime.keyring),
         ip="127.0.0.1",
         ui=False,

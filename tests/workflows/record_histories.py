@@ -38,7 +38,7 @@ from services.runtime import Runtime
 from services.settings import Settings
 from tests import factories as f
 from tests.workflows.gates import GatedActivities, Gates
-from workflows.binaries import temporal_binary
+from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary
 from workflows.referral import ReferralWorkflow, workflow_id
 
 HERE = Path(__file__).parent / "histories"
@@ -409,6 +409,7 @@ async def main(release: str, names: list[str]) -> None:
     )
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_binary("temporal-test-server"),
+        test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
         data_converter=pydantic_data_converter,
     )
     queue = f"record-{uuid.uuid4()}"

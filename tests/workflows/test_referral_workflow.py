@@ -31,7 +31,7 @@ from services.lifecycle import (
 from services.models import JusticeMessage, Notification, Offer, Referral, StatusHistory
 from services.runtime import Runtime
 from tests import factories as f
-from workflows.binaries import temporal_binary
+from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary
 from workflows.referral import ReferralWorkflow, workflow_id
 from workflows.worker import build_worker
 
@@ -69,6 +69,7 @@ async def env(
         # update, which would stall every later timer test: such tests get their own server.
         isolated = await WorkflowEnvironment.start_time_skipping(
             test_server_existing_path=temporal_binary("temporal-test-server"),
+            test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
             data_converter=time_skipping_env.client.data_converter,
         )
         try:
