@@ -190,18 +190,24 @@ def project(
     return view
 
 
+def reading(principal: Principal, ctx: RequestContext, referral_id: uuid.UUID) -> dict[str, Any]:
+    """The access of reading one referral, as its entry records it: the same whether a
+    thread (`view_of`) or the event loop (`get_referral`) serves the read."""
+    return {
+        "principal": principal,
+        "event_type": AuditEventType.READ,
+        "action": "referral.read",
+        "purpose": purpose_of(principal),
+        "ctx": ctx,
+        "referral_id": referral_id,
+    }
+
+
 def view_of(
     runtime: Runtime, principal: Principal, ctx: RequestContext, referral_id: uuid.UUID
 ) -> dict[str, Any]:
     """The referral projected for `principal`: one access, its entry committed first."""
-    with runtime.gatekeeper.access(
-        principal=principal,
-        event_type=AuditEventType.READ,
-        action="referral.read",
-        purpose=purpose_of(principal),
-        ctx=ctx,
-        referral_id=referral_id,
-    ) as access:
+    with runtime.gatekeeper.access(**reading(principal, ctx, referral_id)) as access:
         return project(runtime, access, referral_id)
 
 
@@ -620,14 +626,7 @@ async def get_referral(
     # loop (`event_loop_engine` says why); its entry is written by the access writer's thread
     # with those of the reads that arrived meanwhile, in one transaction, and committed
     # before the view leaves.
-    async with runtime.gatekeeper.access_async(
-        principal=principal,
-        event_type=AuditEventType.READ,
-        action="referral.read",
-        purpose=purpose_of(principal),
-        ctx=ctx,
-        referral_id=referral_id,
-    ) as access:
+    async with runtime.gatekeeper.access_async(**reading(principal, ctx, referral_id)) as access:
         with Session(runtime.loop_engine) as session:
             view = project(runtime, access, referral_id, session)
     return view
