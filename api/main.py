@@ -19,7 +19,7 @@ from api.auditor import report_router
 from api.auditor import router as audit_router
 from api.auth import DEVELOPMENT_KEY_THUMBPRINT, TokenValidator
 from api.codec import router as codec_router
-from api.middleware import CodecOnlyCors, RequestLimits, SecurityHeaders
+from api.middleware import CodecOnlyCors, RequestLimits, SecurityHeaders, TraceContext
 from api.policy_routes import router as policy_router
 from api.routes import router
 from api.web import audit_figures as web_audit_figures
@@ -29,7 +29,7 @@ from api.web_auth import CookieSealer, LoginRefused, SessionStore
 from api.web_auth import router as web_auth_router
 from services import telemetry
 from services.runtime import Runtime
-from services.settings import Settings, get_settings
+from services.settings import OtelExporter, Settings, get_settings
 from workflows.client import connect
 
 NO_TOKEN_PATHS = {
@@ -52,7 +52,7 @@ def create_app(
 ) -> FastAPI:
     """The API app; tests pass their own runtime and Temporal client."""
     settings = settings or get_settings()
-    telemetry.configure(settings)
+    tracer_provider = telemetry.configure(settings)
     runtime = runtime or Runtime.build(settings)
     telemetry.instrument_engine(runtime.engine, settings)
     if runtime.loop_engine is not None:
@@ -204,7 +204,15 @@ def create_app(
     app.add_middleware(SecurityHeaders, hsts=settings.hsts_enabled)
     # One server span per request (its trace id goes into the audit entry); the ASGI
     # send/receive spans (two or three more per request) describe the server's plumbing.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz", exclude_spans=["send", "receive"]
-    )
+    if settings.otel_exporter is OtelExporter.NONE:
+        # nothing would receive the span's details: it only carries the trace id
+        app.add_middleware(
+            TraceContext,
+            tracer=tracer_provider.get_tracer(__name__),
+            excluded_paths=frozenset({"/healthz", "/readyz"}),
+        )
+    else:
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="healthz,readyz", exclude_spans=["send", "receive"]
+        )
     return app
