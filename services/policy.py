@@ -234,6 +234,48 @@ class DecisionCache:
         return len(self._entries)
 
 
+class EntityBases:
+    """The parsed entities every disclosure call of one principal starts from: its user and
+    organisation and the eight data categories, validated against the schema once.
+
+    Cedar parses each entity of a call (tens of microseconds each, more than a decision);
+    these ten depend only on the principal, whose facts are frozen values and the key, so a
+    base is never stale. A call adds the entities of its own case to a copy of the base
+    (`cedarpy.Entities.with_added_json_str`); a property test checks that every decision on
+    such a set is the one taken on the whole list, and that the list validates against the
+    schema. Thread-safe; least recently used first out.
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[Principal, cedarpy.Entities] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, principal: Principal, schema: cedarpy.Schema) -> cedarpy.Entities:
+        """The base of `principal` (parsed on a miss; raises ValueError if it does not
+        validate against `schema`)."""
+        with self._lock:
+            found = self._entries.get(principal)
+            if found is not None:
+                self._entries.move_to_end(principal)
+                return found
+        base = cedarpy.Entities.from_json_str(
+            json.dumps(_principal_entities(principal) + _CATEGORY_ENTITIES), schema=schema
+        )
+        with self._lock:
+            self._entries[principal] = base
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return base
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass(frozen=True)
 class PolicyEngine:
     """The parsed, validated policy set and schema, reused by every call."""
@@ -252,6 +294,10 @@ class PolicyEngine:
     # (allowed, Cedar's reasons, disclosure?) -> the `Decision` of an error-free answer: it
     # depends on nothing else, and a batch of eight categories usually repeats two or three.
     clean_decisions: DecisionCache = field(default_factory=DecisionCache, compare=False, repr=False)
+    # principal -> its disclosure entity base (see `EntityBases`)
+    entity_bases: EntityBases = field(
+        default_factory=lambda: EntityBases(), compare=False, repr=False
+    )
 
     def stable_id(self, cedar_id: str) -> str:
         return self.ids.get(cedar_id, cedar_id)
@@ -462,11 +508,10 @@ _PRINCIPAL_ONLY_SETS: Final = {
 }
 
 
-def _entities(principal: Principal, case: CaseFacts | None) -> list[dict[str, Any]]:
-    # Organisations other than the principal's own are only referred to (by uid), never
-    # looked into, so they need no entity of their own: each entity costs parse time.
+def _principal_entities(principal: Principal) -> list[dict[str, Any]]:
+    """The principal's user and organisation entities."""
     org = principal.organisation
-    entities: list[dict[str, Any]] = [
+    return [
         {
             "uid": {"type": _USER, "id": principal.subject},
             "attrs": {
@@ -482,9 +527,22 @@ def _entities(principal: Principal, case: CaseFacts | None) -> list[dict[str, An
             "parents": [],
         },
     ]
+
+
+def _entities(principal: Principal, case: CaseFacts | None) -> list[dict[str, Any]]:
+    entities = _principal_entities(principal)
     if case is None:
         entities.append({"uid": _REGISTRY_UID, "attrs": {}, "parents": []})
         return entities
+    return entities + _own_entities(principal, case)
+
+
+def _own_entities(principal: Principal, case: CaseFacts) -> list[dict[str, Any]]:
+    """The entities of `case` as `principal` sees it, beside the principal's own."""
+    # Organisations other than the principal's own are only referred to (by uid), never
+    # looked into, so they need no entity of their own: each entity costs parse time.
+    org = principal.organisation
+    entities: list[dict[str, Any]] = []
     case_attrs: dict[str, Any] = {
         "framework": _ref(_FRAMEWORK, case.framework_id),
         "referring_office": _ref(_ORG, case.referring_office),
@@ -527,6 +585,20 @@ def _disclosure_entities(
     principal: Principal, case: CaseFacts, consent: ConsentFacts
 ) -> list[dict[str, Any]]:
     return _entities(principal, case) + [_consent_entity(case, consent)] + _CATEGORY_ENTITIES
+
+
+def _disclosure_entity_set(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts
+) -> Callable[[], cedarpy.Entities]:
+    """`_disclosure_entities`, parsed: the principal's base (`EntityBases`) and the case's
+    own entities. Built when the call is made, so that a failure is a refusal."""
+
+    def build() -> cedarpy.Entities:
+        own = _own_entities(principal, case) + [_consent_entity(case, consent)]
+        base = ENGINE.entity_bases.of(principal, ENGINE.schema)
+        return base.with_added_json_str(json.dumps(own))
+
+    return build
 
 
 def _consent_entity(case: CaseFacts, consent: ConsentFacts) -> dict[str, Any]:
@@ -620,7 +692,10 @@ def _clean_decision(
 
 
 def _evaluate(
-    requests: list[dict[str, Any]], entities: list[dict[str, Any]], *, disclosure: bool = False
+    requests: list[dict[str, Any]],
+    entities: list[dict[str, Any]] | Callable[[], cedarpy.Entities],
+    *,
+    disclosure: bool = False,
 ) -> list[Decision]:
     policy_engine = ENGINE
     # Each call asks about one action (a mixed call is decided on the whole set).
@@ -630,7 +705,10 @@ def _evaluate(
     )
     try:
         results = cedarpy.is_authorized_batch(
-            requests, policies, entities, schema=policy_engine.schema
+            requests,
+            policies,
+            entities() if callable(entities) else entities,
+            schema=policy_engine.schema,
         )
     except (ValueError, TypeError, RuntimeError) as exc:
         return [_deny(f"policy evaluation failed: {exc}") for _ in requests]
@@ -882,7 +960,7 @@ def disclosable_categories(
 
     def evaluate() -> tuple[Decision, ...]:
         requests = _disclosure_requests(principal, case, consent, categories)
-        entities = _disclosure_entities(principal, case, consent)
+        entities = _disclosure_entity_set(principal, case, consent)
         return tuple(_evaluate(requests, entities, disclosure=True))
 
     decisions = _DECISIONS.get(("disclose", principal, case, consent), evaluate)
@@ -903,7 +981,7 @@ def may_disclose(
     if case is None:
         return _deny("a disclosure needs the facts of a case")
     requests = _disclosure_requests(principal, case, consent or NO_CONSENT, [cat])
-    entities = _disclosure_entities(principal, case, consent or NO_CONSENT)
+    entities = _disclosure_entity_set(principal, case, consent or NO_CONSENT)
     return _evaluate(requests, entities, disclosure=True)[0]
 
 

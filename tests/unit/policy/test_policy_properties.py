@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cedarpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -162,3 +164,50 @@ def test_each_action_is_decided_on_its_slice_as_on_the_whole_policy_set(
         )
         assert _raw(sliced) == _raw(whole), action
         assert len(ENGINE.policies_for(action.value)) < len(ENGINE.policy_set)
+
+
+@SETTINGS
+@given(
+    principal=principals,
+    case=cases,
+    consent=consents,
+    sector=st.none() | st.sampled_from(Sector),
+)
+def test_a_disclosure_on_the_principals_entity_base_is_decided_as_on_the_whole_list(
+    principal: Principal, case: CaseFacts, consent: ConsentFacts, sector: Sector | None
+) -> None:
+    # A disclosure call parses only its case's entities, added to the principal's base
+    # (`EntityBases`, validated against the schema once): the same decisions, reasons and
+    # errors as on the whole list, and the whole list validates against the schema.
+    case = case.model_copy(update={"accepted_provider_sector": sector and sector.value})
+    requests = policy._disclosure_requests(principal, case, consent, list(DataCategory))
+    listed = policy._disclosure_entities(principal, case, consent)
+    parsed = cedarpy.Entities.from_json_str(json.dumps(listed), schema=ENGINE.schema)
+    based = policy._disclosure_entity_set(principal, case, consent)()
+    assert len(based) == len(parsed)  # the same entities (with the schema's actions)
+
+    def decided(entities: object) -> list[tuple[bool, list[str], list[str]]]:
+        return _raw(
+            cedarpy.is_authorized_batch(requests, ENGINE.policy_set, entities, schema=ENGINE.schema)
+        )
+
+    assert decided(based) == decided(listed)
+
+
+def test_each_principal_parses_its_entity_base_once() -> None:
+    bases = policy.EntityBases(max_entries=2)
+    one, two, three = (
+        Principal(
+            subject=f"u{n}",
+            organisation="cad-limburg",
+            sector=Sector.HEALTH,
+            roles={Role.CARE_WORKER},
+        )
+        for n in (1, 2, 3)
+    )
+    first = bases.of(one, ENGINE.schema)
+    assert bases.of(one, ENGINE.schema) is first
+    bases.of(two, ENGINE.schema)
+    bases.of(three, ENGINE.schema)  # the least recently used (one) leaves
+    assert len(bases) == 2
+    assert bases.of(one, ENGINE.schema) is not first
