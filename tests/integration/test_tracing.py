@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import httpx
+import uuid
 
+import httpx
+from sqlmodel import Session, col, select
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.main import create_app
+from api.middleware import TraceContext
 from services import telemetry
+from services.audit.models import AuditEntry
+from services.runtime import Runtime
+from services.settings import OtelExporter, Settings
 from tests.integration.journey import OFFICE, Journey, consent_body
 from tests.tokens import TokenMinter
 
@@ -54,3 +64,43 @@ async def test_one_trace_spans_api_workflow_and_activities(
     )
     # no personal data in span names or attributes
     assert "Testpersoon" not in str([(s.name, dict(s.attributes or {})) for s in spans])
+
+
+async def test_without_an_exporter_an_audit_entry_keeps_the_callers_trace(
+    settings: Settings,
+    runtime: Runtime,
+    dev_server: WorkflowEnvironment,
+    worker: Worker,
+    minter: TokenMinter,
+) -> None:
+    # `make run` and the bench export no spans: the light middleware (TraceContext) then
+    # opens the request's span, and the entry of what the request did still names its trace.
+    light = create_app(
+        settings.model_copy(update={"otel_exporter": OtelExporter.NONE}),
+        runtime=runtime,
+        temporal=dev_server.client,
+    )
+    assert TraceContext in {m.cls for m in light.user_middleware}
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    transport = httpx.ASGITransport(app=light)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        j = Journey(client, minter)
+        await j.create()
+        traced, untraced = str(uuid.uuid4()), str(uuid.uuid4())
+        for request_id, extra in (
+            (traced, {"traceparent": f"00-{caller_trace}-b7ad6b7169203331-01"}),
+            (untraced, {}),
+        ):
+            headers = {**minter.headers(*OFFICE), "x-request-id": request_id, **extra}
+            resp = await client.get(f"/api/v1/referrals/{j.id}", headers=headers)
+            assert resp.status_code == 200, resp.text
+    with Session(runtime.engine) as session:
+        traces = {
+            entry.request_id: entry.trace_id
+            for entry in session.exec(
+                select(AuditEntry).where(col(AuditEntry.request_id).in_([traced, untraced]))
+            )
+        }
+    assert traces[traced] == caller_trace
+    assert traces[untraced] is not None and len(traces[untraced]) == 32
+    assert traces[untraced] != caller_trace
