@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import cedarpy
 from pydantic import BaseModel, ConfigDict
@@ -180,7 +180,43 @@ class Decision(BaseModel):
         return not self.allowed and not self.policy_ids and not self.errors
 
 
-class DecisionCache:
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class RecentlyUsed(Generic[K, V]):
+    """At most `max_entries` values by key; thread-safe; least recently used first out."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, key: K) -> V | None:
+        """The value kept for `key`, if any."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def keep(self, key: K, value: V) -> None:
+        if self._max <= 0:
+            return
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class DecisionCache(RecentlyUsed[Hashable, tuple[Decision, ...]]):
     """Recent decisions by the facts they were taken on.
 
     A decision is a pure function of the policy set (parsed once, at import, and never
@@ -190,13 +226,11 @@ class DecisionCache:
     one Cedar would give: any change of a fact (a new consent version, an accepted offer, a
     care worker released) is a different key. Reads of an unchanged case by the same person
     (a UI refreshing, a client polling a stage) then cost no Cedar call. A decision that
-    could not be evaluated cleanly is never kept. Thread-safe; least recently used first out.
+    could not be evaluated cleanly is never kept.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._max = max_entries
-        self._entries: OrderedDict[Hashable, tuple[Decision, ...]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(max_entries)
 
     def get(
         self, key: Hashable, evaluate: Callable[[], tuple[Decision, ...]]
@@ -209,32 +243,13 @@ class DecisionCache:
         self.keep(key, decisions)
         return decisions
 
-    def lookup(self, key: Hashable) -> tuple[Decision, ...] | None:
-        """The decisions kept for `key`, if any."""
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def keep(self, key: Hashable, decisions: tuple[Decision, ...]) -> None:
-        """Keep `decisions` for `key`, unless one of them could not be evaluated cleanly."""
-        if self._max <= 0 or any(d.errors for d in decisions):
-            return
-        with self._lock:
-            self._entries[key] = decisions
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    def keep(self, key: Hashable, value: tuple[Decision, ...]) -> None:
+        """Keep the decisions `value` for `key`, unless one could not be evaluated cleanly."""
+        if not any(d.errors for d in value):
+            super().keep(key, value)
 
 
-class EntityBases:
+class EntityBases(RecentlyUsed[Principal, cedarpy.Entities]):
     """The parsed entities every disclosure call of one principal starts from: its user and
     organisation and the eight data categories, validated against the schema once.
 
@@ -243,37 +258,23 @@ class EntityBases:
     base is never stale. A call adds the entities of its own case to a copy of the base
     (`cedarpy.Entities.with_added_json_str`); a property test checks that every decision on
     such a set is the one taken on the whole list, and that the list validates against the
-    schema. Thread-safe; least recently used first out.
+    schema.
     """
 
     def __init__(self, max_entries: int = 1024) -> None:
-        self._max = max_entries
-        self._entries: OrderedDict[Principal, cedarpy.Entities] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(max_entries)
 
     def of(self, principal: Principal, schema: cedarpy.Schema) -> cedarpy.Entities:
         """The base of `principal` (parsed on a miss; raises ValueError if it does not
         validate against `schema`)."""
-        with self._lock:
-            found = self._entries.get(principal)
-            if found is not None:
-                self._entries.move_to_end(principal)
-                return found
+        found = self.lookup(principal)
+        if found is not None:
+            return found
         base = cedarpy.Entities.from_json_str(
             json.dumps(_principal_entities(principal) + _CATEGORY_ENTITIES), schema=schema
         )
-        with self._lock:
-            self._entries[principal] = base
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+        self.keep(principal, base)
         return base
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @dataclass(frozen=True)
@@ -295,9 +296,7 @@ class PolicyEngine:
     # depends on nothing else, and a batch of eight categories usually repeats two or three.
     clean_decisions: DecisionCache = field(default_factory=DecisionCache, compare=False, repr=False)
     # principal -> its disclosure entity base (see `EntityBases`)
-    entity_bases: EntityBases = field(
-        default_factory=lambda: EntityBases(), compare=False, repr=False
-    )
+    entity_bases: EntityBases = field(default_factory=EntityBases, compare=False, repr=False)
 
     def stable_id(self, cedar_id: str) -> str:
         return self.ids.get(cedar_id, cedar_id)
@@ -589,13 +588,14 @@ def _disclosure_entities(
 
 def _disclosure_entity_set(
     principal: Principal, case: CaseFacts, consent: ConsentFacts
-) -> Callable[[], cedarpy.Entities]:
-    """`_disclosure_entities`, parsed: the principal's base (`EntityBases`) and the case's
-    own entities. Built when the call is made, so that a failure is a refusal."""
+) -> Callable[[PolicyEngine], cedarpy.Entities]:
+    """`_disclosure_entities`, parsed: the principal's base (`EntityBases`) of the engine
+    that decides, and the case's own entities. Built when the call is made, so that a
+    failure is a refusal."""
 
-    def build() -> cedarpy.Entities:
+    def build(engine: PolicyEngine) -> cedarpy.Entities:
         own = _own_entities(principal, case) + [_consent_entity(case, consent)]
-        base = ENGINE.entity_bases.of(principal, ENGINE.schema)
+        base = engine.entity_bases.of(principal, engine.schema)
         return base.with_added_json_str(json.dumps(own))
 
     return build
@@ -693,7 +693,7 @@ def _clean_decision(
 
 def _evaluate(
     requests: list[dict[str, Any]],
-    entities: list[dict[str, Any]] | Callable[[], cedarpy.Entities],
+    entities: list[dict[str, Any]] | Callable[[PolicyEngine], cedarpy.Entities],
     *,
     disclosure: bool = False,
 ) -> list[Decision]:
@@ -707,7 +707,7 @@ def _evaluate(
         results = cedarpy.is_authorized_batch(
             requests,
             policies,
-            entities() if callable(entities) else entities,
+            entities(policy_engine) if callable(entities) else entities,
             schema=policy_engine.schema,
         )
     except (ValueError, TypeError, RuntimeError) as exc:

@@ -183,7 +183,7 @@ def test_a_disclosure_on_the_principals_entity_base_is_decided_as_on_the_whole_l
     requests = policy._disclosure_requests(principal, case, consent, list(DataCategory))
     listed = policy._disclosure_entities(principal, case, consent)
     parsed = cedarpy.Entities.from_json_str(json.dumps(listed), schema=ENGINE.schema)
-    based = policy._disclosure_entity_set(principal, case, consent)()
+    based = policy._disclosure_entity_set(principal, case, consent)(ENGINE)
     assert len(based) == len(parsed)  # the same entities (with the schema's actions)
 
     def decided(entities: object) -> list[tuple[bool, list[str], list[str]]]:
