@@ -16,8 +16,10 @@ from sqlalchemy import Engine, text
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from services import telemetry
 from services.db import make_engine, migrate, session_scope
 from services.demo import load_demo
+from services.settings import OtelExporter, Settings
 from workflows.binaries import SERVER_STARTUP_TIMEOUT, temporal_binary
 
 
@@ -57,6 +59,14 @@ def _refuse_opening_in_process(database: Path) -> None:
                 raise PermissionError(f"the session database is read by another process: {args[0]}")
 
     sys.addaudithook(hook)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def traces_in_memory() -> None:
+    """The process's tracer provider is global and installed once (`telemetry.configure`):
+    the session installs the in-memory one the tracing tests read, before any test builds
+    an app, so that which test runs first does not decide it."""
+    telemetry.configure(Settings(environment="test", otel_exporter=OtelExporter.MEMORY))
 
 
 @pytest.fixture(scope="session")
