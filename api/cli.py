@@ -96,7 +96,7 @@ async def _run_worker() -> None:
     settings = get_settings()
     telemetry.configure(settings)
     runtime = Runtime.build(settings)
-    telemetry.instrument_engine(runtime.engine, settings)
+    telemetry.instrument_engines(settings, runtime.engine)
     client = await connect(
         address=settings.temporal_address,
         namespace=settings.temporal_namespace,

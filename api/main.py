@@ -54,9 +54,7 @@ def create_app(
     settings = settings or get_settings()
     tracer_provider = telemetry.configure(settings)
     runtime = runtime or Runtime.build(settings)
-    telemetry.instrument_engine(runtime.engine, settings)
-    if runtime.loop_engine is not None:
-        telemetry.instrument_engine(runtime.loop_engine, settings)
+    telemetry.instrument_engines(settings, runtime.engine, runtime.loop_engine)
     connect_lock = asyncio.Lock()
 
     @asynccontextmanager
@@ -204,15 +202,16 @@ def create_app(
     app.add_middleware(SecurityHeaders, hsts=settings.hsts_enabled)
     # One server span per request (its trace id goes into the audit entry); the ASGI
     # send/receive spans (two or three more per request) describe the server's plumbing.
+    untraced = ("healthz", "readyz")
     if settings.otel_exporter is OtelExporter.NONE:
         # nothing would receive the span's details: it only carries the trace id
         app.add_middleware(
             TraceContext,
             tracer=tracer_provider.get_tracer(__name__),
-            excluded_paths=frozenset({"/healthz", "/readyz"}),
+            excluded_paths=frozenset(f"/{path}" for path in untraced),
         )
     else:
         FastAPIInstrumentor.instrument_app(
-            app, excluded_urls="healthz,readyz", exclude_spans=["send", "receive"]
+            app, excluded_urls=",".join(untraced), exclude_spans=["send", "receive"]
         )
     return app

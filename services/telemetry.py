@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from sqlalchemy import Engine
 
 from services.settings import OtelExporter, Settings
 
@@ -57,12 +58,17 @@ def build_provider(settings: Settings) -> tuple[TracerProvider, InMemorySpanExpo
     return provider, memory
 
 
-def instrument_engine(engine: object, settings: Settings) -> None:
-    """Spans for every SQL statement of `engine` (statements only, never parameters), when
+def instrument_engines(settings: Settings, *engines: Engine | None) -> None:
+    """Spans for every SQL statement of `engines` (statements only, never parameters), when
     an exporter carries them: without one they would cost a read ~10% of its CPU for
-    nothing (the request's own span, whose trace id the audit entry records, stays)."""
+    nothing (the request's own span, whose trace id the audit entry records, stays).
+
+    All of a process's engines in one call: OpenTelemetry's instrumentor is one per process
+    and ignores every call after its first (a second engine passed later stays untraced)."""
     if settings.otel_exporter is OtelExporter.NONE:
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-    SQLAlchemyInstrumentor().instrument(engine=engine, enable_commenter=False)
+    SQLAlchemyInstrumentor().instrument(
+        engines=[engine for engine in engines if engine is not None], enable_commenter=False
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
+from fastapi import FastAPI
 from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -30,10 +32,13 @@ def _server_trace(spans: list, route_part: str) -> int:  # type: ignore[type-arg
 
 
 async def test_one_trace_spans_api_workflow_and_activities(
-    api: httpx.AsyncClient, minter: TokenMinter
+    app: FastAPI, api: httpx.AsyncClient, minter: TokenMinter
 ) -> None:
     exporter = telemetry.memory_exporter
     assert exporter is not None, "the test settings select the in-memory exporter"
+    # with an exporter, OpenTelemetry's instrumentation opens the request spans, not the
+    # light middleware (`test_without_an_exporter_...` below)
+    assert TraceContext not in {m.cls for m in app.user_middleware}
     exporter.clear()
     j = Journey(api, minter)
     await j.create()
@@ -104,3 +109,23 @@ async def test_without_an_exporter_an_audit_entry_keeps_the_callers_trace(
     assert traces[traced] == caller_trace
     assert traces[untraced] is not None and len(traces[untraced]) == 32
     assert traces[untraced] != caller_trace
+
+
+async def test_a_read_on_the_event_loop_traces_its_statements(
+    api: httpx.AsyncClient, minter: TokenMinter, runtime: Runtime
+) -> None:
+    # The read every party polls is served on the event loop, with its own engine on
+    # SQLite (`event_loop_engine`): its statements belong to the request's trace too.
+    if runtime.loop_engine is None:
+        pytest.skip("on PostgreSQL every read is served on a thread, with the request engine")
+    exporter = telemetry.memory_exporter
+    assert exporter is not None
+    j = Journey(api, minter)
+    await j.create()
+    exporter.clear()
+    await j.view()
+    spans = list(exporter.get_finished_spans())
+    trace_id = _server_trace(spans, "{referral_id}")
+    assert any(s.name.startswith("SELECT") and s.context.trace_id == trace_id for s in spans), [
+        s.name for s in spans
+    ]

@@ -3,18 +3,14 @@ entries of one request and of the workflow steps it caused still share it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 from opentelemetry import trace
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from api.main import create_app
 from api.middleware import TraceContext
 from services.settings import OtelExporter, Settings
 from services.telemetry import build_provider
-from tests.factories import offline_settings
 
 
 def _span_of(exporter: OtelExporter) -> tuple[bool, bool, int]:
@@ -81,17 +77,3 @@ async def test_without_an_exporter_a_request_keeps_its_callers_trace() -> None:
 
 async def test_without_an_exporter_the_health_checks_open_no_span() -> None:
     assert await _seen("/healthz") == [None, None]
-
-
-def test_the_api_opens_its_request_spans_as_its_exporter_needs(tmp_path: Path) -> None:
-    """Without an exporter the light middleware carries the trace; with one, OpenTelemetry's
-    instrumentation records the request's attributes too (`tests/integration/test_tracing.py`)."""
-    wrapped = {}
-    for exporter in (OtelExporter.NONE, OtelExporter.MEMORY):
-        settings = offline_settings(tmp_path).model_copy(update={"otel_exporter": exporter})
-        app = create_app(settings)
-        try:
-            wrapped[exporter] = TraceContext in {m.cls for m in app.user_middleware}
-        finally:
-            app.state.runtime.close()
-    assert wrapped == {OtelExporter.NONE: True, OtelExporter.MEMORY: False}
