@@ -7,25 +7,28 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
+from services.db import read_rows
 from services.errors import Conflict, NotFound
 from services.lifecycle import OPEN_STAGES
 from services.models import CareTeamAssignment, Referral
+
+# read at every access to an accepted case: built once (see `services.referrals`)
+_ASSIGNED_SUBJECTS = select(CareTeamAssignment.subject).where(
+    CareTeamAssignment.referral_id == bindparam("referral_id"),
+    CareTeamAssignment.organisation == bindparam("organisation"),
+    col(CareTeamAssignment.released_at).is_(None),
+)
 
 
 def assigned_subjects(*, session: Session, referral: Referral) -> frozenset[str]:
     """The subjects currently assigned to the case by the provider that accepted it."""
     if referral.accepted_provider is None:
         return frozenset()
-    rows = session.exec(
-        select(CareTeamAssignment.subject).where(
-            CareTeamAssignment.referral_id == referral.id,
-            CareTeamAssignment.organisation == referral.accepted_provider,
-            col(CareTeamAssignment.released_at).is_(None),
-        )
-    ).all()
-    return frozenset(rows)
+    params = {"referral_id": referral.id, "organisation": referral.accepted_provider}
+    return frozenset(read_rows(session, _ASSIGNED_SUBJECTS, params).scalars())
 
 
 def current(*, session: Session, referral: Referral) -> list[CareTeamAssignment]:

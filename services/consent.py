@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from sqlmodel import Session, col, select
@@ -153,7 +154,20 @@ def list_for(*, session: Session, referral_id: UUID, at: datetime | None = None)
     )
 
 
-def state_at(consent: Consent | None, at: datetime) -> policy.ConsentState:
+class Terms(NamedTuple):
+    """What the policies read of a stored consent version, read without the rest of it
+    (the access every party polls: `services.referrals.consent_facts`)."""
+
+    status: str
+    withdrawn_at: datetime | None
+    valid_until: datetime | None
+    purposes: list[str]
+    categories: list[str]
+    recipients: list[str]
+    disclosers: list[str]
+
+
+def state_at(consent: Consent | Terms | None, at: datetime) -> policy.ConsentState:
     """The state of a stored consent at `at`: expiry is evaluated here, at every access."""
     if consent is None:
         return policy.ConsentState.NONE
@@ -170,7 +184,7 @@ def state_at(consent: Consent | None, at: datetime) -> policy.ConsentState:
     return policy.ConsentState.ACTIVE
 
 
-def facts(consent: Consent, at: datetime) -> policy.ConsentFacts:
+def facts(consent: Consent | Terms, at: datetime) -> policy.ConsentFacts:
     """What the policies need to know of a stored consent at `at`."""
     return policy.ConsentFacts(
         status=state_at(consent, at),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Executable, Result, event
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -107,3 +108,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def read_rows(session: Session, statement: Executable, params: Mapping[str, Any]) -> Result[Any]:
+    """A prebuilt read of columns, run below the ORM on the session's connection: no entity
+    objects and no ORM execution context, about a third of the ORM's Python per statement
+    on the reads every party polls. The session's pending changes are flushed first, as the
+    ORM's autoflush would before its own read, so the rows include them."""
+    session.flush()
+    return session.connection().execute(statement, params)

@@ -9,9 +9,10 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, or_
+from sqlalchemy import select as columns  # a Core select of several columns
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -19,6 +20,7 @@ from services import care_team, policy, start_intents
 from services import consent as consent_service
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer, ReferralPayloadKeys
+from services.db import read_rows
 from services.errors import Conflict, NotFound, Unprocessable
 from services.lifecycle import (
     ComplianceFact,
@@ -75,20 +77,76 @@ _CURRENT_CONSENT = (
     .order_by(col(Consent.version).desc())
     .limit(1)
 )
+
+# the columns of `consent_service.Terms`, of the newest version
+_CONSENT_TERMS = (
+    columns(
+        col(Consent.status),
+        col(Consent.withdrawn_at),
+        col(Consent.valid_until),
+        col(Consent.purposes),
+        col(Consent.categories),
+        col(Consent.recipients),
+        col(Consent.disclosers),
+    )
+    .where(col(Consent.referral_id) == bindparam("referral_id"))
+    .order_by(col(Consent.version).desc())
+    .limit(1)
+)
+
+
+class HistoryRow(NamedTuple):
+    """One version of a referral's status history, as the projection reads it."""
+
+    referral_id: uuid.UUID
+    version: int
+    stage: str
+    reason: str
+    at: datetime
+
+
+class ChannelMessage(NamedTuple):
+    """One message of the channel to justice, as a view reads it."""
+
+    key: str
+    fact: str
+    notice: str
+    created_at: datetime
+    received_at: datetime | None
+
+
+_HISTORY_COLUMNS = (
+    col(StatusHistory.referral_id),
+    col(StatusHistory.version),
+    col(StatusHistory.stage),
+    col(StatusHistory.reason),
+    col(StatusHistory.at),
+)
 _HISTORY_OF_ONE = (
-    select(StatusHistory)
-    .where(StatusHistory.referral_id == bindparam("referral_id"))
+    columns(*_HISTORY_COLUMNS)
+    .where(col(StatusHistory.referral_id) == bindparam("referral_id"))
+    .order_by(col(StatusHistory.version))
+)
+_HISTORY_OF_MANY = (
+    columns(*_HISTORY_COLUMNS)
+    .where(col(StatusHistory.referral_id).in_(bindparam("referral_ids", expanding=True)))
     .order_by(col(StatusHistory.version))
 )
 _JUSTICE_MESSAGES = (
-    select(JusticeMessage)
-    .where(JusticeMessage.referral_id == bindparam("referral_id"))
+    columns(
+        col(JusticeMessage.key),
+        col(JusticeMessage.fact),
+        col(JusticeMessage.notice),
+        col(JusticeMessage.created_at),
+        col(JusticeMessage.received_at),
+    )
+    .where(col(JusticeMessage.referral_id) == bindparam("referral_id"))
     .order_by(col(JusticeMessage.created_at), col(JusticeMessage.key))
 )
 
 
 def framework_members(*, session: Session, framework_id: uuid.UUID) -> frozenset[str]:
-    return frozenset(session.exec(_MEMBERS, params={"framework_id": framework_id}).all())
+    return frozenset(read_rows(session, _MEMBERS, {"framework_id": framework_id}).scalars())
 
 
 def draft_case(
@@ -108,9 +166,9 @@ def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
     members = framework_members(session=session, framework_id=referral.framework_id)
     provider_sector = None
     if referral.accepted_provider is not None:
-        provider_sector = session.exec(
-            _PROVIDER_SECTOR, params={"code": referral.accepted_provider}
-        ).first()
+        provider_sector = read_rows(
+            session, _PROVIDER_SECTOR, {"code": referral.accepted_provider}
+        ).scalar()
     return _facts(
         referral,
         members=members,
@@ -146,10 +204,13 @@ def consent_facts(
     *, session: Session, referral_id: uuid.UUID, at: datetime | None = None
 ) -> policy.ConsentFacts | None:
     """The consent as it stands at `at` (now): expiry is evaluated here, at every access."""
-    return facts_of(current_consent(session=session, referral_id=referral_id), at=at)
+    row = read_rows(session, _CONSENT_TERMS, {"referral_id": referral_id}).first()
+    return facts_of(None if row is None else consent_service.Terms(*row), at=at)
 
 
-def facts_of(consent: Consent | None, *, at: datetime | None = None) -> policy.ConsentFacts | None:
+def facts_of(
+    consent: Consent | consent_service.Terms | None, *, at: datetime | None = None
+) -> policy.ConsentFacts | None:
     """The policy facts of one consent version as it stands at `at` (now)."""
     if consent is None:
         return None
@@ -465,7 +526,7 @@ _VISIBLE_REASONS = frozenset({"consent_amended"})
 def seen_updated_at(
     *,
     referral: Referral,
-    history: Sequence[StatusHistory],
+    history: Sequence[HistoryRow],
     allowed: frozenset[str],
     stage_visible: bool,
 ) -> datetime:
@@ -493,22 +554,18 @@ def seen_updated_at(
 
 def status_history(
     *, session: Session, referral_ids: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, list[StatusHistory]]:
+) -> dict[uuid.UUID, list[HistoryRow]]:
     """The status history of each referral (one row per version), in one query."""
     ids = list(referral_ids)
-    out: dict[uuid.UUID, list[StatusHistory]] = {i: [] for i in ids}
+    out: dict[uuid.UUID, list[HistoryRow]] = {i: [] for i in ids}
     if not ids:
         return out
     if len(ids) == 1:
-        out[ids[0]] = list(session.exec(_HISTORY_OF_ONE, params={"referral_id": ids[0]}).all())
-        return out
-    rows = session.exec(
-        select(StatusHistory)
-        .where(col(StatusHistory.referral_id).in_(ids))
-        .order_by(col(StatusHistory.version))
-    ).all()
+        rows = read_rows(session, _HISTORY_OF_ONE, {"referral_id": ids[0]})
+    else:
+        rows = read_rows(session, _HISTORY_OF_MANY, {"referral_ids": ids})
     for row in rows:
-        out[row.referral_id].append(row)
+        out[row.referral_id].append(HistoryRow(*row))
     return out
 
 
@@ -516,7 +573,7 @@ def process_view(
     referral: Referral,
     *,
     decisions: Mapping[policy.DataCategory, policy.Decision],
-    history: Sequence[StatusHistory],
+    history: Sequence[HistoryRow],
     stage_visible: bool,
 ) -> dict[str, Any]:
     """The process state as the caller's decisions let it see it (`stage_visible`:
@@ -570,13 +627,14 @@ PROCESS_FACTS = frozenset(
 )
 
 
-def justice_messages(*, session: Session, referral_id: uuid.UUID) -> list[JusticeMessage]:
+def justice_messages(*, session: Session, referral_id: uuid.UUID) -> list[ChannelMessage]:
     """Every message of the channel to justice about one referral, oldest first (one read,
     from which a view takes what its caller may see)."""
-    return list(session.exec(_JUSTICE_MESSAGES, params={"referral_id": referral_id}).all())
+    rows = read_rows(session, _JUSTICE_MESSAGES, {"referral_id": referral_id})
+    return [ChannelMessage(*row) for row in rows]
 
 
-def process_facts(messages: Sequence[JusticeMessage]) -> list[dict[str, Any]]:
+def process_facts(messages: Sequence[ChannelMessage]) -> list[dict[str, Any]]:
     """The process facts sent to the referring office on the justice channel."""
     return [
         {"fact": m.fact, "at": _iso(m.created_at), "notice": m.notice}
@@ -585,7 +643,7 @@ def process_facts(messages: Sequence[JusticeMessage]) -> list[dict[str, Any]]:
     ]
 
 
-def unreceived_messages_shown(messages: Sequence[JusticeMessage], *, compliance: bool) -> list[str]:
+def unreceived_messages_shown(messages: Sequence[ChannelMessage], *, compliance: bool) -> list[str]:
     """Keys of the channel messages the referring office's view shows (every fact with the
     compliance category, else the process facts only, see `case_view`) that the read found
     not yet received. A received message stays received, so only these can be a first
@@ -614,7 +672,7 @@ def case_view(
     decisions: dict[policy.DataCategory, policy.Decision],
     consent: policy.ConsentFacts | None,
     stage_visible: bool,
-    messages: Sequence[JusticeMessage] | None = None,
+    messages: Sequence[ChannelMessage] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The referral projected per data category, and the categories actually disclosed.
     `messages`: the referral's justice channel (`justice_messages`), if already read."""
