@@ -1,0 +1,186 @@
+"""The reads every access makes run below the ORM (`services.db.read_rows`): they answer what
+the ORM's reads answered, and they see the session's pending changes as the ORM's autoflush
+let them, so a withdrawal added earlier in a transaction is never read as still active."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
+import services.crypto  # noqa: F401
+from services import care_team, policy, referrals
+from services import consent as consent_service
+from services.models import (
+    CareTeamAssignment,
+    Consent,
+    FrameworkParticipant,
+    JusticeMessage,
+    Organisation,
+    Referral,
+    StatusHistory,
+)
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    SQLModel.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _case(session: Session) -> Referral:
+    framework = uuid.uuid4()
+    for code, sector in (("pk", "justice"), ("cgg", "health")):
+        session.add(
+            Organisation(code=code, name=code, sector=sector, district="d", languages=["nl"])
+        )
+        session.add(FrameworkParticipant(framework_id=framework, organisation_code=code))
+    row = Referral(
+        id=uuid.uuid4(),
+        framework_id=framework,
+        referring_office="pk",
+        created_by="s",
+        district="d",
+        target_group="substance_use",
+        language="nl",
+        stage="in_progress",
+        status="x",
+        business_status="x",
+        offered_provider="cgg",
+        accepted_provider="cgg",
+        subject_pseudonym="p",
+        name_pseudonym="n",
+    )
+    session.add(row)
+    session.add(
+        CareTeamAssignment(
+            referral_id=row.id, organisation="cgg", subject="worker", assigned_by="coordinator"
+        )
+    )
+    return row
+
+
+def _consent(row: Referral, version: int, status: str, **extra: object) -> Consent:
+    return Consent(
+        id=uuid.uuid4(),
+        referral_id=row.id,
+        version=version,
+        status=status,
+        purposes=["care"],
+        categories=["identity", "compliance"],
+        recipients=["pk"],
+        disclosers=["cgg"],
+        recorded_by="s",
+        recorded_by_organisation="cgg",
+        valid_from=NOW - timedelta(days=1),
+        valid_until=NOW + timedelta(days=30),
+        **extra,
+    )
+
+
+def _history(row: Referral, version: int, stage: str, reason: str = "") -> StatusHistory:
+    return StatusHistory(
+        referral_id=row.id,
+        version=version,
+        stage=stage,
+        status="x",
+        business_status="x",
+        reason=reason,
+        at=NOW + timedelta(minutes=version),
+    )
+
+
+def _message(row: Referral, key: str, fact: str, minutes: int) -> JusticeMessage:
+    return JusticeMessage(
+        key=key,
+        referral_id=row.id,
+        recipient="pk",
+        fact=fact,
+        notice="n",
+        created_at=NOW + timedelta(minutes=minutes),
+    )
+
+
+def test_the_reads_answer_what_the_orm_answered(engine: Engine) -> None:
+    with Session(engine) as session:
+        row = _case(session)
+        session.add(_consent(row, 1, "active"))
+        session.add(_consent(row, 2, "active", withdrawn_at=NOW + timedelta(hours=1)))
+        for version, stage in enumerate(("offered", "accepted", "in_progress"), start=1):
+            session.add(_history(row, version, stage, "intake" if version == 3 else ""))
+        session.add(_message(row, "b", "attending", 2))
+        session.add(_message(row, "a", "consent_withdrawn", 2))
+        session.add(_message(row, "c", "attending", 1))
+        session.commit()
+
+        orm_consent = session.exec(
+            select(Consent).where(Consent.referral_id == row.id).order_by(col(Consent.version))
+        ).all()[-1]
+        orm_history = session.exec(
+            select(StatusHistory)
+            .where(StatusHistory.referral_id == row.id)
+            .order_by(col(StatusHistory.version))
+        ).all()
+        orm_messages = session.exec(
+            select(JusticeMessage)
+            .where(JusticeMessage.referral_id == row.id)
+            .order_by(col(JusticeMessage.created_at), col(JusticeMessage.key))
+        ).all()
+
+        for at in (NOW, NOW + timedelta(hours=2), NOW + timedelta(days=31)):
+            assert referrals.consent_facts(
+                session=session, referral_id=row.id, at=at
+            ) == consent_service.facts(orm_consent, at)
+        history = referrals.status_history(session=session, referral_ids=[row.id])[row.id]
+        assert [(h.version, h.stage, h.reason, h.at) for h in history] == [
+            (h.version, h.stage, h.reason, h.at) for h in orm_history
+        ]
+        # many referrals at once: the same rows
+        assert (
+            referrals.status_history(session=session, referral_ids=[row.id, uuid.uuid4()])[row.id]
+            == history
+        )
+        messages = referrals.justice_messages(session=session, referral_id=row.id)
+        assert [(m.key, m.fact, m.notice, m.created_at, m.received_at) for m in messages] == [
+            (m.key, m.fact, m.notice, m.created_at, m.received_at) for m in orm_messages
+        ]
+        assert [m.key for m in messages] == ["c", "a", "b"]
+        assert referrals.case_facts(session=session, referral=row).assigned_workers == {"worker"}
+        assert referrals.case_facts(session=session, referral=row).accepted_provider_sector == (
+            "health"
+        )
+
+
+def test_the_reads_see_what_the_transaction_added_before_them(engine: Engine) -> None:
+    with Session(engine) as session:
+        row = _case(session)
+        session.add(_consent(row, 1, "active"))
+        session.commit()
+        assert referrals.consent_facts(session=session, referral_id=row.id) is not None
+
+        # added in this transaction, neither flushed nor committed
+        session.add(_consent(row, 2, "withdrawn", withdrawn_at=NOW))
+        session.add(_history(row, 1, "closed", "consent_withdrawn"))
+        session.add(_message(row, "w", "consent_withdrawn", 0))
+        assignment = session.exec(select(CareTeamAssignment)).one()
+        assignment.released_at = NOW
+        assignment.released_by = "coordinator"
+        session.add(assignment)
+
+        facts = referrals.consent_facts(session=session, referral_id=row.id)
+        assert facts is not None and facts.status is policy.ConsentState.WITHDRAWN
+        history = referrals.status_history(session=session, referral_ids=[row.id])[row.id]
+        assert [h.stage for h in history] == ["closed"]
+        assert [
+            m.fact for m in referrals.justice_messages(session=session, referral_id=row.id)
+        ] == ["consent_withdrawn"]
+        assert care_team.assigned_subjects(session=session, referral=row) == frozenset()
