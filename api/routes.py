@@ -71,7 +71,7 @@ from services.lifecycle import (
     Snapshot,
     Stage,
 )
-from services.models import CareTeamAssignment, Referral, utcnow
+from services.models import CareTeamAssignment, Referral, ReferralRecord, utcnow
 from services.principal import Principal
 from services.runtime import Runtime
 from workflows.reconciler import start_referral
@@ -112,7 +112,7 @@ def guard(
     referral_id: uuid.UUID,
     action: policy.Action,
     widening: policy.ConsentWidening | None = None,
-) -> tuple[Referral, policy.CaseFacts, policy.ConsentFacts | None]:
+) -> tuple[ReferralRecord, policy.CaseFacts, policy.ConsentFacts | None]:
     """Load a referral and authorise `action`; outsiders learn nothing (404, not 403).
     `widening`: what a consent version being recorded adds (record_consent only)."""
     access.referral_id = referral_id

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from services.db import read_rows
 from services.errors import Conflict, NotFound
 from services.lifecycle import OPEN_STAGES
-from services.models import CareTeamAssignment, Referral
+from services.models import CareTeamAssignment, Referral, ReferralLike
 
 # read at every access to an accepted case: built once (see `services.referrals`)
 _ASSIGNED_SUBJECTS = select(CareTeamAssignment.subject).where(
@@ -23,7 +23,7 @@ _ASSIGNED_SUBJECTS = select(CareTeamAssignment.subject).where(
 )
 
 
-def assigned_subjects(*, session: Session, referral: Referral) -> frozenset[str]:
+def assigned_subjects(*, session: Session, referral: ReferralLike) -> frozenset[str]:
     """The subjects currently assigned to the case by the provider that accepted it."""
     if referral.accepted_provider is None:
         return frozenset()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -124,6 +124,37 @@ class Referral(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
+
+
+class ReferralRecord(NamedTuple):
+    """The columns of a referral the reads of every access use (its facts for the policies,
+    its projection), read below the ORM (`services.referrals.find`): no entity, no identity
+    map. Read-only; a step that changes a referral loads the `Referral` itself."""
+
+    id: uuid.UUID
+    framework_id: uuid.UUID
+    referring_office: str
+    district: str
+    language: str
+    stage: str
+    status: str
+    business_status: str
+    offered_provider: str | None
+    accepted_provider: str | None
+    outcome: str | None
+    decision: str | None
+    personal: dict[str, str]
+    consent_deadline: datetime | None
+    offer_expires_at: datetime | None
+    next_progress_report_due: datetime | None
+    decision_due: datetime | None
+    purged_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# A referral as the reads of an access take it: the row, or the entity a session holds.
+ReferralLike = Referral | ReferralRecord
 
 
 class StatusHistory(SQLModel, table=True):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, or_
+from sqlalchemy import Select, bindparam, or_
 from sqlalchemy import select as columns  # a Core select of several columns
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -39,6 +39,8 @@ from services.models import (
     JusticeMessage,
     Organisation,
     Referral,
+    ReferralLike,
+    ReferralRecord,
     StatusHistory,
     utcnow,
 )
@@ -69,30 +71,7 @@ def request_hash(body: ReferralCreate, key: bytes) -> str:
 _MEMBERS = select(FrameworkParticipant.organisation_code).where(
     FrameworkParticipant.framework_id == bindparam("framework_id")
 )
-_REFERRAL = select(Referral).where(Referral.id == bindparam("referral_id"))
 _PROVIDER_SECTOR = select(Organisation.sector).where(Organisation.code == bindparam("code"))
-_CURRENT_CONSENT = (
-    select(Consent)
-    .where(Consent.referral_id == bindparam("referral_id"))
-    .order_by(col(Consent.version).desc())
-    .limit(1)
-)
-
-# the columns of `consent_service.Terms`, of the newest version
-_CONSENT_TERMS = (
-    columns(
-        col(Consent.status),
-        col(Consent.withdrawn_at),
-        col(Consent.valid_until),
-        col(Consent.purposes),
-        col(Consent.categories),
-        col(Consent.recipients),
-        col(Consent.disclosers),
-    )
-    .where(col(Consent.referral_id) == bindparam("referral_id"))
-    .order_by(col(Consent.version).desc())
-    .limit(1)
-)
 
 
 class HistoryRow(NamedTuple):
@@ -115,31 +94,40 @@ class ChannelMessage(NamedTuple):
     received_at: datetime | None
 
 
-_HISTORY_COLUMNS = (
-    col(StatusHistory.referral_id),
-    col(StatusHistory.version),
-    col(StatusHistory.stage),
-    col(StatusHistory.reason),
-    col(StatusHistory.at),
+def record_columns(model: type[Any], record: type[tuple[Any, ...]]) -> Select[Any]:
+    """A Core select of `model`'s columns named as `record`'s fields (a NamedTuple), in
+    their order, so that `record(*row)` is the row: the two cannot drift apart."""
+    fields: tuple[str, ...] = getattr(record, "_fields")  # noqa: B009 - a NamedTuple's own
+    return columns(*(col(getattr(model, name)) for name in fields))
+
+
+_REFERRAL = record_columns(Referral, ReferralRecord).where(
+    col(Referral.id) == bindparam("referral_id")
+)
+_CURRENT_CONSENT = (
+    select(Consent)
+    .where(Consent.referral_id == bindparam("referral_id"))
+    .order_by(col(Consent.version).desc())
+    .limit(1)
+)
+_CONSENT_TERMS = (
+    record_columns(Consent, consent_service.Terms)
+    .where(col(Consent.referral_id) == bindparam("referral_id"))
+    .order_by(col(Consent.version).desc())
+    .limit(1)
 )
 _HISTORY_OF_ONE = (
-    columns(*_HISTORY_COLUMNS)
+    record_columns(StatusHistory, HistoryRow)
     .where(col(StatusHistory.referral_id) == bindparam("referral_id"))
     .order_by(col(StatusHistory.version))
 )
 _HISTORY_OF_MANY = (
-    columns(*_HISTORY_COLUMNS)
+    record_columns(StatusHistory, HistoryRow)
     .where(col(StatusHistory.referral_id).in_(bindparam("referral_ids", expanding=True)))
     .order_by(col(StatusHistory.version))
 )
 _JUSTICE_MESSAGES = (
-    columns(
-        col(JusticeMessage.key),
-        col(JusticeMessage.fact),
-        col(JusticeMessage.notice),
-        col(JusticeMessage.created_at),
-        col(JusticeMessage.received_at),
-    )
+    record_columns(JusticeMessage, ChannelMessage)
     .where(col(JusticeMessage.referral_id) == bindparam("referral_id"))
     .order_by(col(JusticeMessage.created_at), col(JusticeMessage.key))
 )
@@ -161,7 +149,7 @@ def draft_case(
     )
 
 
-def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
+def case_facts(*, session: Session, referral: ReferralLike) -> policy.CaseFacts:
     """What the policies need to know about an existing referral."""
     members = framework_members(session=session, framework_id=referral.framework_id)
     provider_sector = None
@@ -178,7 +166,7 @@ def case_facts(*, session: Session, referral: Referral) -> policy.CaseFacts:
 
 
 def _facts(
-    referral: Referral,
+    referral: ReferralLike,
     *,
     members: frozenset[str],
     provider_sector: str | None,
@@ -217,9 +205,11 @@ def facts_of(
     return consent_service.facts(consent, at or utcnow())
 
 
-def find(*, session: Session, referral_id: uuid.UUID) -> Referral | None:
-    """A referral by id, or None (the read behind every access: one prebuilt statement)."""
-    return session.exec(_REFERRAL, params={"referral_id": referral_id}).one_or_none()
+def find(*, session: Session, referral_id: uuid.UUID) -> ReferralRecord | None:
+    """A referral by id, or None (the read behind every access: one prebuilt statement,
+    below the ORM; read-only)."""
+    row = read_rows(session, _REFERRAL, {"referral_id": referral_id}).one_or_none()
+    return None if row is None else ReferralRecord(*row)
 
 
 def get(*, session: Session, referral_id: uuid.UUID) -> Referral:
@@ -525,7 +515,7 @@ _VISIBLE_REASONS = frozenset({"consent_amended"})
 
 def seen_updated_at(
     *,
-    referral: Referral,
+    referral: ReferralLike,
     history: Sequence[HistoryRow],
     allowed: frozenset[str],
     stage_visible: bool,
@@ -570,7 +560,7 @@ def status_history(
 
 
 def process_view(
-    referral: Referral,
+    referral: ReferralLike,
     *,
     decisions: Mapping[policy.DataCategory, policy.Decision],
     history: Sequence[HistoryRow],
@@ -668,7 +658,7 @@ def case_view(
     session: Session,
     vault: PersonalDataVault,
     viewer: Principal,
-    referral: Referral,
+    referral: ReferralLike,
     decisions: dict[policy.DataCategory, policy.Decision],
     consent: policy.ConsentFacts | None,
     stage_visible: bool,

@@ -59,6 +59,9 @@ def _case(session: Session) -> Referral:
         accepted_provider="cgg",
         subject_pseudonym="p",
         name_pseudonym="n",
+        personal={"identity.name": "v1.sealed"},
+        consent_deadline=NOW + timedelta(days=3),
+        decision="accepted",
     )
     session.add(row)
     session.add(
@@ -154,6 +157,13 @@ def test_the_reads_answer_what_the_orm_answered(engine: Engine) -> None:
             (m.key, m.fact, m.notice, m.created_at, m.received_at) for m in orm_messages
         ]
         assert [m.key for m in messages] == ["c", "a", "b"]
+        record = referrals.find(session=session, referral_id=row.id)
+        assert record is not None
+        assert record._asdict() == {name: getattr(row, name) for name in record._fields}
+        assert referrals.find(session=session, referral_id=uuid.uuid4()) is None
+        assert referrals.case_facts(session=session, referral=record) == referrals.case_facts(
+            session=session, referral=row
+        )
         assert referrals.case_facts(session=session, referral=row).assigned_workers == {"worker"}
         assert referrals.case_facts(session=session, referral=row).accepted_provider_sector == (
             "health"
