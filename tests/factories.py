@@ -93,6 +93,31 @@ def referral_row(
     return referral_id
 
 
+def projection_row(
+    framework_id: uuid.UUID, *, provider: str | None, office: str = "pk", **fields: object
+) -> Referral:
+    """An unsaved projection row with short codes (for unit tests on an in-memory database):
+    in care with `provider` when one is given, else offered to "caw"."""
+    values: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "framework_id": framework_id,
+        "referring_office": office,
+        "created_by": "s",
+        "district": "d",
+        "target_group": "substance_use",
+        "language": "nl",
+        "stage": "in_progress" if provider else "offered",
+        "status": "x",
+        "business_status": "x",
+        "offered_provider": provider or "caw",
+        "accepted_provider": provider,
+        "subject_pseudonym": "p",
+        "name_pseudonym": "n",
+    }
+    values.update(fields)
+    return Referral(**values)
+
+
 def workflow_input(
     referral_id: uuid.UUID,
     *,

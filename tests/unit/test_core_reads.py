@@ -5,12 +5,10 @@ let them, so a withdrawal added earlier in a transaction is never read as still 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, col, select
 
 import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
 import services.crypto  # noqa: F401
@@ -25,16 +23,9 @@ from services.models import (
     Referral,
     StatusHistory,
 )
+from tests.factories import projection_row
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
-    SQLModel.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _case(session: Session) -> Referral:
@@ -44,21 +35,9 @@ def _case(session: Session) -> Referral:
             Organisation(code=code, name=code, sector=sector, district="d", languages=["nl"])
         )
         session.add(FrameworkParticipant(framework_id=framework, organisation_code=code))
-    row = Referral(
-        id=uuid.uuid4(),
-        framework_id=framework,
-        referring_office="pk",
-        created_by="s",
-        district="d",
-        target_group="substance_use",
-        language="nl",
-        stage="in_progress",
-        status="x",
-        business_status="x",
-        offered_provider="cgg",
-        accepted_provider="cgg",
-        subject_pseudonym="p",
-        name_pseudonym="n",
+    row = projection_row(
+        framework,
+        provider="cgg",
         personal={"identity.name": "v1.sealed"},
         consent_deadline=NOW + timedelta(days=3),
         decision="accepted",

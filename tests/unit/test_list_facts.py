@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import Engine, event
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session
 
 import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
 import services.crypto  # noqa: F401
@@ -20,35 +18,13 @@ from services.models import (
     Organisation,
     Referral,
 )
+from tests.factories import projection_row
 
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
-    SQLModel.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
-
-
 def _referral(session: Session, framework: uuid.UUID, provider: str | None) -> Referral:
-    row = Referral(
-        id=uuid.uuid4(),
-        framework_id=framework,
-        referring_office="pk",
-        created_by="s",
-        district="d",
-        target_group="substance_use",
-        language="nl",
-        stage="in_progress" if provider else "offered",
-        status="x",
-        business_status="x",
-        offered_provider=provider or "caw",
-        accepted_provider=provider,
-        subject_pseudonym="p",
-        name_pseudonym="n",
-    )
+    row = projection_row(framework, provider=provider)
     session.add(row)
     return row
 

@@ -5,12 +5,11 @@ no workflow; assignments are idempotent and released at once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session
 
 import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
 import services.crypto  # noqa: F401
@@ -20,14 +19,6 @@ from services.lifecycle import Snapshot, Stage, TaskStatus
 from services.models import Consent, Referral
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
-    SQLModel.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def referral(session: Session, stage: Stage, provider: str | None = "cgg") -> Referral:
