@@ -9,8 +9,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Executable, Result, event
-from sqlmodel import Session, create_engine
+from sqlalchemy import Engine, Executable, Result, Select, event
+from sqlalchemy import select as columns  # a Core select of several columns
+from sqlmodel import Session, col, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -117,3 +118,10 @@ def read_rows(session: Session, statement: Executable, params: Mapping[str, Any]
     ORM's autoflush would before its own read, so the rows include them."""
     session.flush()
     return session.connection().execute(statement, params)
+
+
+def record_columns(model: type[Any], record: type[tuple[Any, ...]]) -> Select[Any]:
+    """A Core select of `model`'s columns named as `record`'s fields (a NamedTuple), in
+    their order, so that `record(*row)` is the row: the two cannot drift apart."""
+    fields: tuple[str, ...] = getattr(record, "_fields")  # noqa: B009 - a NamedTuple's own
+    return columns(*(col(getattr(model, name)) for name in fields))

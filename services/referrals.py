@@ -11,8 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, or_
-from sqlalchemy import select as columns  # a Core select of several columns
+from sqlalchemy import bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -20,7 +19,7 @@ from services import care_team, policy, start_intents
 from services import consent as consent_service
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer, ReferralPayloadKeys
-from services.db import read_rows
+from services.db import read_rows, record_columns
 from services.errors import Conflict, NotFound, Unprocessable
 from services.lifecycle import (
     ComplianceFact,
@@ -92,13 +91,6 @@ class ChannelMessage(NamedTuple):
     notice: str
     created_at: datetime
     received_at: datetime | None
-
-
-def record_columns(model: type[Any], record: type[tuple[Any, ...]]) -> Select[Any]:
-    """A Core select of `model`'s columns named as `record`'s fields (a NamedTuple), in
-    their order, so that `record(*row)` is the row: the two cannot drift apart."""
-    fields: tuple[str, ...] = getattr(record, "_fields")  # noqa: B009 - a NamedTuple's own
-    return columns(*(col(getattr(model, name)) for name in fields))
 
 
 _REFERRAL = record_columns(Referral, ReferralRecord).where(

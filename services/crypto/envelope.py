@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,6 +25,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.crypto.errors import DataKeyShredded, DecryptionError
 from services.crypto.keyring import NONCE_BYTES, KeyRing, WrappedKey
+from services.db import read_rows, record_columns
 
 TOKEN_VERSION = "v1"
 _AAD_PREFIX = b"referral-engine/field/v1\x00"
@@ -68,8 +70,18 @@ def _check_field(field: str) -> None:
         raise ValueError("a sealed value needs a non-empty field name")
 
 
-# built once (see `PersonalDataVault._cipher`)
-_DATA_KEY = select(ReferralDataKey).where(ReferralDataKey.referral_id == bindparam("referral_id"))
+class _KeyRow(NamedTuple):
+    """A referral's data-key row as opening a field reads it."""
+
+    kek_version: str
+    wrapped_key: bytes
+    destroyed_at: datetime | None
+
+
+# built once, read below the ORM (see `PersonalDataVault._cipher`)
+_DATA_KEY = record_columns(ReferralDataKey, _KeyRow).where(
+    col(ReferralDataKey.referral_id) == bindparam("referral_id")
+)
 
 
 class _DataKeyCache:
@@ -136,19 +148,23 @@ class PersonalDataVault:
 
     def _cipher(self, *, session: Session, referral_id: uuid.UUID, create: bool) -> AESGCM:
         # The row is checked in every transaction, so a key shredded by another process is
-        # refused from the next transaction on despite this process's key cache. Pinning it
-        # in the session keeps it in the identity map: repeats within a session cost no query.
-        pinned: dict[uuid.UUID, ReferralDataKey] = session.info.setdefault(_PINNED_ROWS, {})
-        row = pinned.get(referral_id)
-        if row is None:
-            # a prebuilt statement: Session.get builds one per call, which cost a read more
-            # than the rest of opening its fields
-            row = session.exec(_DATA_KEY, params={"referral_id": referral_id}).one_or_none()
+        # refused from the next transaction on despite this process's key cache. It is
+        # pinned in the session for the transaction it was read in: repeats within it cost
+        # no query, and `shred` drops the pin. Read below the ORM (`read_rows`): an entity
+        # cost more than the rest of opening a record's fields.
+        pinned: dict[uuid.UUID, tuple[object, _KeyRow]] = session.info.setdefault(_PINNED_ROWS, {})
+        found = pinned.get(referral_id)
+        transaction = session.get_transaction()
+        if found is not None and transaction is not None and found[0] is transaction:
+            row: _KeyRow | None = found[1]
+        else:
+            read = read_rows(session, _DATA_KEY, {"referral_id": referral_id}).first()
+            row = None if read is None else _KeyRow(*read)
         if row is None:
             if not create:
                 raise DecryptionError("the referral has no data key")
             return self._create_key(session=session, referral_id=referral_id)
-        pinned[referral_id] = row
+        pinned[referral_id] = (session.get_transaction(), row)
         if row.destroyed_at is not None:
             raise DataKeyShredded("the referral's data key was shredded")
         cipher = self._cache.get(referral_id, row.wrapped_key)
@@ -165,9 +181,12 @@ class PersonalDataVault:
             referral_id=referral_id, kek_version=wrapped.kek_version, wrapped_key=wrapped.ciphertext
         )
         session.add(row)
-        session.info.setdefault(_PINNED_ROWS, {})[referral_id] = row
         # Flush now so two writers creating the same referral's key collide here, not later.
         session.flush()
+        session.info.setdefault(_PINNED_ROWS, {})[referral_id] = (
+            session.get_transaction(),
+            _KeyRow(wrapped.kek_version, wrapped.ciphertext, None),
+        )
         cipher = AESGCM(data_key)
         self._cache.put(referral_id, wrapped.ciphertext, cipher)
         return cipher
@@ -262,6 +281,7 @@ class PersonalDataVault:
             row.destroyed_at = now
             session.add(row)
         session.flush()
+        session.info.get(_PINNED_ROWS, {}).pop(referral_id, None)
         self._cache.evict(referral_id)
 
     def is_shredded(self, *, session: Session, referral_id: uuid.UUID) -> bool:

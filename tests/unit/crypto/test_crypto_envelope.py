@@ -284,6 +284,36 @@ def test_a_shred_elsewhere_beats_this_vaults_cache(
         vault.open(session=session, referral_id=referral, field="email", token=token)
 
 
+def test_a_shred_in_the_same_transaction_is_refused_at_once(
+    vault: PersonalDataVault, engine: Engine
+) -> None:
+    referral = uuid.uuid4()
+    with Session(engine) as session:
+        token = vault.seal(session=session, referral_id=referral, field="email", value="x")
+        session.commit()
+        # opened, so its key row is pinned for this transaction, then shredded within it
+        assert vault.open(session=session, referral_id=referral, field="email", token=token)
+        vault.shred(session=session, referral_id=referral)
+        with pytest.raises(DataKeyShredded):
+            vault.open(session=session, referral_id=referral, field="email", token=token)
+
+
+def test_a_shred_elsewhere_is_refused_from_this_sessions_next_transaction(
+    keyring: FileKeyRing, vault: PersonalDataVault, engine: Engine
+) -> None:
+    referral = uuid.uuid4()
+    with Session(engine) as session:
+        token = vault.seal(session=session, referral_id=referral, field="email", value="x")
+        session.commit()
+        assert vault.open(session=session, referral_id=referral, field="email", token=token)
+        session.commit()  # this session's next transaction starts with its next read
+        with Session(engine) as elsewhere:
+            PersonalDataVault(keyring).shred(session=elsewhere, referral_id=referral)
+            elsewhere.commit()
+        with pytest.raises(DataKeyShredded):
+            vault.open(session=session, referral_id=referral, field="email", token=token)
+
+
 def test_shredding_an_unknown_referral_blocks_future_seals(
     vault: PersonalDataVault, session: Session
 ) -> None:
