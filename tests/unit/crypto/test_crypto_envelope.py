@@ -269,14 +269,21 @@ def test_shredded_data_can_never_be_read_again(
             assert instance.open_record(session=session, referral_id=other, fields=kept) == RECORD
 
 
+def _sealed_and_opened(vault: PersonalDataVault, session: Session) -> tuple[uuid.UUID, str]:
+    """A referral with one sealed field, committed, then opened in the session's next
+    transaction (its key now cached, and its key row pinned for that transaction)."""
+    referral = uuid.uuid4()
+    token = vault.seal(session=session, referral_id=referral, field="email", value="x")
+    session.commit()
+    assert vault.open(session=session, referral_id=referral, field="email", token=token)
+    return referral, token
+
+
 def test_a_shred_elsewhere_beats_this_vaults_cache(
     keyring: FileKeyRing, vault: PersonalDataVault, engine: Engine
 ) -> None:
-    referral = uuid.uuid4()
     with Session(engine) as session:
-        token = vault.seal(session=session, referral_id=referral, field="email", value="x")
-        session.commit()
-        assert vault.open(session=session, referral_id=referral, field="email", token=token)
+        referral, token = _sealed_and_opened(vault, session)
     with Session(engine) as session:
         PersonalDataVault(keyring).shred(session=session, referral_id=referral)
         session.commit()
@@ -287,12 +294,8 @@ def test_a_shred_elsewhere_beats_this_vaults_cache(
 def test_a_shred_in_the_same_transaction_is_refused_at_once(
     vault: PersonalDataVault, engine: Engine
 ) -> None:
-    referral = uuid.uuid4()
     with Session(engine) as session:
-        token = vault.seal(session=session, referral_id=referral, field="email", value="x")
-        session.commit()
-        # opened, so its key row is pinned for this transaction, then shredded within it
-        assert vault.open(session=session, referral_id=referral, field="email", token=token)
+        referral, token = _sealed_and_opened(vault, session)
         vault.shred(session=session, referral_id=referral)
         with pytest.raises(DataKeyShredded):
             vault.open(session=session, referral_id=referral, field="email", token=token)
@@ -301,11 +304,8 @@ def test_a_shred_in_the_same_transaction_is_refused_at_once(
 def test_a_shred_elsewhere_is_refused_from_this_sessions_next_transaction(
     keyring: FileKeyRing, vault: PersonalDataVault, engine: Engine
 ) -> None:
-    referral = uuid.uuid4()
     with Session(engine) as session:
-        token = vault.seal(session=session, referral_id=referral, field="email", value="x")
-        session.commit()
-        assert vault.open(session=session, referral_id=referral, field="email", token=token)
+        referral, token = _sealed_and_opened(vault, session)
         session.commit()  # this session's next transaction starts with its next read
         with Session(engine) as elsewhere:
             PersonalDataVault(keyring).shred(session=elsewhere, referral_id=referral)
