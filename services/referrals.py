@@ -9,9 +9,9 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import bindparam, or_
+from sqlalchemy import Select, bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -96,18 +96,22 @@ class ChannelMessage(NamedTuple):
 _REFERRAL = record_columns(Referral, ReferralRecord).where(
     col(Referral.id) == bindparam("referral_id")
 )
-_CURRENT_CONSENT = (
-    select(Consent)
-    .where(Consent.referral_id == bindparam("referral_id"))
-    .order_by(col(Consent.version).desc())
-    .limit(1)
-)
-_CONSENT_TERMS = (
-    record_columns(Consent, consent_service.Terms)
-    .where(col(Consent.referral_id) == bindparam("referral_id"))
-    .order_by(col(Consent.version).desc())
-    .limit(1)
-)
+
+Q = TypeVar("Q", bound=Select[Any])
+
+
+def _newest_consent(query: Q) -> Q:
+    """`query` narrowed to the newest consent version of a referral: one rule for the
+    stored consent (`current_consent`) and the terms every access decides on."""
+    return (
+        query.where(col(Consent.referral_id) == bindparam("referral_id"))
+        .order_by(col(Consent.version).desc())
+        .limit(1)
+    )
+
+
+_CURRENT_CONSENT = _newest_consent(select(Consent))
+_CONSENT_TERMS = _newest_consent(record_columns(Consent, consent_service.Terms))
 _HISTORY_OF_ONE = (
     record_columns(StatusHistory, HistoryRow)
     .where(col(StatusHistory.referral_id) == bindparam("referral_id"))

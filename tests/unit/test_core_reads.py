@@ -10,8 +10,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
-import services.crypto  # noqa: F401
 from services import care_team, policy, referrals
 from services import consent as consent_service
 from services.models import (

@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, event
 from sqlmodel import Session
 
-import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
-import services.crypto  # noqa: F401
 from services import referrals
 from services.models import (
     CareTeamAssignment,

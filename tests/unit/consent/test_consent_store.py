@@ -11,8 +11,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-import services.audit.models  # noqa: F401 - every table in SQLModel.metadata
-import services.crypto  # noqa: F401
 from services import care_team, consent, projection
 from services.errors import Conflict, NotFound
 from services.lifecycle import Snapshot, Stage, TaskStatus
