@@ -187,6 +187,7 @@ class Runtime:
                 source_node=settings.audit_source_node,
                 engine=audit_engine,
                 payload_keys=payload_keys,
+                batch_window_seconds=settings.audit_batch_window_ms / 1000,
             ),
             loop_engine=event_loop_engine(engine),
         )

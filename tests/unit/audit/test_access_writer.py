@@ -167,3 +167,46 @@ async def test_closing_writes_what_is_queued_and_the_next_access_starts_it_again
     assert not thread.is_alive()
     await gatekeeper.writer.finish(access(gatekeeper, 2))
     assert [row[0] for row in stored(engine)] == ["req-1", "req-2"]
+
+
+@pytest.fixture
+def windowed(make_log: LogFactory) -> Any:
+    """A gatekeeper whose access writer holds a batch open for up to 2 s under load."""
+    keeper = Gatekeeper(
+        audit=make_log(), pseudonym_key=b"k" * 32, source_node="test", batch_window_seconds=2.0
+    )
+    yield keeper
+    keeper.close()
+
+
+async def test_a_lone_read_never_waits_for_company(windowed: Gatekeeper, engine: Engine) -> None:
+    # nothing was queued while the last batch was written: each entry is written at once,
+    # far within the 2 s the window would hold it
+    loop = asyncio.get_running_loop()
+    for n in range(3):
+        started = loop.time()
+        await asyncio.wait_for(windowed.writer.finish(access(windowed, n)), timeout=30)
+        assert loop.time() - started < 1.0
+    assert [row[0] for row in stored(engine)] == ["req-0", "req-1", "req-2"]
+
+
+async def test_under_load_a_batch_waits_for_the_reads_still_coming(
+    windowed: Gatekeeper, engine: Engine
+) -> None:
+    sizes = count_transactions(windowed)
+    write_lock = windowed.audit._write_lock
+    write_lock.acquire()  # the first batch is being written while two more reads queue
+    try:
+        first = asyncio.create_task(windowed.writer.finish(access(windowed, 0)))
+        await asyncio.sleep(0.1)
+        queued = [asyncio.create_task(windowed.writer.finish(access(windowed, n))) for n in (1, 2)]
+        await asyncio.sleep(0.2)
+    finally:
+        write_lock.release()
+    await asyncio.wait_for(first, timeout=30)
+    # the two queued meanwhile are held open for the one that arrives after them
+    await asyncio.sleep(0.1)
+    late = asyncio.create_task(windowed.writer.finish(access(windowed, 3)))
+    await asyncio.wait_for(asyncio.gather(*queued, late), timeout=30)
+    assert sizes == [1, 3]
+    assert sorted(row[0] for row in stored(engine)) == [f"req-{n}" for n in range(4)]
