@@ -55,10 +55,11 @@ class Settings(BaseSettings):
     audit_pool_size: int = Field(default=2, ge=1)
     audit_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     # The entries of the reads served on the event loop are committed in batches. Under load
-    # (entries queued while the last batch was written) a batch stays open this long after
-    # its first entry, to carry more entries per transaction and fsync; a lone read never
-    # waits. 0 writes whatever is queued at once.
-    audit_batch_window_ms: float = Field(default=3.0, ge=0, le=50)
+    # (entries queued while the last batch was written) a batch also takes the entries of
+    # the requests the loop serves in its next turns, for at most this long after its first:
+    # more entries per transaction and fsync, fewer commits emptying the loop's read cache.
+    # An idle loop turns at once; a lone read never waits. 0: write what is queued at once.
+    audit_batch_window_ms: float = Field(default=20.0, ge=0, le=100)
     # How long a request waits for the referral's workflow to take a step (an update): then
     # it answers 503 (try again, with the same Idempotency-Key), well before a client gives
     # up. The step may still be taken: a keyed retry finishes it or repeats its answer.

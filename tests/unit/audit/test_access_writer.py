@@ -9,6 +9,7 @@ nothing; a waiter that went away still has its access recorded.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -181,7 +182,7 @@ def windowed(make_log: LogFactory) -> Any:
 
 async def test_a_lone_read_never_waits_for_company(windowed: Gatekeeper, engine: Engine) -> None:
     # nothing was queued while the last batch was written: each entry is written at once,
-    # far within the 2 s the window would hold it
+    # far within the 2 s the window could hold it
     loop = asyncio.get_running_loop()
     for n in range(3):
         started = loop.time()
@@ -190,7 +191,7 @@ async def test_a_lone_read_never_waits_for_company(windowed: Gatekeeper, engine:
     assert [row[0] for row in stored(engine)] == ["req-0", "req-1", "req-2"]
 
 
-async def test_under_load_a_batch_waits_for_the_reads_still_coming(
+async def test_under_load_a_batch_takes_the_reads_the_busy_loop_is_serving(
     windowed: Gatekeeper, engine: Engine
 ) -> None:
     sizes = count_transactions(windowed)
@@ -200,13 +201,42 @@ async def test_under_load_a_batch_waits_for_the_reads_still_coming(
         first = asyncio.create_task(windowed.writer.finish(access(windowed, 0)))
         await asyncio.sleep(0.1)
         queued = [asyncio.create_task(windowed.writer.finish(access(windowed, n))) for n in (1, 2)]
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
     finally:
         write_lock.release()
-    await asyncio.wait_for(first, timeout=30)
-    # the two queued meanwhile are held open for the one that arrives after them
-    await asyncio.sleep(0.1)
+    # the loop is busy (held here, without yielding) while the writer takes the two queued
+    # reads; the request it serves meanwhile queues a third, which joins their batch
+    time.sleep(0.3)
     late = asyncio.create_task(windowed.writer.finish(access(windowed, 3)))
-    await asyncio.wait_for(asyncio.gather(*queued, late), timeout=30)
+    await asyncio.wait_for(asyncio.gather(first, *queued, late), timeout=30)
     assert sizes == [1, 3]
     assert sorted(row[0] for row in stored(engine)) == [f"req-{n}" for n in range(4)]
+
+
+async def test_a_loop_busy_beyond_the_window_does_not_hold_the_batch(
+    make_log: LogFactory, engine: Engine
+) -> None:
+    keeper = Gatekeeper(
+        audit=make_log(), pseudonym_key=b"k" * 32, source_node="test", batch_window_seconds=0.2
+    )
+    try:
+        write_lock = keeper.audit._write_lock
+        write_lock.acquire()
+        try:
+            waiting = [asyncio.create_task(keeper.writer.finish(access(keeper, 0)))]
+            await asyncio.sleep(0.1)  # the first batch, of one, waits for the lock
+            waiting += [
+                asyncio.create_task(keeper.writer.finish(access(keeper, n))) for n in (1, 2)
+            ]
+            await asyncio.sleep(0.1)
+        finally:
+            write_lock.release()
+        # the loop stays busy (held here, without yielding): the batch of the two queued
+        # reads is written once its 0.2 s are over, while the loop has still not turned
+        deadline = time.monotonic() + 10
+        while len(stored(engine)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(stored(engine)) == 3
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+    finally:
+        keeper.close()
