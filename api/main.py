@@ -28,6 +28,7 @@ from api.web import session as web_session
 from api.web_auth import CookieSealer, LoginRefused, SessionStore
 from api.web_auth import router as web_auth_router
 from services import telemetry
+from services.access_process import ProcessAccessWriter
 from services.runtime import Runtime
 from services.settings import OtelExporter, Settings, get_settings
 from workflows.client import connect
@@ -64,7 +65,13 @@ def create_app(
                 await ensure_temporal(app)
             except Exception:  # noqa: BLE001 - readiness reports it; routes retry
                 pass
+        writer = runtime.gatekeeper.writer
+        if isinstance(writer, ProcessAccessWriter):
+            # started now rather than by the first read; it ends when the API does
+            await writer.start()
         yield
+        if isinstance(writer, ProcessAccessWriter):
+            await writer.aclose()
 
     async def ensure_temporal(app: FastAPI) -> Client:
         async with connect_lock:

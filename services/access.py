@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine, update
@@ -273,8 +273,9 @@ class Gatekeeper:
         self.source_node = source_node or socket.gethostname() or "unknown"
         self._engine = engine
         self._payload_keys = payload_keys
-        # the entries of accesses served on the event loop (`AccessWriter`)
-        self.writer = AccessWriter(self, window_seconds=batch_window_seconds)
+        # the entries of accesses served on the event loop (`AccessWriter`; in the API, a
+        # child process: `services.access_process.ProcessAccessWriter`)
+        self.writer: EntryWriter = AccessWriter(self, window_seconds=batch_window_seconds)
 
     def pseudonym(self, referral_id: UUID | None) -> str | None:
         """The audit pseudonym of a referral (keyed HMAC), or None."""
@@ -419,6 +420,16 @@ class Gatekeeper:
             await self.writer.finish(record, outcome_of(error, record.decision))
             raise
         await self.writer.finish(record)
+
+
+class EntryWriter(Protocol):
+    """Writes the entry of an access served on the event loop; returns once committed."""
+
+    async def finish(
+        self, access: Access, outcome: AuditOutcome = AuditOutcome.SUCCESS
+    ) -> None: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
 
 
 @dataclass

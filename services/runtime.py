@@ -20,7 +20,7 @@ from services.crypto import (
     ReferralPayloadKeys,
 )
 from services.db import make_engine
-from services.settings import Settings
+from services.settings import AccessWriterKind, Settings
 
 
 def load_keyring(settings: Settings) -> KeyRing:
@@ -172,7 +172,7 @@ class Runtime:
             key_source=audit_keys.current,
         )
         payload_keys = ReferralPayloadKeys(engine, keyring)
-        return cls(
+        runtime = cls(
             settings=settings,
             engine=engine,
             audit_engine=audit_engine,
@@ -191,3 +191,11 @@ class Runtime:
             ),
             loop_engine=event_loop_engine(engine),
         )
+        if (
+            runtime.loop_engine is not None
+            and settings.audit_access_writer is AccessWriterKind.PROCESS
+        ):
+            from services.access_process import ProcessAccessWriter
+
+            runtime.gatekeeper.writer = ProcessAccessWriter(settings)
+        return runtime

@@ -51,6 +51,10 @@ def settings(database_url: str, integration_dir: Path, minter: TokenMinter) -> S
         temporal_task_queue=f"it-{uuid.uuid4()}",
         otel_exporter="memory",
         max_body_bytes=16 * 1024,
+        # one runtime serves every test's app, each on its own event loop: the entries of
+        # the loop's reads are written by a thread, which serves any loop (the child
+        # process of `referral api` is tested in test_access_process.py)
+        audit_access_writer="thread",
     )
 
 
