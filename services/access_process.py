@@ -285,10 +285,11 @@ class ProcessAccessWriter:
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """The child: write each batch of accesses read from `stdin` (one line) in one
     transaction, and answer it on `stdout`."""
-    from services.runtime import Runtime
+    from services.runtime import Runtime, settle_heap
 
     settings = Settings.model_validate_json(stdin.readline())
     runtime = Runtime.build(settings)
+    settle_heap()  # as the API does: no full collection scans what start-up made
     gatekeeper = runtime.gatekeeper
     try:
         for line in stdin:
