@@ -29,6 +29,7 @@ from api.web_auth import CookieSealer, LoginRefused, SessionStore
 from api.web_auth import router as web_auth_router
 from services import telemetry
 from services.access_process import ProcessAccessWriter
+from services.errors import Unavailable
 from services.runtime import Runtime
 from services.settings import OtelExporter, Settings, get_settings
 from workflows.client import connect
@@ -68,7 +69,11 @@ def create_app(
         writer = runtime.gatekeeper.writer
         if isinstance(writer, ProcessAccessWriter):
             # started now rather than by the first read; it ends when the API does
-            await writer.start()
+            try:
+                await writer.start()
+            except Unavailable:
+                pass  # logged; the next read starts it again
+
         yield
         if isinstance(writer, ProcessAccessWriter):
             await writer.aclose()

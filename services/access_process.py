@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 # After the child ended, reads answer 503 for this long before a new one is started: a child
 # that cannot start (a missing key, a broken database) is not started again on every read.
 RESTART_PAUSE_SECONDS = 1.0
+START_TIMEOUT_SECONDS = 60.0
 NOT_RECORDED = "the access could not be recorded in the audit log; try again"
 # The most accesses in one batch (one line to the child, one transaction): the rest wait for
 # the next. An answer names them all, well within the pipe reader's line limit.
@@ -208,7 +209,7 @@ class ProcessAccessWriter:
                 future.set_exception(Unavailable(NOT_RECORDED))
 
     async def start(self) -> None:
-        """Start the child now rather than at the first read (its start takes a second)."""
+        """Start the child now, and wait until it is ready, rather than at the first read."""
         await self._running()
 
     async def _running(self) -> asyncio.subprocess.Process:
@@ -229,9 +230,21 @@ class ProcessAccessWriter:
                 stdout=asyncio.subprocess.PIPE,
                 limit=ANSWER_LINE_LIMIT,
             )
-            assert process.stdin is not None
+            assert process.stdin is not None and process.stdout is not None
             # the settings travel on its input, never in its arguments
             process.stdin.write(self._settings.model_dump_json().encode() + b"\n")
+            try:
+                # its first answer says it is ready to write (its start takes a second or two)
+                ready = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_SECONDS)
+            except TimeoutError:
+                ready = b""
+            if not ready:
+                self._paused_until = time.monotonic() + RESTART_PAUSE_SECONDS
+                if process.returncode is None:
+                    process.kill()
+                await process.wait()
+                logger.warning("the access writer process did not start")
+                raise Unavailable(NOT_RECORDED)
             self._process = process
             self._alive = True
             self._in_flight = False
@@ -290,6 +303,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     settings = Settings.model_validate_json(stdin.readline())
     runtime = Runtime.build(settings)
     settle_heap()  # as the API does: no full collection scans what start-up made
+    stdout.write(BatchAnswer(numbers=[], error=None).model_dump_json().encode() + b"\n")
+    stdout.flush()
     gatekeeper = runtime.gatekeeper
     try:
         for line in stdin:
