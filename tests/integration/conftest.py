@@ -52,8 +52,8 @@ def settings(database_url: str, integration_dir: Path, minter: TokenMinter) -> S
         otel_exporter="memory",
         max_body_bytes=16 * 1024,
         # one runtime serves every test's app, each on its own event loop: the entries of
-        # the loop's reads are written by a thread, which serves any loop (the child
-        # process of `referral api` is tested in test_access_process.py)
+        # the loop's reads are written by a thread, which serves any loop, whatever the
+        # default (the child process is tested in test_access_process.py)
         audit_access_writer="thread",
     )
 
