@@ -8,6 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from services.access import Access, Gatekeeper, RequestContext
+from services.audit.models import AuditEventType
 from services.db import session_scope
 from services.demo import DEMO_FRAMEWORK_ID
 from services.lifecycle import (
@@ -31,6 +33,7 @@ from services.lifecycle import (
     Timings,
 )
 from services.models import Referral
+from services.principal import Principal, Role, Sector
 from services.settings import Settings
 
 DAY = 86400
@@ -194,3 +197,26 @@ def withdraw(actor: Actor) -> ConsentWithdrawInput:
 
 def rematch(actor: Actor = OFFICE) -> RematchInput:
     return RematchInput(actor=actor)
+
+
+READER = Principal(
+    subject="user-reader",
+    organisation="pk-antwerpen",
+    sector=Sector.JUSTICE,
+    roles=frozenset({Role.PROSECUTOR}),
+)
+
+
+def read_access(gatekeeper: Gatekeeper, request_id: str) -> Access:
+    """An access of a prosecutor reading a referral (a random one), which disclosed its
+    process category: what the event loop's reads hand to their entry's writer."""
+    opened = gatekeeper.open(
+        principal=READER,
+        event_type=AuditEventType.READ,
+        action="referral.read",
+        purpose="JUSTFUP",
+        ctx=RequestContext(request_id=request_id),
+        referral_id=uuid.uuid4(),
+    )
+    opened.disclose(["process"])
+    return opened

@@ -19,34 +19,18 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from services import access_process
-from services.access import Access, RequestContext
+from services.access import Access
 from services.access_process import ProcessAccessWriter
 from services.audit.log import ADVISORY_LOCK_KEY
-from services.audit.models import AUDIT_ENTRY_TABLE, AuditEventType
+from services.audit.models import AUDIT_ENTRY_TABLE
 from services.errors import Unavailable
-from services.principal import Principal, Role, Sector
 from services.runtime import Runtime
 from services.settings import AccessWriterKind, Settings
-
-READER = Principal(
-    subject="user-reader",
-    organisation="pk-antwerpen",
-    sector=Sector.JUSTICE,
-    roles=frozenset({Role.PROSECUTOR}),
-)
+from tests.factories import read_access
 
 
 def access(runtime: Runtime, request_id: str) -> Access:
-    opened = runtime.gatekeeper.open(
-        principal=READER,
-        event_type=AuditEventType.READ,
-        action="referral.read",
-        purpose="JUSTFUP",
-        ctx=RequestContext(request_id=request_id),
-        referral_id=uuid.uuid4(),
-    )
-    opened.disclose(["process"])
-    return opened
+    return read_access(runtime.gatekeeper, request_id)
 
 
 def stored(engine: Engine, request_ids: list[str]) -> list[tuple[str, str, list[str]]]:

@@ -20,28 +20,13 @@ from sqlalchemy import Engine, select
 from services.access import Access, Gatekeeper, RequestContext
 from services.audit.log import AuditLog
 from services.audit.models import AUDIT_ENTRY_TABLE, AuditEventType, AuditOutcome
-from services.principal import Principal, Role, Sector
+from tests.factories import READER, read_access
 
 LogFactory = Callable[..., AuditLog]
-READER = Principal(
-    subject="user-reader",
-    organisation="pk-antwerpen",
-    sector=Sector.JUSTICE,
-    roles=frozenset({Role.PROSECUTOR}),
-)
 
 
 def access(gatekeeper: Gatekeeper, n: int) -> Access:
-    opened = gatekeeper.open(
-        principal=READER,
-        event_type=AuditEventType.READ,
-        action="referral.read",
-        purpose="JUSTFUP",
-        ctx=RequestContext(request_id=f"req-{n}"),
-        referral_id=uuid.uuid4(),
-    )
-    opened.disclose(["process"])
-    return opened
+    return read_access(gatekeeper, f"req-{n}")
 
 
 def stored(engine: Engine) -> list[tuple[str, str, list[str]]]:
