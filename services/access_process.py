@@ -11,12 +11,13 @@ the API's request threads append to the log from two processes, and the lifecycl
 about 10 % to their waits for each other (see the README's Benchmarks).
 
 The guarantee is the thread's: a read's view leaves only once its entry is committed. The
-loop sends each finished access as one line of JSON to the child's stdin, and waits; the
-child writes whatever has arrived in one transaction (`Gatekeeper.finish_together`, as the
+loop sends each batch of finished accesses as one line of JSON to the child's stdin, and
+waits; the child writes the batch in one transaction (`Gatekeeper.finish_together`, as the
 thread does) and answers one line naming the accesses it committed, or that it could not.
 If the child dies, every read waiting on it answers 503 (its entry may or may not have been
-committed; the read disclosed nothing) and the next read starts a new child. When the API
-goes away, the child reads the end of its input, writes what it holds and exits.
+committed; the read disclosed nothing), and after a pause the next read starts a new
+child. When the API goes away, the child reads the end of its input, writes what it holds
+and exits.
 """
 
 from __future__ import annotations
