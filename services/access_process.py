@@ -135,15 +135,13 @@ class ProcessAccessWriter:
 
     One batch is with the child at a time. The accesses finished meanwhile wait for its
     answer; then, as the thread's batches do under load (`AccessWriter`), they also wait
-    for the loop's next turns (`LOOP_TURNS`, at most `window_seconds` after the first of
+    for the loop's next turns (`LOOP_TURNS`, at most `audit_batch_window_ms` after the first of
     them) and go together: one transaction, one fsync, one commit that empties the loop's
     read cache. An access finished while the child is idle goes at the end of the turn."""
 
-    def __init__(self, settings: Settings, *, window_seconds: float | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._window = (
-            settings.audit_batch_window_ms / 1000 if window_seconds is None else window_seconds
-        )
+        self._window = settings.audit_batch_window_ms / 1000
         self._process: asyncio.subprocess.Process | None = None
         # the child answers: set when it starts, cleared when its output ends (its exit
         # status may be known only later)

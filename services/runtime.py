@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.access import Gatekeeper
+from services.access_process import ProcessAccessWriter
 from services.audit.keys import AuditKeyFile, key_id_of
 from services.audit.log import AuditLog
 from services.audit.models import AUDIT_TREE_HEAD_TABLE
@@ -195,7 +196,5 @@ class Runtime:
             runtime.loop_engine is not None
             and settings.audit_access_writer is AccessWriterKind.PROCESS
         ):
-            from services.access_process import ProcessAccessWriter
-
             runtime.gatekeeper.writer = ProcessAccessWriter(settings)
         return runtime

@@ -164,7 +164,7 @@ class PersonalDataVault:
             if not create:
                 raise DecryptionError("the referral has no data key")
             return self._create_key(session=session, referral_id=referral_id)
-        pinned[referral_id] = (session.get_transaction(), row)
+        pinned[referral_id] = (transaction, row)
         if row.destroyed_at is not None:
             raise DataKeyShredded("the referral's data key was shredded")
         cipher = self._cache.get(referral_id, row.wrapped_key)
