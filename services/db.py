@@ -13,6 +13,8 @@ from sqlalchemy import Engine, Executable, Result, Select, event
 from sqlalchemy import select as columns  # a Core select of several columns
 from sqlmodel import Session, col, create_engine
 
+from services.write_turns import TurnTakingConnection, WriteTurns
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -24,8 +26,9 @@ def make_engine(
     pool_timeout: float = 30.0,
     statement_timeout: float = 30.0,
 ) -> Engine:
-    """An engine for `url` with a bounded pool; SQLite gets foreign keys, WAL and a busy
-    timeout, PostgreSQL a statement timeout, so no wait is unbounded."""
+    """An engine for `url` with a bounded pool; SQLite gets foreign keys, WAL, a busy
+    timeout and turns for its writers (`services.write_turns`), PostgreSQL a statement
+    timeout, so no wait is unbounded."""
     pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -33,14 +36,17 @@ def make_engine(
         if not memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = int(statement_timeout * 1000)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": statement_timeout},
-            **({} if memory else pool),
-        )
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": statement_timeout}
+        # writers of a file take turns, woken as soon as the writer before them is done
+        turns = None if memory else WriteTurns(Path(path), statement_timeout)
+        if turns is not None:
+            connect_args["factory"] = TurnTakingConnection
+        engine = create_engine(url, connect_args=connect_args, **({} if memory else pool))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            if turns is not None:
+                dbapi_connection.turns = turns
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             # freed space is zeroed: a deleted row (a purged referral's fingerprints) does

@@ -1,0 +1,128 @@
+"""Writers of one SQLite file take turns (services/write_turns.py): a waiting writer is
+woken when the writer before it ends, not by SQLite's busy handler; a turn not taken in
+time is a locked database (503); a writer that dies gives its turn back.
+
+Two engines on one file stand for two processes: each has its own turns and its own
+descriptor of the lock file, and `flock` locks belong to the descriptor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from services.db import make_engine, pool_exhausted
+from services.write_turns import writes
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (writer TEXT)"))
+    engine.dispose()
+    yield url
+
+
+def rows(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r for (r,) in conn.execute(text("SELECT writer FROM t ORDER BY writer"))]
+
+
+def write_without_busy_handler(engine: Engine, writer: str, errors: list[BaseException]) -> None:
+    """Insert a row on a connection whose SQLite busy handler gives up at once: only the
+    turns can make it wait for another writer."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            conn.execute(text("INSERT INTO t VALUES (:w)"), {"w": writer})
+            conn.commit()
+    except BaseException as error:
+        errors.append(error)
+
+
+def test_statements_that_take_the_write_lock_take_a_turn() -> None:
+    for sql in ("INSERT INTO t VALUES (1)", "  update t set x=1", "DELETE FROM t", "REPLACE t"):
+        assert writes(sql), sql
+    assert writes("BEGIN IMMEDIATE") and writes("CREATE TABLE u (x)")
+    for sql in ("SELECT 1", "PRAGMA busy_timeout=0", "BEGIN", "  select * from t"):
+        assert not writes(sql), sql
+
+
+def test_a_writer_waits_for_the_writer_before_it_and_then_writes(url: str) -> None:
+    first, second = make_engine(url), make_engine(url)
+    holding = first.connect()
+    holding.execute(text("INSERT INTO t VALUES ('first')"))  # the write lock, uncommitted
+    errors: list[BaseException] = []
+    waiter = threading.Thread(target=write_without_busy_handler, args=(second, "second", errors))
+    waiter.start()
+    waiter.join(0.5)
+    # Without turns SQLite would have refused it at once (busy_timeout=0): it waits instead.
+    assert waiter.is_alive() and not errors
+    holding.commit()
+    waiter.join(10)
+    assert not waiter.is_alive() and not errors
+    assert rows(first) == ["first", "second"]
+    holding.close()
+
+
+def test_a_turn_not_taken_in_time_is_a_locked_database_and_writes_nothing(url: str) -> None:
+    first, impatient = make_engine(url), make_engine(url, statement_timeout=0.3)
+    holding = first.connect()
+    holding.execute(text("INSERT INTO t VALUES ('first')"))
+    errors: list[BaseException] = []
+    write_without_busy_handler(impatient, "impatient", errors)
+    assert len(errors) == 1 and isinstance(errors[0], OperationalError)
+    assert pool_exhausted(errors[0])  # answered 503, as a locked database
+    holding.commit()
+    holding.close()
+    # The impatient engine's waiting thread got the file once `first` committed; nobody
+    # wanted it any more, so it let it go: both engines write again.
+    write_without_busy_handler(first, "first again", errors)
+    write_without_busy_handler(impatient, "impatient again", errors)
+    assert len(errors) == 1
+    assert rows(first) == ["first", "first again", "impatient again"]
+
+
+HOLDER = """
+import sys, time
+from sqlalchemy import text
+from services.db import make_engine
+conn = make_engine(sys.argv[1]).connect()
+conn.execute(text("INSERT INTO t VALUES ('killed')"))
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_writer_that_dies_gives_its_turn_back(url: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        errors: list[BaseException] = []
+        engine = make_engine(url)
+        waiter = threading.Thread(target=write_without_busy_handler, args=(engine, "next", errors))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not errors
+        os.kill(holder.pid, signal.SIGKILL)
+        waiter.join(10)
+        assert not waiter.is_alive() and not errors
+        assert rows(engine) == ["next"]  # the dead writer's row was never committed
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
