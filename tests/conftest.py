@@ -50,12 +50,16 @@ def _refuse_opening_in_process(database: Path) -> None:
     """No test opens the session's SQLite files with open(): closing that descriptor drops
     SQLite's POSIX locks in this process (sqlite.org/howtocorrupt.html, 2.2), and the
     workers other tests start then corrupt what this process reads. Read them with
-    tests/sqlite_files.py (another process). SQLite's own opens are not Python's."""
+    tests/sqlite_files.py (another process). SQLite's own opens are not Python's; nor is
+    the writers' lock file (services/write_turns.py), a file of its own, whose descriptor
+    holds a `flock`, which no other file's descriptor drops."""
     prefix = str(database.resolve())
+    turns = prefix + "-writer.lock"
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event == "open" and isinstance(args[0], str | Path):
-            if str(Path(args[0]).resolve()).startswith(prefix):
+            path = str(Path(args[0]).resolve())
+            if path.startswith(prefix) and path != turns:
                 raise PermissionError(f"the session database is read by another process: {args[0]}")
 
     sys.addaudithook(hook)

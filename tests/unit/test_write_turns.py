@@ -54,7 +54,7 @@ def test_statements_that_take_the_write_lock_take_a_turn() -> None:
     for sql in ("INSERT INTO t VALUES (1)", "  update t set x=1", "DELETE FROM t", "REPLACE t"):
         assert writes(sql), sql
     assert writes("BEGIN IMMEDIATE") and writes("CREATE TABLE u (x)")
-    for sql in ("SELECT 1", "PRAGMA busy_timeout=0", "BEGIN", "  select * from t"):
+    for sql in ("SELECT 1", "PRAGMA busy_timeout=0", "BEGIN", "  select * from t", "WITH a AS"):
         assert not writes(sql), sql
 
 
