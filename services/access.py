@@ -273,8 +273,8 @@ class Gatekeeper:
         self.source_node = source_node or socket.gethostname() or "unknown"
         self._engine = engine
         self._payload_keys = payload_keys
-        # the entries of accesses served on the event loop (`AccessWriter`; with
-        # REFERRAL_AUDIT_ACCESS_WRITER=process, `services.access_process.ProcessAccessWriter`)
+        # the entries of accesses served on the event loop (`AccessWriter`; the API swaps in
+        # `services.access_process.ProcessAccessWriter`, REFERRAL_AUDIT_ACCESS_WRITER=process)
         self.writer: EntryWriter = AccessWriter(self, window_seconds=batch_window_seconds)
 
     def pseudonym(self, referral_id: UUID | None) -> str | None:

@@ -4,11 +4,12 @@
 concurrent reads, that thread's share of the interpreter cost the loop more than the
 entries' own work: the loop answered 800 reads/s with no entry written, 700 with the
 thread taking its batches and writing nothing, 510 to 540 with the entries written. With
-`REFERRAL_AUDIT_ACCESS_WRITER=process`, a child process (`python -m services.access_process`,
-started with the API's settings on its first line of input) writes them, on the other
-core, with an interpreter of its own. Not the default: on one SQLite file the child and
-the API's request threads append to the log from two processes, and the lifecycles lost
-about 10 % to their waits for each other (see the README's Benchmarks).
+`REFERRAL_AUDIT_ACCESS_WRITER=process`, the default, a child process (`python -m
+services.access_process`, started with the API's settings on its first line of input) writes
+them, on the other core, with an interpreter of its own. On one SQLite file the child and
+the API's request threads append to the log from two processes: they take turns on the
+file (`services/write_turns.py`), each woken as soon as the other commits. Before those
+turns they met in SQLite's busy handler, and the lifecycles lost about 10 %.
 
 The guarantee is the thread's: a read's view leaves only once its entry is committed. The
 loop sends each batch of finished accesses as one line of JSON to the child's stdin, and

@@ -67,11 +67,13 @@ class Settings(BaseSettings):
     # more entries per transaction and fsync, fewer commits emptying the loop's read cache.
     # An idle loop turns at once; a lone read never waits. 0: write what is queued at once.
     audit_batch_window_ms: float = Field(default=20.0, ge=0, le=100)
-    # Who writes those entries: a thread of the API, or a child process of the API
-    # (`services/access_process.py`), which leaves the API's interpreter to the reads: 11 to
-    # 40 % more reads/s, but about 10 % fewer lifecycles/min, measured on one SQLite file
-    # that the child and the API's request threads then append to from two processes.
-    audit_access_writer: AccessWriterKind = AccessWriterKind.THREAD
+    # Who writes those entries: a child process of the API (`services/access_process.py`),
+    # which leaves the API's interpreter to the reads, or a thread of the API. In four
+    # paired runs the child gave 0.23 to 0.24 of the bare route at 8 concurrent (the thread
+    # 0.17 to 0.19) and 0.26 to 0.33 at 32 (0.22 to 0.27), with the same lifecycles/min,
+    # once SQLite's writers took turns (`services/write_turns.py`): before that, the child
+    # and the API's request threads met in SQLite's busy handler and lost 10 % of them.
+    audit_access_writer: AccessWriterKind = AccessWriterKind.PROCESS
     # How long a request waits for the referral's workflow to take a step (an update): then
     # it answers 503 (try again, with the same Idempotency-Key), well before a client gives
     # up. The step may still be taken: a keyed retry finishes it or repeats its answer.
