@@ -7,8 +7,10 @@ descriptor of the lock file, and `flock` locks belong to the descriptor."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from services.db import make_engine, pool_exhausted
-from services.write_turns import writes
+from services.write_turns import TurnTakingConnection, WriteTurns, writes
 
 
 @pytest.fixture
@@ -126,3 +128,19 @@ def test_a_writer_that_dies_gives_its_turn_back(url: str) -> None:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_a_connection_dropped_while_it_holds_the_turn_gives_it_back(url: str) -> None:
+    path = Path(url.split("///", 1)[1])
+    turns = WriteTurns(path, timeout=5)  # outlives the connection, as its engine's do
+    dropped = sqlite3.connect(path, factory=TurnTakingConnection)
+    assert isinstance(dropped, TurnTakingConnection)
+    dropped.turns = turns
+    dropped.execute("INSERT INTO t VALUES ('dropped')")
+    del dropped
+    gc.collect()
+    errors: list[BaseException] = []
+    engine = make_engine(url)
+    write_without_busy_handler(engine, "next", errors)
+    assert not errors
+    assert rows(engine) == ["next"]
