@@ -50,6 +50,10 @@ _WRITES = (
 )
 
 
+# How long the thread that waits on the file for a writer stays without a writer to wait for.
+WAITER_IDLE_SECONDS = 30.0
+
+
 def writes(sql: str) -> bool:
     """Whether `sql` takes SQLite's write lock until the end of its transaction."""
     return sql.lstrip()[:16].upper().startswith(_WRITES)
@@ -124,7 +128,11 @@ class WriteTurns:
         while True:
             with self._cond:
                 while not self._wanted:
-                    self._cond.wait()
+                    if not self._cond.wait(WAITER_IDLE_SECONDS) and not self._wanted:
+                        # Idle: end, so that an engine no longer used can be collected
+                        # (this thread holds it); the next contended turn starts another.
+                        self._waiter = None
+                        return
                 self._waiting_on_file = True
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while blocked
             with self._cond:

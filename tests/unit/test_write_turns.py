@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from services import write_turns
 from services.db import make_engine, pool_exhausted
 from services.write_turns import TurnTakingConnection, WriteTurns, writes
 
@@ -144,3 +145,34 @@ def test_a_connection_dropped_while_it_holds_the_turn_gives_it_back(url: str) ->
     write_without_busy_handler(engine, "next", errors)
     assert not errors
     assert rows(engine) == ["next"]
+
+
+def test_the_thread_that_waits_on_the_file_ends_when_idle_and_comes_back(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_turns, "WAITER_IDLE_SECONDS", 0.05)
+    first, second = make_engine(url), make_engine(url)
+
+    def contended(writer: str) -> None:
+        holding = first.connect()
+        holding.execute(text("INSERT INTO t VALUES ('held')"))
+        errors: list[BaseException] = []
+        waiter = threading.Thread(target=write_without_busy_handler, args=(second, writer, errors))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()
+        holding.rollback()
+        holding.close()
+        waiter.join(10)
+        assert not waiter.is_alive() and not errors
+
+    running = set(threading.enumerate())
+    contended("before")
+    started = [
+        t for t in threading.enumerate() if t not in running and t.name == "sqlite-write-turns"
+    ]
+    assert len(started) == 1
+    started[0].join(10)
+    assert not started[0].is_alive()
+    contended("after")  # a new one waits for the next contended turn
+    assert rows(first) == ["after", "before"]
