@@ -213,20 +213,20 @@ class TurnTakingConnection(sqlite3.Connection):
         try:
             super().close()
         finally:
-            if self._holds_turn and self.turns is not None:
-                self._holds_turn = False  # closing ended the transaction
-                self.turns.give_back()
+            self._give_back()  # closing ended the transaction
 
     def __del__(self) -> None:
         # A connection dropped while it held the turn (no commit, rollback or close: the
         # pool always closes its own) must not keep every other writer waiting.
-        if self._holds_turn and self.turns is not None:
-            self._holds_turn = False
-            self.turns.give_back()
+        self._give_back()
 
     def _end_turn(self) -> None:
         # A commit that failed (the disk is full) leaves the transaction open: the turn
         # stays until its rollback.
-        if self._holds_turn and self.turns is not None and not self.in_transaction:
+        if self._holds_turn and not self.in_transaction:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._holds_turn and self.turns is not None:
             self._holds_turn = False
             self.turns.give_back()
