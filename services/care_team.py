@@ -10,16 +10,18 @@ from datetime import datetime
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
-from services.db import read_rows
+from services.db import PreparedRead, read_rows
 from services.errors import Conflict, NotFound
 from services.lifecycle import OPEN_STAGES
 from services.models import CareTeamAssignment, Referral, ReferralLike
 
 # read at every access to an accepted case: built once (see `services.referrals`)
-_ASSIGNED_SUBJECTS = select(CareTeamAssignment.subject).where(
-    CareTeamAssignment.referral_id == bindparam("referral_id"),
-    CareTeamAssignment.organisation == bindparam("organisation"),
-    col(CareTeamAssignment.released_at).is_(None),
+_ASSIGNED_SUBJECTS = PreparedRead(
+    select(CareTeamAssignment.subject).where(
+        CareTeamAssignment.referral_id == bindparam("referral_id"),
+        CareTeamAssignment.organisation == bindparam("organisation"),
+        col(CareTeamAssignment.released_at).is_(None),
+    )
 )
 
 

@@ -19,7 +19,7 @@ from services import care_team, policy, start_intents
 from services import consent as consent_service
 from services.case_content import FIELD_CATEGORY, MINIMAL_FIELDS, ReferralCreate, flatten
 from services.crypto import PersonalDataVault, Pseudonymizer, ReferralPayloadKeys
-from services.db import read_rows, record_columns
+from services.db import PreparedRead, read_rows, record_columns
 from services.errors import Conflict, NotFound, Unprocessable
 from services.lifecycle import (
     ComplianceFact,
@@ -67,10 +67,14 @@ def request_hash(body: ReferralCreate, key: bytes) -> str:
 
 # The reads behind every access, built once: a statement built per call costs more Python
 # (coercion and cache key) than SQLite takes to answer it; a prebuilt one keeps its cache key.
-_MEMBERS = select(FrameworkParticipant.organisation_code).where(
-    FrameworkParticipant.framework_id == bindparam("framework_id")
+_MEMBERS = PreparedRead(
+    select(FrameworkParticipant.organisation_code).where(
+        FrameworkParticipant.framework_id == bindparam("framework_id")
+    )
 )
-_PROVIDER_SECTOR = select(Organisation.sector).where(Organisation.code == bindparam("code"))
+_PROVIDER_SECTOR = PreparedRead(
+    select(Organisation.sector).where(Organisation.code == bindparam("code"))
+)
 
 
 class HistoryRow(NamedTuple):
@@ -93,8 +97,8 @@ class ChannelMessage(NamedTuple):
     received_at: datetime | None
 
 
-_REFERRAL = record_columns(Referral, ReferralRecord).where(
-    col(Referral.id) == bindparam("referral_id")
+_REFERRAL = PreparedRead(
+    record_columns(Referral, ReferralRecord).where(col(Referral.id) == bindparam("referral_id"))
 )
 
 Q = TypeVar("Q", bound=Select[Any])
@@ -111,18 +115,19 @@ def _newest_consent(query: Q) -> Q:
 
 
 _CURRENT_CONSENT = _newest_consent(select(Consent))
-_CONSENT_TERMS = _newest_consent(record_columns(Consent, consent_service.Terms))
-_HISTORY_OF_ONE = (
+_CONSENT_TERMS = PreparedRead(_newest_consent(record_columns(Consent, consent_service.Terms)))
+_HISTORY_OF_ONE = PreparedRead(
     record_columns(StatusHistory, HistoryRow)
     .where(col(StatusHistory.referral_id) == bindparam("referral_id"))
     .order_by(col(StatusHistory.version))
 )
-_HISTORY_OF_MANY = (
+# an expanding IN: compiled per call, so it runs through SQLAlchemy (`PreparedRead`)
+_HISTORY_OF_MANY = PreparedRead(
     record_columns(StatusHistory, HistoryRow)
     .where(col(StatusHistory.referral_id).in_(bindparam("referral_ids", expanding=True)))
     .order_by(col(StatusHistory.version))
 )
-_JUSTICE_MESSAGES = (
+_JUSTICE_MESSAGES = PreparedRead(
     record_columns(JusticeMessage, ChannelMessage)
     .where(col(JusticeMessage.referral_id) == bindparam("referral_id"))
     .order_by(col(JusticeMessage.created_at), col(JusticeMessage.key))
@@ -551,7 +556,8 @@ def status_history(
     else:
         rows = read_rows(session, _HISTORY_OF_MANY, {"referral_ids": ids})
     for row in rows:
-        out[row.referral_id].append(HistoryRow(*row))
+        history = HistoryRow(*row)
+        out[history.referral_id].append(history)
     return out
 
 

@@ -25,7 +25,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.crypto.errors import DataKeyShredded, DecryptionError
 from services.crypto.keyring import NONCE_BYTES, KeyRing, WrappedKey
-from services.db import read_rows, record_columns
+from services.db import PreparedRead, read_rows, record_columns
 
 TOKEN_VERSION = "v1"
 _AAD_PREFIX = b"referral-engine/field/v1\x00"
@@ -79,8 +79,10 @@ class _KeyRow(NamedTuple):
 
 
 # built once, read below the ORM (see `PersonalDataVault._cipher`)
-_DATA_KEY = record_columns(ReferralDataKey, _KeyRow).where(
-    col(ReferralDataKey.referral_id) == bindparam("referral_id")
+_DATA_KEY = PreparedRead(
+    record_columns(ReferralDataKey, _KeyRow).where(
+        col(ReferralDataKey.referral_id) == bindparam("referral_id")
+    )
 )
 
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
+import pytest
+from sqlalchemy import Column, Engine, MetaData, String, Table, bindparam, event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from services import care_team, policy, referrals
 from services import consent as consent_service
+from services.crypto import envelope
+from services.db import PreparedRead, read_rows
 from services.models import (
     CareTeamAssignment,
     Consent,
@@ -171,3 +175,79 @@ def test_the_reads_see_what_the_transaction_added_before_them(engine: Engine) ->
             m.fact for m in referrals.justice_messages(session=session, referral_id=row.id)
         ] == ["consent_withdrawn"]
         assert care_team.assigned_subjects(session=session, referral=row) == frozenset()
+
+
+def _prepared() -> list[PreparedRead]:
+    return [
+        value
+        for module in (referrals, care_team, envelope)
+        for value in vars(module).values()
+        if isinstance(value, PreparedRead)
+    ]
+
+
+def test_each_prepared_read_answers_what_sqlalchemy_answers(engine: Engine) -> None:
+    """Below SQLAlchemy's execution, a prepared read converts each column by its own type:
+    the same values, of the same types (UUIDs, aware datetimes, JSON), None included."""
+    with Session(engine) as session:
+        row = _case(session)
+        session.add(_consent(row, 1, "active", withdrawn_at=None))
+        session.add(_consent(row, 2, "withdrawn", withdrawn_at=NOW))
+        session.add(_history(row, 1, "offered"))
+        session.add(_message(row, "a", "attending", 1))
+        session.commit()
+        vault_key = envelope.ReferralDataKey(
+            referral_id=row.id, wrapped_key=b"k" * 40, kek_version="dev-1", created_at=NOW
+        )
+        session.add(vault_key)
+        session.commit()
+        params = {
+            "referral_id": row.id,
+            "referral_ids": [row.id, uuid.uuid4()],
+            "framework_id": row.framework_id,
+            "code": "cgg",
+            "organisation": "cgg",
+        }
+        prepared = _prepared()
+        assert len(prepared) >= 9
+        compiled = [read for read in prepared if read.plan(engine.dialect) is not None]
+        # every one but the expanding IN is compiled once and run on the DBAPI cursor
+        assert len(compiled) == len(prepared) - 1
+        for read in prepared:
+            fast = list(read_rows(session, read, params))
+            reference = [tuple(r) for r in session.connection().execute(read.statement, params)]
+            assert fast, read.statement
+            assert fast == reference
+            assert [[type(v) for v in r] for r in fast] == [[type(v) for v in r] for r in reference]
+
+
+def test_a_traced_engine_sees_every_prepared_read(engine: Engine) -> None:
+    """With a listener on the engine's statements (OpenTelemetry's), the reads run through
+    SQLAlchemy, so each one is seen."""
+    seen: list[str] = []
+
+    def trace(_conn, _cursor, statement, *_rest):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", trace)
+    try:
+        with Session(engine) as session:
+            row = _case(session)
+            session.commit()
+            assert referrals.find(session=session, referral_id=row.id) is not None
+            assert referrals.justice_messages(session=session, referral_id=row.id) == []
+    finally:
+        event.remove(engine, "before_cursor_execute", trace)
+    assert any("FROM referral" in statement for statement in seen)
+    assert any("FROM justice_message" in statement for statement in seen)
+
+
+def test_a_refusal_of_the_database_is_sqlalchemys_error(engine: Engine) -> None:
+    """An error of the DBAPI (a locked database, here a missing table) is raised as
+    SQLAlchemy raises it, so that "database is locked" is still a 503."""
+    missing = Table("no_such_table", MetaData(), Column("code", String))
+    read = PreparedRead(select(missing.c.code).where(missing.c.code == bindparam("code")))
+    with Session(engine) as session:
+        assert read.plan(engine.dialect) is not None
+        with pytest.raises(OperationalError, match="no such table"):
+            read_rows(session, read, {"code": "x"})
