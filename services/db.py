@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Dialect, Engine, Select, event
+from sqlalchemy import Connection, Dialect, Engine, Select, event
 from sqlalchemy import select as columns  # a Core select of several columns
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound
 from sqlmodel import Session, col, create_engine
@@ -204,25 +204,40 @@ class PreparedRead:
         return plan
 
 
+_PINNED_CONNECTION = "services.db.read_rows"
+
+
+def _pinned_connection(session: Session) -> tuple[Connection, Any | None]:
+    """The session's connection in its current transaction, and its DBAPI connection when
+    prepared reads may run on it (nothing traces its engine's statements), else None.
+    Pinned in the session for that transaction: asking the session again costs a read
+    more Python than its statement."""
+    transaction = session.get_transaction()
+    pinned = session.info.get(_PINNED_CONNECTION)
+    if pinned is not None and transaction is not None and pinned[0] is transaction:
+        return pinned[1], pinned[2]
+    connection = session.connection()
+    engine = connection.engine
+    traced = engine.dispatch.before_cursor_execute or engine.dispatch.after_cursor_execute
+    dbapi_connection = None if traced else connection.connection.dbapi_connection
+    session.info[_PINNED_CONNECTION] = (session.get_transaction(), connection, dbapi_connection)
+    return connection, dbapi_connection
+
+
 def read_rows(session: Session, prepared: PreparedRead, params: Mapping[str, Any]) -> Rows:
     """A prepared read of columns (`PreparedRead`), run below the ORM on the session's
     connection: no entity objects and no ORM execution context. The session's pending
     changes are flushed first, as the ORM's autoflush would before its own read, so the
     rows include them."""
     session.flush()
-    connection = session.connection()
-    plan = None
-    engine = connection.engine
-    if not (engine.dispatch.before_cursor_execute or engine.dispatch.after_cursor_execute):
-        plan = prepared.plan(connection.dialect)
-    if plan is None:
+    connection, dbapi_connection = _pinned_connection(session)
+    plan = None if dbapi_connection is None else prepared.plan(connection.dialect)
+    if dbapi_connection is None or plan is None:
         return Rows([tuple(row) for row in connection.execute(prepared.statement, params)])
     values = []
     for name, fixed, convert in plan.parameters:
         value = params[name] if fixed is _GIVEN else fixed
         values.append(value if convert is None else convert(value))
-    dbapi_connection = connection.connection.dbapi_connection
-    assert dbapi_connection is not None  # noqa: S101 - a session's connection is open
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(plan.sql, values)

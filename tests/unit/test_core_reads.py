@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Engine, MetaData, String, Table, bindparam, event
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlmodel import Session, SQLModel, col, select
 
 from services import care_team, policy, referrals
 from services import consent as consent_service
 from services.crypto import envelope
-from services.db import PreparedRead, read_rows
+from services.db import PreparedRead, make_engine, read_rows
 from services.models import (
     CareTeamAssignment,
     Consent,
@@ -251,3 +253,26 @@ def test_a_refusal_of_the_database_is_sqlalchemys_error(engine: Engine) -> None:
         assert read.plan(engine.dialect) is not None
         with pytest.raises(OperationalError, match="no such table"):
             read_rows(session, read, {"code": "x"})
+
+
+def test_a_read_after_the_transaction_ended_takes_the_sessions_next_connection(
+    tmp_path: Path,
+) -> None:
+    """The connection a session's reads run on is pinned for one transaction only: once it
+    has ended, that connection may serve another session, and a read must not use it."""
+    engine = make_engine(
+        f"sqlite:///{tmp_path / 'one.db'}", pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    SQLModel.metadata.create_all(engine)
+    try:
+        with Session(engine) as first, Session(engine) as second:
+            assert referrals.find(session=first, referral_id=uuid.uuid4()) is None
+            first.commit()  # its connection goes back to the pool of one
+            assert referrals.find(session=second, referral_id=uuid.uuid4()) is None
+            # the only connection is the second session's: the first one waits for it
+            with pytest.raises(PoolTimeout):
+                referrals.find(session=first, referral_id=uuid.uuid4())
+            second.commit()
+            assert referrals.find(session=first, referral_id=uuid.uuid4()) is None
+    finally:
+        engine.dispose()
