@@ -75,7 +75,11 @@ class Sizes:
     creates: tuple[int, ...] = (1, 4, 16, 64)
     lifecycles: tuple[int, ...] = (1, 4, 16, 64)
     gets: tuple[int, ...] = (8, 32, 64)
-    seconds: float = 5.0  # each create and GET row
+    seconds: float = 5.0  # each create row, and each side of a GET row
+    # A GET row measures each side in this many slices, alternating (project, bare, bare,
+    # project, ...): the machine's speed drifts within seconds, and two sides measured one
+    # after the other compare two machines (`interleaved`).
+    get_slices: int = 3
     lifecycle_seconds: float = 6.0
     # Each request, workflow start or update. Longer than every bound the API sets itself
     # (pool 5 s, statement 15 s): an API that cannot serve answers 503 before the client
@@ -92,7 +96,9 @@ class Sizes:
 
 SIZES = {
     "full": Sizes(),
-    "quick": Sizes(creates=(1, 4), lifecycles=(1, 4), gets=(8,), seconds=2, lifecycle_seconds=4),
+    "quick": Sizes(
+        creates=(1, 4), lifecycles=(1, 4), gets=(8,), seconds=2, get_slices=2, lifecycle_seconds=4
+    ),
     # rows that failed in a run, again, e.g. to read the API's log after them
     "recheck": Sizes(
         creates=(64,), lifecycles=(64,), gets=(), audit_appends=False, projection=False
@@ -112,6 +118,7 @@ SIZES = {
         lifecycles=(1,),
         gets=(2,),
         seconds=0.3,
+        get_slices=2,
         lifecycle_seconds=0.3,
         audit_appends=False,
         projection=False,
@@ -193,6 +200,28 @@ class WrkMeasure(Measure):
     def percentile(self, q: float) -> float | None:
         return self.quantiles.get(q) if self.answered else None
 
+    @classmethod
+    def merged(cls, parts: list[WrkMeasure]) -> WrkMeasure:
+        """The slices of one side as one measure: counts and times summed, the median the
+        answers' weighted mean of the slices' medians, and the p99 the worst slice's (wrk
+        reports percentiles, not latencies: the merged p99 is never below the true one)."""
+        answered = sum(part.answered for part in parts)
+        merged = cls(
+            parts[0].concurrency,
+            elapsed=sum(part.elapsed for part in parts),
+            answered=answered,
+            retries=sum(part.retries for part in parts),
+        )
+        for part in parts:
+            merged.errors.update(part.errors)
+        counted = [part for part in parts if part.answered]
+        if counted:
+            merged.quantiles = {
+                0.5: sum(part.quantiles[0.5] * part.answered for part in counted) / answered,
+                0.99: max(part.quantiles[0.99] for part in counted),
+            }
+        return merged
+
 
 def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"
@@ -241,7 +270,7 @@ def _wrk() -> str:
 
 async def wrk_loop(
     url: str, headers: dict[str, str], concurrency: int, seconds: float, timeout: float
-) -> Measure:
+) -> WrkMeasure:
     """`concurrency` connections of wrk, each sending its next GET as soon as the last one
     was answered, for `seconds`: a closed loop like `closed_loop`'s, from a load generator
     written in C. httpx costs about 2 ms of CPU a request, so on 2 cores a Python client
@@ -272,6 +301,27 @@ async def wrk_loop(
         if report[kind]:
             measure.errors[name] += report[kind]
     return measure
+
+
+async def interleaved(
+    mine: Callable[[], Awaitable[WrkMeasure]],
+    theirs: Callable[[], Awaitable[WrkMeasure]],
+    slices: int,
+) -> tuple[WrkMeasure, WrkMeasure]:
+    """Both sides of a row in `slices` slices each, alternating as project, bare, bare,
+    project, ...: each side meets the machine's early and late speed alike. Measured one
+    after the other, the two sides of one row differed by a third in paired rounds of the
+    same code (the machine's speed drifts within seconds), and the ratio with them."""
+    project: list[WrkMeasure] = []
+    baseline: list[WrkMeasure] = []
+    for index in range(slices):
+        if index % 2 == 0:
+            project.append(await mine())
+            baseline.append(await theirs())
+        else:
+            baseline.append(await theirs())
+            project.append(await mine())
+    return WrkMeasure.merged(project), WrkMeasure.merged(baseline)
 
 
 # ---- the servers --------------------------------------------------------------------------
@@ -632,14 +682,18 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
         baseline_name: str,
         mine: Callable[[], Awaitable[Measure]],
         theirs: Callable[[], Awaitable[Measure]],
+        sides: Callable[[], Awaitable[tuple[Measure, Measure]]] | None = None,
     ) -> None:
         # A row measures the API as the previous one left it, unless it no longer answers:
         # then it is restarted, so that one stall does not hide every later figure.
         restarted = not await _ready(stack.api_url)
         if restarted:
             await stack.restart_api()
-        project_side = await mine()
-        baseline_side = await theirs()
+        if sides is not None:
+            project_side, baseline_side = await sides()
+        else:
+            project_side = await mine()
+            baseline_side = await theirs()
         rows.append(Row(what, unit, project_side, baseline_side, baseline_name, restarted))
         print(_format_row(rows[-1]), flush=True)
 
@@ -690,17 +744,28 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
     # The same GET with the same bearer token, to the API and to the bare route, from wrk.
     path = f"/api/v1/referrals/{target}"
     headers = stack.minter.headers(*OFFICE, ttl=3600)
+    # Each side in slices of whole seconds (wrk's unit), about `seconds` in all.
+    slice_seconds = max(1, round(sizes.seconds / sizes.get_slices))
     for c in sizes.gets:
 
-        def reads(url: str, c: int = c) -> Callable[[], Awaitable[Measure]]:
-            return lambda: wrk_loop(url + path, headers, c, sizes.seconds, sizes.unit_timeout)
+        def reads(url: str, c: int = c) -> Callable[[], Awaitable[WrkMeasure]]:
+            return lambda: wrk_loop(url + path, headers, c, slice_seconds, sizes.unit_timeout)
+
+        mine, theirs = reads(stack.api_url), reads(stack.bare_url)
+
+        async def sides(
+            mine: Callable[[], Awaitable[WrkMeasure]] = mine,
+            theirs: Callable[[], Awaitable[WrkMeasure]] = theirs,
+        ) -> tuple[Measure, Measure]:
+            return await interleaved(mine, theirs, sizes.get_slices)
 
         await row(
             f"GET one referral, {c} concurrent",
             "/s",
             "bare FastAPI + RS256 check",
-            reads(stack.api_url),
-            reads(stack.bare_url),
+            mine,
+            theirs,
+            sides,
         )
     return rows, counts
 
