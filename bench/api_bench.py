@@ -18,6 +18,8 @@ httpx would take a core of its own and cap the bare route at what the client can
 aiohttp's C parser costs about a sixth of httpx's CPU a request (0.23 to 0.27 ms against
 1.4 to 1.6, measured side by side): on 2 shared cores, httpx took 7 to 9 CPU-seconds of
 each 64 lifecycles away from the API and the worker, the bare row's client under 1.
+A GET row measures its two sides in alternating slices (`interleaved`), so that both meet
+the machine's speed of the moment alike.
 Throughput counts completed units over the row's whole time, so stalls count against it;
 every other answer, exception or time-out is an error, counted by kind. The audit log's
 appends/s with 8 writers come from `bench/audit_bench.py`, the per-category projection's
