@@ -682,20 +682,14 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
         what: str,
         unit: str,
         baseline_name: str,
-        mine: Callable[[], Awaitable[Measure]],
-        theirs: Callable[[], Awaitable[Measure]],
-        sides: Callable[[], Awaitable[tuple[Measure, Measure]]] | None = None,
+        sides: Callable[[], Awaitable[tuple[Measure, Measure]]],
     ) -> None:
         # A row measures the API as the previous one left it, unless it no longer answers:
         # then it is restarted, so that one stall does not hide every later figure.
         restarted = not await _ready(stack.api_url)
         if restarted:
             await stack.restart_api()
-        if sides is not None:
-            project_side, baseline_side = await sides()
-        else:
-            project_side = await mine()
-            baseline_side = await theirs()
+        project_side, baseline_side = await sides()
         rows.append(Row(what, unit, project_side, baseline_side, baseline_name, restarted))
         print(_format_row(rows[-1]), flush=True)
 
@@ -705,7 +699,10 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
         timeout: float,
         project_unit: Callable[[Project], Callable[[], Awaitable[Any]]],
         baseline_unit: Callable[[Baseline], Callable[[], Awaitable[Any]]],
-    ) -> tuple[Callable[[], Awaitable[Measure]], Callable[[], Awaitable[Measure]]]:
+    ) -> Callable[[], Awaitable[tuple[Measure, Measure]]]:
+        """A row's two sides as closed loops, one after the other: a unit (a lifecycle of
+        64 concurrent) can outlast any slice that would let them alternate."""
+
         async def mine() -> Measure:
             async with _client(stack.api_url, concurrency, sizes.request_timeout) as client:
                 party = Project(stack, client)
@@ -719,7 +716,10 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
             measure.retries = bare.retries
             return measure
 
-        return mine, theirs
+        async def sides() -> tuple[Measure, Measure]:
+            return await mine(), await theirs()
+
+        return sides
 
     create_name = f"bare workflow, {_activities(counts.create)}"
     for c in sizes.creates:
@@ -727,7 +727,7 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
             f"creates/s, {c} concurrent",
             "/s",
             create_name,
-            *looped(c, sizes.seconds, sizes.unit_timeout, lambda p: p.create, lambda b: b.create),
+            looped(c, sizes.seconds, sizes.unit_timeout, lambda p: p.create, lambda b: b.create),
         )
     lifecycle_name = f"bare workflow, {_activities(counts.lifecycle)}, {LIFECYCLE_STEPS} updates"
     for c in sizes.lifecycles:
@@ -735,7 +735,7 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
             f"lifecycles/min, {c} concurrent",
             "/min",
             lifecycle_name,
-            *looped(
+            looped(
                 c,
                 sizes.lifecycle_seconds,
                 sizes.lifecycle_timeout,
@@ -753,22 +753,12 @@ async def measure_all(stack: Stack, sizes: Sizes) -> tuple[list[Row], ActivityCo
         def reads(url: str, c: int = c) -> Callable[[], Awaitable[WrkMeasure]]:
             return lambda: wrk_loop(url + path, headers, c, slice_seconds, sizes.unit_timeout)
 
-        mine, theirs = reads(stack.api_url), reads(stack.bare_url)
+        async def sides(c: int = c) -> tuple[Measure, Measure]:
+            return await interleaved(
+                reads(stack.api_url, c), reads(stack.bare_url, c), sizes.get_slices
+            )
 
-        async def sides(
-            mine: Callable[[], Awaitable[WrkMeasure]] = mine,
-            theirs: Callable[[], Awaitable[WrkMeasure]] = theirs,
-        ) -> tuple[Measure, Measure]:
-            return await interleaved(mine, theirs, sizes.get_slices)
-
-        await row(
-            f"GET one referral, {c} concurrent",
-            "/s",
-            "bare FastAPI + RS256 check",
-            mine,
-            theirs,
-            sides,
-        )
+        await row(f"GET one referral, {c} concurrent", "/s", "bare FastAPI + RS256 check", sides)
     return rows, counts
 
 

@@ -153,7 +153,8 @@ class _Plan(NamedTuple):
     # per positional parameter: its name, its value when the statement fixes it (a LIMIT),
     # or _GIVEN (taken from the call's parameters), and its type's conversion
     parameters: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
-    columns: tuple[Callable[[Any], Any] | None, ...]
+    # per column, its type's conversion; None when no column has one
+    columns: tuple[Callable[[Any], Any] | None, ...] | None
 
 
 _GIVEN = object()
@@ -199,7 +200,7 @@ class PreparedRead:
                     column.type.dialect_impl(dialect).result_processor(dialect, None)
                     for column in self.statement.selected_columns
                 )
-                plan = _Plan(compiled.string, parameters, columns)
+                plan = _Plan(compiled.string, parameters, columns if any(columns) else None)
         self._plans[dialect.name] = plan
         return plan
 
@@ -250,7 +251,7 @@ def read_rows(session: Session, prepared: PreparedRead, params: Mapping[str, Any
     finally:
         cursor.close()
     columns = plan.columns
-    if not any(columns):
+    if columns is None:
         return Rows(fetched)
     return Rows(
         [
