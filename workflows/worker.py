@@ -11,6 +11,7 @@ from temporalio.worker import Worker
 from services.access import Gatekeeper
 from services.crypto.payload_keys import ReferralPayloadKeys
 from workflows.activities import ReferralActivities, Shredder
+from workflows.code_cache import keep_compiled_modules
 from workflows.referral import ReferralWorkflow
 
 
@@ -27,6 +28,7 @@ def build_worker(
     """A worker for the referral workflow; the caller owns the executor's lifetime. The
     gatekeeper records the justice channel's decisions and every shredding; the purge
     destroys a referral's Temporal payload key in `payload_keys`."""
+    keep_compiled_modules()  # the sandbox imports the workflow's module for every run
     activities = ReferralActivities(
         engine=engine, shredder=shredder, gatekeeper=gatekeeper, payload_keys=payload_keys
     )
