@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Dialect, Engine, Select, event
 from sqlalchemy import select as columns  # a Core select of several columns
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, create_engine
 
 from services.write_turns import TurnTakingConnection, WriteTurns
@@ -212,17 +214,34 @@ def _pinned_connection(session: Session) -> tuple[Connection, Any | None]:
     """The session's connection in its current transaction, and its DBAPI connection when
     prepared reads may run on it (nothing traces its engine's statements), else None.
     Pinned in the session for that transaction: asking the session again costs a read
-    more Python than its statement."""
+    more Python than its statement. The pin holds the transaction weakly (`pinned_to`)."""
     transaction = session.get_transaction()
     pinned = session.info.get(_PINNED_CONNECTION)
-    if pinned is not None and transaction is not None and pinned[0] is transaction:
+    if pinned is not None and transaction is not None and pinned[0]() is transaction:
         return pinned[1], pinned[2]
     connection = session.connection()
     engine = connection.engine
     traced = engine.dispatch.before_cursor_execute or engine.dispatch.after_cursor_execute
     dbapi_connection = None if traced else connection.connection.dbapi_connection
-    session.info[_PINNED_CONNECTION] = (session.get_transaction(), connection, dbapi_connection)
+    session.info[_PINNED_CONNECTION] = (
+        pinned_to(session.get_transaction()),
+        connection,
+        dbapi_connection,
+    )
     return connection, dbapi_connection
+
+
+def _no_transaction() -> None:
+    return None
+
+
+def pinned_to(transaction: SessionTransaction | None) -> Callable[[], object]:
+    """What a pin in `session.info` keeps of the transaction it holds for: a weak reference,
+    called to compare with the session's current transaction. A strong one made a cycle
+    (session, its info, the pin, the transaction, back to the session), so every read's
+    session, connection and transaction outlived it until a garbage collection: about 44
+    objects a read, collected in the event loop's thread."""
+    return _no_transaction if transaction is None else weakref.ref(transaction)
 
 
 def read_rows(session: Session, prepared: PreparedRead, params: Mapping[str, Any]) -> Rows:

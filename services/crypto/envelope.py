@@ -25,7 +25,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.crypto.errors import DataKeyShredded, DecryptionError
 from services.crypto.keyring import NONCE_BYTES, KeyRing, WrappedKey
-from services.db import PreparedRead, read_rows, record_columns
+from services.db import PreparedRead, pinned_to, read_rows, record_columns
 
 TOKEN_VERSION = "v1"
 _AAD_PREFIX = b"referral-engine/field/v1\x00"
@@ -154,10 +154,12 @@ class PersonalDataVault:
         # pinned in the session for the transaction it was read in: repeats within it cost
         # no query, and `shred` drops the pin. Read below the ORM (`read_rows`): an entity
         # cost more than the rest of opening a record's fields.
-        pinned: dict[uuid.UUID, tuple[object, _KeyRow]] = session.info.setdefault(_PINNED_ROWS, {})
+        pinned: dict[uuid.UUID, tuple[Callable[[], object], _KeyRow]] = session.info.setdefault(
+            _PINNED_ROWS, {}
+        )
         found = pinned.get(referral_id)
         transaction = session.get_transaction()
-        if found is not None and transaction is not None and found[0] is transaction:
+        if found is not None and transaction is not None and found[0]() is transaction:
             row: _KeyRow | None = found[1]
         else:
             read = read_rows(session, _DATA_KEY, {"referral_id": referral_id}).first()
@@ -166,7 +168,7 @@ class PersonalDataVault:
             if not create:
                 raise DecryptionError("the referral has no data key")
             return self._create_key(session=session, referral_id=referral_id)
-        pinned[referral_id] = (transaction, row)
+        pinned[referral_id] = (pinned_to(session.get_transaction()), row)
         if row.destroyed_at is not None:
             raise DataKeyShredded("the referral's data key was shredded")
         cipher = self._cache.get(referral_id, row.wrapped_key)
@@ -186,7 +188,7 @@ class PersonalDataVault:
         # Flush now so two writers creating the same referral's key collide here, not later.
         session.flush()
         session.info.setdefault(_PINNED_ROWS, {})[referral_id] = (
-            session.get_transaction(),
+            pinned_to(session.get_transaction()),
             _KeyRow(wrapped.kek_version, wrapped.ciphertext, None),
         )
         cipher = AESGCM(data_key)

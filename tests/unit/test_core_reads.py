@@ -4,7 +4,9 @@ let them, so a withdrawal added earlier in a transaction is never read as still 
 
 from __future__ import annotations
 
+import gc
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -276,3 +278,27 @@ def test_a_read_after_the_transaction_ended_takes_the_sessions_next_connection(
             assert referrals.find(session=first, referral_id=uuid.uuid4()) is None
     finally:
         engine.dispose()
+
+
+def test_a_session_that_read_is_freed_by_its_reference_counts(engine: Engine) -> None:
+    """The pins a read leaves in `session.info` (its connection, a referral's key row) hold
+    their transaction weakly: a strong reference made a cycle, and every read's session,
+    transaction and connection waited for a garbage collection (about 44 objects a read,
+    collected on the event loop's thread)."""
+    with Session(engine) as session:
+        referral_id = _case(session).id
+        session.commit()
+    gc.collect()
+    gc.disable()
+    try:
+        session = Session(engine)
+        assert referrals.find(session=session, referral_id=referral_id) is not None
+        transaction = session.get_transaction()
+        assert transaction is not None
+        freed = (weakref.ref(session), weakref.ref(transaction))
+        del transaction
+        session.close()
+        del session
+        assert [ref() for ref in freed] == [None, None]
+    finally:
+        gc.enable()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
+import weakref
 from datetime import date
 from pathlib import Path
 
@@ -404,3 +406,30 @@ def test_a_key_from_a_rolled_back_transaction_is_not_reused(
         assert vault.open(session=session, referral_id=referral, field="email", token=token) == (
             "kept"
         )
+
+
+def test_a_session_that_opened_a_record_is_freed_by_its_reference_counts(
+    vault: PersonalDataVault, engine: Engine
+) -> None:
+    """The key row pinned in the session holds its transaction weakly (`services.db.pinned_to`):
+    no cycle keeps the session, its transaction and its connection for a garbage collection."""
+    referral_id = uuid.uuid4()
+    with Session(engine) as session:
+        sealed = vault.seal_record(session=session, referral_id=referral_id, fields={"a": "b"})
+        session.commit()
+    gc.collect()
+    gc.disable()
+    try:
+        session = Session(engine)
+        assert vault.open_record(session=session, referral_id=referral_id, fields=sealed) == {
+            "a": "b"
+        }
+        transaction = session.get_transaction()
+        assert transaction is not None
+        freed = (weakref.ref(session), weakref.ref(transaction))
+        del transaction
+        session.close()
+        del session
+        assert [ref() for ref in freed] == [None, None]
+    finally:
+        gc.enable()
