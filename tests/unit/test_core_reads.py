@@ -4,9 +4,7 @@ let them, so a withdrawal added earlier in a transaction is never read as still 
 
 from __future__ import annotations
 
-import gc
 import uuid
-import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from services.models import (
     StatusHistory,
 )
 from tests.factories import projection_row
+from tests.refcounts import left_for_the_collector
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -288,17 +287,8 @@ def test_a_session_that_read_is_freed_by_its_reference_counts(engine: Engine) ->
     with Session(engine) as session:
         referral_id = _case(session).id
         session.commit()
-    gc.collect()
-    gc.disable()
-    try:
-        session = Session(engine)
+
+    def read(session: Session) -> None:
         assert referrals.find(session=session, referral_id=referral_id) is not None
-        transaction = session.get_transaction()
-        assert transaction is not None
-        freed = (weakref.ref(session), weakref.ref(transaction))
-        del transaction
-        session.close()
-        del session
-        assert [ref() for ref in freed] == [None, None]
-    finally:
-        gc.enable()
+
+    assert left_for_the_collector(engine, read) == []

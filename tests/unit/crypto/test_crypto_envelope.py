@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import uuid
-import weakref
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from services.crypto import (
     UnknownKeyVersion,
     WrappedKey,
 )
+from tests.refcounts import left_for_the_collector
 
 RECORD = {
     "family_name": "Dubois-Lefèvre",
@@ -417,19 +416,10 @@ def test_a_session_that_opened_a_record_is_freed_by_its_reference_counts(
     with Session(engine) as session:
         sealed = vault.seal_record(session=session, referral_id=referral_id, fields={"a": "b"})
         session.commit()
-    gc.collect()
-    gc.disable()
-    try:
-        session = Session(engine)
+
+    def open_it(session: Session) -> None:
         assert vault.open_record(session=session, referral_id=referral_id, fields=sealed) == {
             "a": "b"
         }
-        transaction = session.get_transaction()
-        assert transaction is not None
-        freed = (weakref.ref(session), weakref.ref(transaction))
-        del transaction
-        session.close()
-        del session
-        assert [ref() for ref in freed] == [None, None]
-    finally:
-        gc.enable()
+
+    assert left_for_the_collector(engine, open_it) == []
