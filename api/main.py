@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy import text
 from temporalio.client import Client
 
-from api import docs, errors
+from api import docs, errors, readiness
 from api.auditor import report_router
 from api.auditor import router as audit_router
 from api.auth import DEVELOPMENT_KEY_THUMBPRINT, TokenValidator
@@ -171,14 +171,19 @@ def create_app(
         try:
             await asyncio.wait_for(run_in_threadpool(database), timeout=bound)
             checks["database"] = "ok"
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             checks["database"] = "unavailable"
+            readiness.logger.warning("readiness: database unavailable (%s)", type(exc).__name__)
+
+        async def temporal() -> bool:
+            return await readiness.temporal_serving(await ensure_temporal(app))
+
         try:
-            client = await asyncio.wait_for(ensure_temporal(app), timeout=bound)
-            await asyncio.wait_for(client.service_client.check_health(), timeout=3)
-            checks["temporal"] = "ok"
-        except Exception:  # noqa: BLE001
-            checks["temporal"] = "unavailable"
+            serving = await asyncio.wait_for(temporal(), timeout=bound)
+        except Exception as exc:  # noqa: BLE001
+            serving = False
+            readiness.logger.warning("readiness: temporal unavailable (%s)", type(exc).__name__)
+        checks["temporal"] = "ok" if serving else "unavailable"
         tokens: TokenValidator = app.state.tokens
         try:
             reachable = await asyncio.wait_for(
@@ -187,6 +192,8 @@ def create_app(
         except TimeoutError:
             reachable = False
         checks["identity_provider"] = "ok" if reachable else "unavailable"
+        if not reachable:
+            readiness.logger.warning("readiness: identity provider unavailable")
         ready = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         if ready:
