@@ -161,3 +161,6 @@ async def test_a_step_whose_update_may_have_reached_the_workflow_keeps_its_key_c
             select(Consent).where(Consent.referral_id == uuid.UUID(str(journey.id)))
         ).all()
     assert len(consents) == 1
+    # at rest before the next test: tests/integration/test_bad_requests.py counts the rows
+    # of every referral, and the offers this consent starts write one
+    await journey.wait_stage("offered")
