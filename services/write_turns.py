@@ -16,20 +16,27 @@ file. A writer that does not take turns (the sqlite3 shell, a migration) still m
 SQLite's lock and its busy handler, as before.
 
 No wait is unbounded: a turn not taken within the statement time-out fails as SQLite does,
-with "database is locked" (`services.db.pool_exhausted`: a 503).
+with "database is locked" (`services.db.pool_exhausted`: a 503). Such a failure is logged
+with what holds the turn (`holders`): in this process, the thread and for how long, and
+where its code is now (file, line and function only: no value); else another process.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from types import FrameType
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Statements after which SQLite holds its write lock until the transaction ends. In the
 # driver's default mode a transaction begins implicitly before INSERT, UPDATE, DELETE and
@@ -53,6 +60,13 @@ _WRITES = (
 # How long the thread that waits on the file for a writer stays without a writer to wait for.
 WAITER_IDLE_SECONDS = 30.0
 
+# Every engine's turns in this process, to say who holds a file's turn when one is not had.
+_ALL_TURNS: weakref.WeakSet[WriteTurns] = weakref.WeakSet()
+# The packages whose frames a report names (the rest is the libraries' plumbing).
+_OUR_CODE = tuple(
+    f"{os.sep}{package}{os.sep}" for package in ("services", "api", "workflows", "bench", "tests")
+)
+
 
 def writes(sql: str) -> bool:
     """Whether `sql` takes SQLite's write lock until the end of its transaction."""
@@ -65,6 +79,10 @@ class WriteTurns:
 
     def __init__(self, database: Path, timeout: float) -> None:
         self._timeout = timeout
+        self.database = Path(database)
+        # (thread ident, monotonic time) of the turn's holder, while one is held
+        self.holder: tuple[int, float] | None = None
+        _ALL_TURNS.add(self)
         self._fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
         weakref.finalize(self, os.close, self._fd)
         # One thread of this engine at a time holds or waits for the file lock.
@@ -83,10 +101,11 @@ class WriteTurns:
         ("database is locked") when neither came within the time-out."""
         deadline = time.monotonic() + self._timeout
         if not self._turn.acquire(timeout=self._timeout):
-            raise sqlite3.OperationalError("database is locked")
+            raise self._not_had()
         try:
             with self._cond:
                 if not self._waiting_on_file and self._try_file():
+                    self.holder = (threading.get_ident(), time.monotonic())
                     return
                 self._wanted, self._granted = True, False
                 self._start_waiter()
@@ -96,15 +115,25 @@ class WriteTurns:
                     if left <= 0:
                         # The waiter lets the file go again if it gets it after all.
                         self._wanted = False
-                        raise sqlite3.OperationalError("database is locked")
+                        raise self._not_had()
                     self._cond.wait(left)
                 self._granted = False
+                self.holder = (threading.get_ident(), time.monotonic())
         except BaseException:
             self._turn.release()
             raise
 
+    def _not_had(self) -> sqlite3.OperationalError:
+        logger.warning(
+            "no write turn on the database within %g s: %s",
+            self._timeout,
+            "; ".join(holders(self.database)) or "held by another process",
+        )
+        return sqlite3.OperationalError("database is locked")
+
     def give_back(self) -> None:
         """End the turn taken by `take` (after the commit or rollback)."""
+        self.holder = None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
@@ -142,6 +171,36 @@ class WriteTurns:
                     self._cond.notify_all()
                 else:  # the writer gave up meanwhile
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def holders(database: Path) -> list[str]:
+    """Who in this process holds a turn on `database` now: for each engine's holder, its
+    thread, for how long, and where its code is (frames of our packages, innermost first)."""
+    frames = sys._current_frames()
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    found = []
+    for turns in list(_ALL_TURNS):
+        holder = turns.holder
+        if holder is None or turns.database != database:
+            continue
+        ident, since = holder
+        where = _our_frames(frames.get(ident))
+        found.append(
+            f"thread {names.get(ident, ident)!s} for {time.monotonic() - since:.1f} s"
+            + (" (the waiting thread itself)" if ident == threading.get_ident() else "")
+            + (f", at {' < '.join(where)}" if where else "")
+        )
+    return found
+
+
+def _our_frames(frame: FrameType | None, limit: int = 8) -> list[str]:
+    where: list[str] = []
+    while frame is not None and len(where) < limit:
+        code = frame.f_code
+        if any(part in code.co_filename for part in _OUR_CODE):
+            where.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return where
 
 
 class TurnTakingCursor(sqlite3.Cursor):

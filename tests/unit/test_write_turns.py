@@ -8,6 +8,7 @@ descriptor of the lock file, and `flock` locks belong to the descriptor."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import sqlite3
@@ -176,3 +177,56 @@ def test_the_thread_that_waits_on_the_file_ends_when_idle_and_comes_back(
     assert not started[0].is_alive()
     contended("after")  # a new one waits for the next contended turn
     assert rows(first) == ["after", "before"]
+
+
+def test_a_turn_not_had_in_time_is_logged_with_where_its_holder_is(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, impatient = make_engine(url), make_engine(url, statement_timeout=0.3)
+    taken, done = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:
+        with first.connect() as holding:
+            holding.execute(text("INSERT INTO t VALUES ('value-not-logged')"))
+            taken.set()
+            done.wait(10)
+            holding.rollback()
+
+    holder = threading.Thread(target=hold_the_turn, name="the-holder")
+    holder.start()
+    try:
+        assert taken.wait(10)
+        errors: list[BaseException] = []
+        with caplog.at_level(logging.WARNING, logger=write_turns.__name__):
+            write_without_busy_handler(impatient, "impatient", errors)
+    finally:
+        done.set()
+        holder.join(10)
+    assert len(errors) == 1 and pool_exhausted(errors[0])
+    [record] = [r for r in caplog.records if r.name == write_turns.__name__]
+    message = record.getMessage()
+    assert "no write turn on the database within 0.3 s: thread the-holder for 0." in message
+    assert "test_write_turns.py:" in message and " hold_the_turn" in message
+    assert "value-not-logged" not in message and "waiting thread itself" not in message
+
+
+def test_a_turn_held_by_another_process_is_logged_so(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        errors: list[BaseException] = []
+        with caplog.at_level(logging.WARNING, logger=write_turns.__name__):
+            write_without_busy_handler(make_engine(url, statement_timeout=0.3), "next", errors)
+        assert len(errors) == 1 and pool_exhausted(errors[0])
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    [record] = [r for r in caplog.records if r.name == write_turns.__name__]
+    assert record.getMessage().endswith(": held by another process")
