@@ -1,4 +1,4 @@
-"""What `/readyz` asks of Temporal.
+"""What `/readyz` asks of Temporal, and the log where each of its failing checks is named.
 
 The Temporal frontend closes every client connection after about five minutes
 (`frontend.keepAliveMaxConnectionAge`, with a jitter of 10 %): it sends an HTTP/2 GOAWAY

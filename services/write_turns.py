@@ -30,6 +30,7 @@ import sqlite3
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
@@ -195,11 +196,12 @@ def holders(database: Path) -> list[str]:
 
 def _our_frames(frame: FrameType | None, limit: int = 8) -> list[str]:
     where: list[str] = []
-    while frame is not None and len(where) < limit:
-        code = frame.f_code
+    for each, line in traceback.walk_stack(frame) if frame is not None else ():
+        code = each.f_code
         if any(part in code.co_filename for part in _OUR_CODE):
-            where.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
-        frame = frame.f_back
+            where.append(f"{Path(code.co_filename).name}:{line} {code.co_name}")
+            if len(where) == limit:
+                break
     return where
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,13 +109,25 @@ time.sleep(600)
 """
 
 
-def test_a_writer_that_dies_gives_its_turn_back(url: str) -> None:
+@contextmanager
+def another_process_holding(url: str) -> Iterator[subprocess.Popen[str]]:
+    """A process that holds the write turn (an uncommitted insert) until it is killed."""
     root = Path(__file__).resolve().parents[2]
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, url], cwd=root, stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_a_writer_that_dies_gives_its_turn_back(url: str) -> None:
+    with another_process_holding(url) as holder:
         errors: list[BaseException] = []
         engine = make_engine(url)
         waiter = threading.Thread(target=write_without_busy_handler, args=(engine, "next", errors))
@@ -125,11 +138,6 @@ def test_a_writer_that_dies_gives_its_turn_back(url: str) -> None:
         waiter.join(10)
         assert not waiter.is_alive() and not errors
         assert rows(engine) == ["next"]  # the dead writer's row was never committed
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 def test_a_connection_dropped_while_it_holds_the_turn_gives_it_back(url: str) -> None:
@@ -213,20 +221,10 @@ def test_a_turn_not_had_in_time_is_logged_with_where_its_holder_is(
 def test_a_turn_held_by_another_process_is_logged_so(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = Path(__file__).resolve().parents[2]
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, url], cwd=root, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        errors: list[BaseException] = []
+    errors: list[BaseException] = []
+    with another_process_holding(url):
         with caplog.at_level(logging.WARNING, logger=write_turns.__name__):
             write_without_busy_handler(make_engine(url, statement_timeout=0.3), "next", errors)
-        assert len(errors) == 1 and pool_exhausted(errors[0])
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
+    assert len(errors) == 1 and pool_exhausted(errors[0])
     [record] = [r for r in caplog.records if r.name == write_turns.__name__]
     assert record.getMessage().endswith(": held by another process")
